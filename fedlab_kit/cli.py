@@ -1,0 +1,204 @@
+"""The ``fedlab`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import FedlabError
+from .identity import Identity, Invitation, PartyCard
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fedlab")
+@click.option("--log-level", default="WARNING", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(log_level: str) -> None:
+    """fedlab-kit: joint analytics across organisations without pooling raw data."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+
+
+# ---------------------------------------------------------------------------- relay
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0: any free port, printed on start).")
+@click.option("--rooms", "rooms_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Invitations file (one per line): only these rooms exist. "
+                   "Without it, rooms open on first join.")
+@click.option("--max-frame-mb", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Largest frame accepted; larger messages are chunked by the parties.")
+@click.option("--mailbox-mb", default=128, show_default=True, type=click.IntRange(1, 1 << 16),
+              help="Per-party queue; a full queue pauses the senders (backpressure).")
+@click.option("--heartbeat-timeout", default=30.0, show_default=True,
+              help="Seconds of silence after which a party counts as lost.")
+def relay(host: str, port: int, rooms_file: Path | None, max_frame_mb: int, mailbox_mb: int,
+          heartbeat_timeout: float) -> None:
+    """Run the message relay (routes sealed frames; never sees payloads)."""
+    from .relay.server import RelayConfig, RelayServer
+
+    config = RelayConfig(host=host, port=port, max_frame=max_frame_mb << 20,
+                         mailbox_bytes=mailbox_mb << 20, heartbeat_timeout=heartbeat_timeout,
+                         rooms_file=rooms_file)
+
+    async def serve() -> None:
+        try:
+            server = RelayServer(config)
+        except FedlabError as exc:
+            _fail(exc)
+        await server.start()
+        click.echo(f"fedlab relay listening on {host}:{server.port}", err=False)
+        sys.stdout.flush()
+        if rooms_file is None and host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo("warning: open mode: anyone reaching this port can open a room "
+                       "(pass --rooms to allow only invited rooms)", err=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.close()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        _fail(OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+
+
+# ----------------------------------------------------------------------- identities
+@main.command()
+@click.argument("name")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Key file to write (default: NAME.key). Keep it private.")
+def keygen(name: str, out: Path | None) -> None:
+    """Create a party identity; prints the public card to send to peers."""
+    try:
+        ident = Identity.generate(name)
+        path = ident.save(out or Path(f"{name}.key"))
+    except FedlabError as exc:
+        _fail(exc)
+    click.echo(f"# private key written to {path} (keep it secret)", err=True)
+    click.echo(ident.card.to_string())
+
+
+@main.command()
+@click.option("--relay", "relay_addr", required=True, help="HOST:PORT of the relay.")
+@click.option("--room", help="Room name (default: random).")
+@click.argument("cards", nargs=-1, required=True)
+def invite(relay_addr: str, room: str | None, cards: tuple[str, ...]) -> None:
+    """Make a room invitation from the members' cards (strings or @file)."""
+    try:
+        host, _, port = relay_addr.rpartition(":")
+        if not host or not port.isdigit():
+            raise FedlabError(f"--relay must be HOST:PORT, got {relay_addr!r}")
+        parsed = [PartyCard.from_string(Path(c[1:]).read_text() if c.startswith("@") else c)
+                  for c in cards]
+        click.echo(Invitation.create(host, int(port), room, parsed).to_string())
+    except (FedlabError, OSError) as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option("--key", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--invitation", required=True, help="Invitation string or @file.")
+@click.option("--wait", default=0.0, show_default=True, help="Seconds to wait for peers.")
+def ping(key: Path, invitation: str, wait: float) -> None:
+    """Join the room, print who is present, leave."""
+    import time
+
+    from .session import Party
+
+    try:
+        inv = _invitation(invitation)
+        with Party(Identity.load(key), inv) as party:
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and any(
+                    v != "present" for v in party.presence.values()):
+                time.sleep(0.1)
+            click.echo(json.dumps({"me": party.name, "room": inv.room,
+                                   "presence": party.presence}))
+    except FedlabError as exc:
+        _fail(exc)
+
+
+def _invitation(text: str) -> Invitation:
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    return Invitation.from_string(text)
+
+
+# ----------------------------------------------------------------------------- demo
+@main.command()
+@click.option("--out", default="out", show_default=True, type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Dataset directory (default: the shipped sample).")
+def demo(out: Path, data: Path | None) -> None:
+    """Run the end-to-end job on localhost: relay + three party processes on sample data."""
+    from .demo import run_demo
+
+    try:
+        summary = run_demo(out, data, echo=click.echo)
+    except FedlabError as exc:
+        _fail(exc)
+    click.echo(json.dumps(summary["timings"], indent=2))
+    click.echo(f"results in {out}/")
+
+
+# ------------------------------------------------------------------------- datasets
+@main.group()
+def datasets() -> None:
+    """Synthetic city data with ground truth."""
+
+
+@datasets.command("make")
+@click.option("--persons", default=100_000, show_default=True, type=int)
+@click.option("--seed", default=7, show_default=True, type=int)
+@click.option("--pois", "n_pois", default=600, show_default=True, type=int)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def datasets_make(persons: int, seed: int, n_pois: int, out: Path) -> None:
+    """Generate a synthetic city (party files + ground truth) into OUT."""
+    from .data import make_and_write
+
+    try:
+        files = make_and_write(persons, seed, out, n_pois=n_pois)
+    except ValueError as exc:
+        _fail(exc)
+    for name, path in sorted(files.items()):
+        click.echo(f"{name}: {path}")
+
+
+# ---------------------------------------------------------------------------- bench
+@main.group()
+def bench() -> None:
+    """Benchmarks that print JSON next to their reference."""
+
+
+@bench.command("relay")
+@click.option("--mb", default=500, show_default=True, type=click.IntRange(1, 1 << 16))
+@click.option("--message-mb", default=64, show_default=True, type=click.IntRange(1, 4096),
+              help="Size of each logical message (chunked into frames).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def bench_relay_cmd(mb: int, message_mb: int, json_path: Path | None) -> None:
+    """Encrypted relay throughput between two processes vs a plain TCP copy."""
+    from .bench.relay import bench_relay
+
+    report = bench_relay(mb, message_mb)
+    text = json.dumps(report, indent=2)
+    click.echo(text)
+    if json_path:
+        json_path.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""A party's connection to the relay: handshake, heartbeats, relay-level acks, reconnect.
+
+Frames from the relay are numbered per recipient; the connection acknowledges them and, on
+reconnecting to the same relay process (same epoch), names the last one it received, so the
+relay resends exactly what is missing. Whatever a restarted relay lost is recovered end to
+end by the party (:mod:`fedlab_kit.link`), which :class:`RelayConnection` tells about each
+(re)connection through ``on_connected``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import RelayRejected, RelayUnavailable
+from ..identity import Identity, Invitation
+from . import wire
+from .wire import T
+
+log = logging.getLogger("fedlab.client")
+
+# relay rejections worth retrying while reconnecting (the old connection may linger)
+_RETRYABLE = {"duplicate-name", "busy"}
+
+
+@dataclass
+class ClientConfig:
+    heartbeat: float = 5.0  # seconds between pings
+    dead_after: float = 30.0  # no frame from the relay for this long: reconnect
+    reconnect_timeout: float = 120.0  # give up after this long without a connection
+    ack_bytes: int = 4 << 20  # acknowledge after this many bytes, or when idle
+
+
+class RelayConnection:
+    """Keeps one party connected to the relay and moves frames in and out."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        invitation: Invitation,
+        instance: bytes,
+        *,
+        on_deliver: Callable[[str, memoryview], None],
+        on_connected: Callable[[bool, list[str]], None],
+        on_presence: Callable[[str, str], None],
+        on_fatal: Callable[[Exception], None],
+        config: ClientConfig | None = None,
+    ) -> None:
+        self.identity, self.invitation, self.instance = identity, invitation, instance
+        self.config = config or ClientConfig()
+        self._on_deliver, self._on_connected = on_deliver, on_connected
+        self._on_presence, self._on_fatal = on_presence, on_fatal
+        self.max_frame = wire.DEFAULT_MAX_FRAME
+        self.epoch = ""
+        self.last_seq = 0
+        self._acked = 0
+        self._unacked_bytes = 0
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.reconnects = 0
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Connect once (raising on rejection), then keep the connection up in the background."""
+        reader, writer, welcome = await self._open()
+        self._task = asyncio.create_task(self._run(reader, writer, welcome))
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._writer is not None:
+            self._writer.close()
+
+    async def _open(
+        self,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.Welcome]:
+        inv = self.invitation
+        reader, writer = await asyncio.open_connection(inv.host, inv.port, limit=1 << 20)
+        try:
+            kind, body = await asyncio.wait_for(wire.read_frame(reader, 1 << 16), 15)
+            if kind != T.CHALLENGE:
+                raise RelayRejected(f"{inv.host}:{inv.port} is not a fedlab relay")
+            challenge = wire.decode_control(body, wire.Challenge)
+            roster = inv.roster()
+            signature = self.identity.sign(
+                wire.auth_message(challenge.nonce, inv.room, self.identity.name, roster)
+            )
+            same_relay = challenge.epoch == self.epoch
+            hello = wire.Hello(
+                wire.PROTOCOL_VERSION, inv.room, self.identity.name, roster, signature,
+                self.instance, self.epoch if same_relay else "", self.last_seq if same_relay else 0,
+            )
+            writer.write(wire.control(T.HELLO, hello))
+            kind, body = await asyncio.wait_for(wire.read_frame(reader, 1 << 16), 15)
+            if kind == T.ERROR:
+                err = wire.decode_control(body, wire.Error)
+                exc = RelayRejected(f"relay refused {self.identity.name!r}: {err.message}")
+                exc.code = err.code  # type: ignore[attr-defined]
+                raise exc
+            if kind != T.WELCOME:
+                raise RelayRejected(f"unexpected {kind.name} from the relay during the handshake")
+            welcome = wire.decode_control(body, wire.Welcome)
+        except (wire.WireError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            writer.close()
+            raise RelayRejected(f"handshake with {inv.host}:{inv.port} failed: {exc}") from exc
+        except BaseException:
+            writer.close()
+            raise
+        if not same_relay:
+            self.last_seq = self._acked = 0
+        self.epoch = welcome.epoch
+        self.max_frame = welcome.max_frame
+        writer.transport.set_write_buffer_limits(high=8 << 20)
+        return reader, writer, welcome
+
+    async def _run(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, welcome: wire.Welcome
+    ) -> None:
+        first = True
+        while True:
+            self._writer = writer
+            self._on_connected(first, welcome.present)
+            self.connected.set()
+            first = False
+            try:
+                await self._serve(reader, writer)
+            except Exception as exc:  # any failure of this connection: reconnect
+                log.info("%s: connection lost (%s)", self.identity.name, exc)
+            finally:
+                self.connected.clear()
+                self._writer = None
+                writer.close()
+            if self._closing:
+                return
+            try:
+                reader, writer, welcome = await self._reconnect()
+            except Exception as exc:
+                self._on_fatal(exc)
+                return
+            self.reconnects += 1
+
+    async def _reconnect(
+        self,
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.Welcome]:
+        deadline = time.monotonic() + self.config.reconnect_timeout
+        delay = 0.05
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                return await self._open()
+            except RelayRejected as exc:
+                if getattr(exc, "code", "") not in _RETRYABLE:
+                    raise
+                last = exc
+            except OSError as exc:
+                last = exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        raise RelayUnavailable(
+            f"relay {self.invitation.host}:{self.invitation.port} unreachable for "
+            f"{self.config.reconnect_timeout:.0f} s (last error: {last})"
+        )
+
+    # ------------------------------------------------------------------ traffic
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pinger = asyncio.create_task(self._ping(writer))
+        try:
+            while True:
+                kind, body = await asyncio.wait_for(
+                    wire.read_frame(reader, self.max_frame), self.config.dead_after
+                )
+                if kind == T.DELIVER:
+                    seq, sender, payload = wire.parse_deliver(body)
+                    if seq <= self.last_seq:
+                        continue  # already had it (relay resent after a reconnect)
+                    self.last_seq = seq
+                    self._unacked_bytes += len(payload)
+                    self._on_deliver(sender, payload)
+                    if self._unacked_bytes >= self.config.ack_bytes:
+                        self._send_ack(writer)
+                    elif self._ack_timer is None:
+                        self._ack_timer = asyncio.get_running_loop().call_later(
+                            0.02, self._send_ack, writer
+                        )
+                elif kind == T.PRESENCE:
+                    p = wire.decode_control(body, wire.Presence)
+                    self._on_presence(p.party, p.event)
+                elif kind == T.ERROR:
+                    err = wire.decode_control(body, wire.Error)
+                    log.warning("%s: relay says %s: %s", self.identity.name, err.code, err.message)
+                    if err.fatal:
+                        raise RelayRejected(err.message)
+                elif kind != T.PONG:
+                    raise wire.WireError(f"unexpected {kind.name} from the relay")
+        finally:
+            pinger.cancel()
+
+    def _send_ack(self, writer: asyncio.StreamWriter) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self.last_seq > self._acked and not writer.is_closing():
+            writer.write(wire.ack(self.last_seq))
+            self._acked = self.last_seq
+            self._unacked_bytes = 0
+
+    async def _ping(self, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat)
+            self._send_ack(writer)
+            writer.write(wire.frame(T.PING))
+
+    async def send(self, recipient: str, body: bytes) -> None:
+        """Send one sealed frame; waits while disconnected. Raises if the write fails."""
+        while self._writer is None:
+            await self.connected.wait()
+        writer = self._writer
+        writer.write(wire.send_head(recipient, len(body)))
+        writer.write(body)
+        await writer.drain()
