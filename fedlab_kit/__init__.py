@@ -2,49 +2,50 @@
 
 Parties meet in a room on a small relay (:mod:`fedlab_kit.relay`), exchange end-to-end
 sealed messages (:class:`Party`), and run sans-IO protocols over them
-(:mod:`fedlab_kit.protocol`).
+(:mod:`fedlab_kit.protocol`). Names below load on first use, so worker processes that
+import one small module stay light.
 """
 
+from __future__ import annotations
+
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("fedlab-kit")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
-from .envelope import Envelope
-from .errors import (
-    FedlabError,
-    InvitationError,
-    ProtocolError,
-    RelayRejected,
-    RelayUnavailable,
-    SecurityError,
-    SessionClosed,
-)
-from .identity import Identity, Invitation, PartyCard
-from .protocol import Protocol, RollCall, Send, drive, run
-from .session import AsyncParty, Party, PartyOptions
+_EXPORTS = {
+    "Envelope": "envelope",
+    "FedlabError": "errors",
+    "InvitationError": "errors",
+    "ProtocolError": "errors",
+    "RelayRejected": "errors",
+    "RelayUnavailable": "errors",
+    "SecurityError": "errors",
+    "SessionClosed": "errors",
+    "Identity": "identity",
+    "Invitation": "identity",
+    "PartyCard": "identity",
+    "Protocol": "protocol",
+    "RollCall": "protocol",
+    "Send": "protocol",
+    "Compute": "protocol",
+    "drive": "protocol",
+    "run": "protocol",
+    "AsyncParty": "session",
+    "Party": "session",
+    "PartyOptions": "session",
+    "PsiResult": "psi",
+}
 
-__all__ = [
-    "AsyncParty",
-    "Envelope",
-    "FedlabError",
-    "Identity",
-    "Invitation",
-    "InvitationError",
-    "Party",
-    "PartyCard",
-    "PartyOptions",
-    "Protocol",
-    "ProtocolError",
-    "RelayRejected",
-    "RelayUnavailable",
-    "RollCall",
-    "SecurityError",
-    "Send",
-    "SessionClosed",
-    "__version__",
-    "drive",
-    "run",
-]
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'fedlab_kit' has no attribute {name!r}")

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -138,6 +139,86 @@ def _invitation(text: str) -> Invitation:
     return Invitation.from_string(text)
 
 
+# ------------------------------------------------------------------------------ psi
+def _read_table(path: Path) -> Any:
+    import pandas as pd
+
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if path.suffix.lower() in (".csv", ".txt", ".gz"):
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    raise FedlabError(f"{path}: use a .csv or .parquet file")
+
+
+def _write_table(frame: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+
+@main.command("psi")
+@click.option("--key", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--invitation", required=True, help="Invitation string or @file.")
+@click.option("--input", "input_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CSV or Parquet file with one row per customer.")
+@click.option("--column", required=True, help="The ID column.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the aligned rows (CSV or Parquet).")
+@click.option("--peers", help="Comma-separated peers (default: everyone in the room).")
+@click.option("--reveal", default="intersection", show_default=True,
+              type=click.Choice(["intersection", "cardinality"]))
+@click.option("--receivers", help="Comma-separated parties who learn the result (default all).")
+@click.option("--duplicates", default="raise", show_default=True,
+              type=click.Choice(["raise", "first"]))
+@click.option("--normalize", type=click.Choice(["str", "strip", "lower"]))
+@click.option("--session", default="psi", show_default=True,
+              help="Same value at every party; distinct per concurrent PSI run.")
+@click.option("--timeout", default=600.0, show_default=True,
+              help="Seconds to wait for any one peer message.")
+def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path | None,
+            peers: str | None, reveal: str, receivers: str | None, duplicates: str,
+            normalize: str | None, session: str, timeout: float) -> None:
+    """Private set intersection of a file's ID column with the peers; writes aligned rows."""
+    from tqdm import tqdm
+
+    from .session import Party
+
+    try:
+        frame = _read_table(input_path)
+        if column not in frame.columns:
+            raise FedlabError(f"{input_path} has no column {column!r}; columns: "
+                              f"{[str(c) for c in frame.columns]}")
+        with Party(Identity.load(key), _invitation(invitation)) as party, \
+                tqdm(desc="psi batches", unit="batch", disable=None) as bar:
+
+            def progress(_: str, done: int, total: int) -> None:
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+
+            result = party.psi(frame[column], peers=_names(peers), reveal=reveal,  # type: ignore[arg-type]
+                               receivers=_names(receivers), duplicates=duplicates,  # type: ignore[arg-type]
+                               normalize=normalize, session=session, progress=progress,  # type: ignore[arg-type]
+                               timeout=timeout)
+        if out is not None and result.rows is not None:
+            _write_table(result.align(frame), out)
+    except (FedlabError, OSError, ValueError) as exc:
+        _fail(exc)
+    click.echo(result.summary(), err=True)
+    click.echo(json.dumps({
+        "intersection": result.size, "sizes": result.sizes, "rows_in": result.report.n_input,
+        "rows_used": result.report.n_used, "excluded": result.report.excluded,
+        "out": str(out) if out is not None and result.rows is not None else None,
+        "seconds": round(result.seconds, 2)}))
+
+
 # ----------------------------------------------------------------------------- demo
 @main.command()
 @click.option("--out", default="out", show_default=True, type=click.Path(path_type=Path))
@@ -194,6 +275,22 @@ def bench_relay_cmd(mb: int, message_mb: int, json_path: Path | None) -> None:
     from .bench.relay import bench_relay
 
     report = bench_relay(mb, message_mb)
+    text = json.dumps(report, indent=2)
+    click.echo(text)
+    if json_path:
+        json_path.write_text(text + "\n")
+
+
+@bench.command("psi")
+@click.option("--n", default=1_000_000, show_default=True, type=click.IntRange(1))
+@click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--vs", "vs", type=click.Choice(["openmined"]), help="Also run this reference.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def bench_psi_cmd(n: int, overlap: float, vs: str | None, json_path: Path | None) -> None:
+    """ECDH-PSI between two processes over the relay (optionally vs OpenMined PSI)."""
+    from .bench.psi import bench_psi
+
+    report = bench_psi(n, overlap, vs_openmined=vs == "openmined")
     text = json.dumps(report, indent=2)
     click.echo(text)
     if json_path:

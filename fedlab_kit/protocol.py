@@ -11,7 +11,9 @@ from __future__ import annotations
 import abc
 import asyncio
 import uuid
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,19 @@ class Send:
     payload: bytes | bytearray | memoryview
 
 
+@dataclass(frozen=True)
+class Compute:
+    """CPU-heavy work the driver runs off the event loop; the result comes back through
+    :meth:`Protocol.on_computed`. ``fn`` must be a picklable top-level function."""
+
+    key: Hashable
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+
+
+Action = Send | Compute
+
+
 class Protocol(abc.ABC):
     """Base class of sans-IO protocols run by :func:`drive`."""
 
@@ -42,12 +57,16 @@ class Protocol(abc.ABC):
         self.result: Any = None
 
     @abc.abstractmethod
-    def start(self) -> list[Send]:
-        """Messages to send first."""
+    def start(self) -> list[Action]:
+        """Messages to send (and work to start) first."""
 
     @abc.abstractmethod
-    def on_message(self, env: Envelope) -> list[Send]:
-        """Consume one message; return the messages it causes."""
+    def on_message(self, env: Envelope) -> list[Action]:
+        """Consume one message; return the messages (and work) it causes."""
+
+    def on_computed(self, key: Hashable, result: Any) -> list[Action]:
+        """Consume the result of a :class:`Compute`; return what it causes."""
+        raise ProtocolError(f"{self.name} does not request computations")
 
     def progress(self) -> tuple[int, int]:
         """(steps done, steps total) for progress bars; (0, 0) if unknown."""
@@ -60,32 +79,61 @@ ProgressCallback = Callable[[str, int, int], None]
 async def drive(
     party: AsyncParty, protocol: Protocol, *, session: str | None = None,
     timeout: float | None = None, progress: ProgressCallback | None = None,
+    executor: Executor | None = None, max_computing: int = 8,
 ) -> Any:
     """Run ``protocol`` over ``party`` until it is done; returns its result.
 
-    ``timeout`` bounds the wait for each incoming message (not the whole run).
+    :class:`Compute` requests run in ``executor`` (a process pool for CPU-bound work; the
+    default thread pool otherwise), at most ``max_computing`` at a time, overlapping with
+    network traffic. ``timeout`` bounds each wait for a message while nothing is computing.
     """
     session = session or f"{protocol.name}-{uuid.uuid4().hex[:12]}"
+    loop = asyncio.get_running_loop()
+    backlog: deque[Compute] = deque()
+    computing: dict[asyncio.Future[Any], Hashable] = {}
 
-    async def send_all(msgs: Iterable[Send]) -> None:
-        for m in msgs:
-            await party.send(m.to, m.payload, kind=m.kind, session=session)
+    async def act(actions: Iterable[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                await party.send(a.to, a.payload, kind=a.kind, session=session)
+            else:
+                backlog.append(a)
+        while backlog and len(computing) < max_computing:
+            job = backlog.popleft()
+            computing[loop.run_in_executor(executor, job.fn, *job.args)] = job.key
 
-    await send_all(protocol.start())
-    while not protocol.done:
-        env = await party.recv(session=session, timeout=timeout)
-        await send_all(protocol.on_message(env))
-        if progress is not None:
-            progress(protocol.name, *protocol.progress())
+    await act(protocol.start())
+    receiving: asyncio.Task[Envelope] | None = None
+    try:
+        while not protocol.done:
+            if receiving is None:
+                receiving = asyncio.ensure_future(
+                    party.recv(session=session, timeout=None if computing else timeout))
+            done, _ = await asyncio.wait([receiving, *computing],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                if fut is receiving:
+                    receiving = None
+                    await act(protocol.on_message(fut.result()))
+                else:
+                    await act(protocol.on_computed(computing.pop(fut), fut.result()))
+            if progress is not None:
+                progress(protocol.name, *protocol.progress())
+    finally:
+        if receiving is not None:
+            receiving.cancel()
+        for fut in computing:
+            fut.cancel()
     await party.flush(timeout)
     return protocol.result
 
 
 def run(party: Party, protocol: Protocol, *, session: str | None = None,
-        timeout: float | None = None, progress: ProgressCallback | None = None) -> Any:
+        timeout: float | None = None, progress: ProgressCallback | None = None,
+        executor: Executor | None = None) -> Any:
     """Blocking :func:`drive` for a :class:`~fedlab_kit.session.Party`."""
     return party.run(drive(party.aio, protocol, session=session, timeout=timeout,
-                           progress=progress))
+                           progress=progress, executor=executor))
 
 
 class RollCall(Protocol):
@@ -135,8 +183,11 @@ class LocalNetwork:
     def run(self, max_messages: int = 1_000_000) -> dict[str, Any]:
         seqs: dict[tuple[str, str], int] = {}
 
-        def post(sender: str, msgs: list[Send]) -> None:
-            for m in msgs:
+        def post(sender: str, actions: list[Action]) -> None:
+            for m in actions:
+                if isinstance(m, Compute):  # computed inline, in order
+                    post(sender, self.protocols[sender].on_computed(m.key, m.fn(*m.args)))
+                    continue
                 if m.to not in self.protocols:
                     raise ProtocolError(f"{sender} sent to unknown party {m.to!r}")
                 seq = seqs.get((sender, m.to), 0)

@@ -364,6 +364,12 @@ class Party:
     def on_presence(self, callback: PresenceCallback) -> None:
         self._loop.call_soon_threadsafe(self.aio.on_presence, callback)
 
+    def psi(self, ids: Any, **kwargs: Any) -> Any:
+        """Private set intersection with peers; see :func:`fedlab_kit.psi.psi`."""
+        from .psi import psi
+
+        return psi(self, ids, **kwargs)
+
     def run(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
         """Run a coroutine on the party's loop (e.g. a protocol driver) and wait for it."""
         return self._call(coro, timeout)

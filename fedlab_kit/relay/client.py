@@ -85,7 +85,7 @@ class RelayConnection:
         self,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.Welcome]:
         inv = self.invitation
-        reader, writer = await asyncio.open_connection(inv.host, inv.port, limit=1 << 20)
+        reader, writer = await asyncio.open_connection(inv.host, inv.port, limit=8 << 20)
         try:
             kind, body = await asyncio.wait_for(wire.read_frame(reader, 1 << 16), 15)
             if kind != T.CHALLENGE:

@@ -133,7 +133,7 @@ class RelayServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._handle, self.config.host, self.config.port, limit=1 << 20
+            self._handle, self.config.host, self.config.port, limit=8 << 20
         )
         log.info("relay listening on %s:%d (epoch %s)", self.config.host, self.port, self.epoch)
 

@@ -1,0 +1,80 @@
+"""Curve25519 work for ECDH-PSI: hashing IDs to points and X25519 scalar multiplication.
+
+A point is a 32-byte X25519 u-coordinate; batches are concatenations of points. Hashing an
+ID to 32 bytes and using it as a u-coordinate is sound for X25519 (twist-secure), and
+``X25519(a, X25519(b, P)) == X25519(b, X25519(a, P))``, which is what ECDH-PSI needs.
+These functions run in worker processes: keep this module's imports light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from nacl.bindings import crypto_scalarmult
+from nacl.exceptions import RuntimeError as NaclRuntimeError
+
+try:  # PyNaCl's own cffi handle on libsodium: one call per point, no per-call allocation
+    from nacl._sodium import ffi as _ffi
+    from nacl._sodium import lib as _lib
+except ImportError:  # pragma: no cover - other PyNaCl layouts use the public binding
+    _ffi = _lib = None
+
+POINT = 32
+TAG_PREFIX = b"fedlab-psi1|"
+
+
+class InvalidPoint(ValueError):
+    """A batch holds a point that maps to the identity (low order): never from honest peers."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"point {index} of the batch is of low order (all-zero result)")
+        self.index = index
+
+
+def new_scalar() -> bytes:
+    """A fresh secret X25519 scalar for one PSI session."""
+    return os.urandom(32)
+
+
+def hash_id(tag: bytes, key: bytes) -> bytes:
+    """Domain-separated hash of one encoded ID to a point."""
+    return hashlib.sha256(TAG_PREFIX + tag + b"|" + key).digest()
+
+
+def mul_points(scalar: bytes, points: bytes) -> bytes:
+    """Multiply every point of a batch by ``scalar``; raises :class:`InvalidPoint`."""
+    if len(points) % POINT:
+        raise ValueError(f"batch of {len(points)} bytes is not a whole number of points")
+    if len(scalar) != 32:
+        raise ValueError("an X25519 scalar is 32 bytes")
+    if _lib is not None:
+        return _mul_points_cffi(scalar, points)
+    return _mul_points_binding(scalar, points)
+
+
+def _mul_points_cffi(scalar: bytes, points: bytes) -> bytes:
+    out = _ffi.new("unsigned char[]", len(points))
+    src = _ffi.from_buffer(points)
+    mult = _lib.crypto_scalarmult
+    for i in range(0, len(points), POINT):
+        if mult(out + i, scalar, src + i) != 0:
+            raise InvalidPoint(i // POINT)
+    return bytes(_ffi.buffer(out))
+
+
+def _mul_points_binding(scalar: bytes, points: bytes) -> bytes:
+    out = bytearray(len(points))
+    for i in range(0, len(points), POINT):
+        try:
+            out[i : i + POINT] = crypto_scalarmult(scalar, points[i : i + POINT])
+        except NaclRuntimeError:
+            raise InvalidPoint(i // POINT) from None
+    return bytes(out)
+
+
+def hash_and_mul(scalar: bytes, tag: bytes, keys: list[bytes]) -> bytes:
+    """Hash each encoded ID to a point and multiply by ``scalar`` (the owner's first step)."""
+    prefix = TAG_PREFIX + tag + b"|"
+    sha = hashlib.sha256
+    return mul_points(scalar, b"".join([sha(prefix + key).digest() for key in keys]))

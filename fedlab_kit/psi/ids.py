@@ -1,0 +1,133 @@
+"""Turning a column of customer IDs into the byte strings PSI hashes, with a clear account
+of every row that cannot take part.
+
+IDs are typed: the integer ``42`` and the string ``"42"`` are *different* IDs (encoded as
+``i:42`` and ``s:42``) unless ``normalize="str"`` maps every ID to its string form first.
+``normalize="strip"`` / ``"lower"`` additionally trim or lower-case strings. Integral floats
+(pandas turns an integer column with a missing value into floats) count as integers.
+Nulls, empty strings and bytes that are not UTF-8 are excluded and counted; duplicates are
+refused unless ``duplicates="first"`` keeps the first occurrence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from ..errors import FedlabError
+
+Normalize = Literal["str", "strip", "lower"] | None
+DuplicatePolicy = Literal["raise", "first"]
+
+
+class IdError(FedlabError):
+    """The ID column cannot be used as given."""
+
+
+@dataclass
+class IdReport:
+    """What happened to the input rows before PSI."""
+
+    n_input: int
+    n_used: int
+    excluded: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[Any]] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_excluded(self) -> int:
+        return self.n_input - self.n_used
+
+    def summary(self) -> str:
+        parts = [f"{self.n_used} of {self.n_input} rows take part"]
+        parts += [f"{n} excluded as {why} (e.g. {self.examples.get(why, [])[:3]})"
+                  for why, n in self.excluded.items() if n]
+        if len([t for t, n in self.types.items() if n]) > 1:
+            parts.append(f"mixed ID types {self.types}: int 42 and str '42' differ unless "
+                         "normalize='str'")
+        return "; ".join(parts)
+
+
+def _encode(value: Any, normalize: Normalize) -> tuple[bytes | None, str]:
+    """(encoded key or None, type name or exclusion reason)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None, "null"
+    if isinstance(value, bytes | bytearray):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None, "non-UTF-8 bytes"
+    if isinstance(value, float | np.floating):
+        if math.isnan(value):
+            return None, "null"
+        if not float(value).is_integer():
+            return None, "non-integer float"
+        value = int(value)
+    if isinstance(value, bool | np.bool_):
+        return None, "boolean"
+    if isinstance(value, int | np.integer):
+        if normalize is None:
+            return b"i:" + str(int(value)).encode(), "int"
+        value = str(int(value))
+    if not isinstance(value, str):
+        return None, f"unsupported type {type(value).__name__}"
+    if normalize in ("strip", "lower"):
+        value = value.strip()
+    if normalize == "lower":
+        value = value.lower()
+    if value == "":
+        return None, "empty"
+    try:
+        return b"s:" + value.encode("utf-8"), "str"
+    except UnicodeEncodeError:
+        return None, "non-UTF-8 string"
+
+
+def prepare_ids(
+    ids: Iterable[Any] | pd.Series, *, duplicates: DuplicatePolicy = "raise",
+    normalize: Normalize = None,
+) -> tuple[list[bytes], np.ndarray, IdReport]:
+    """Encode IDs for hashing. Returns (keys, input row positions of the keys, report)."""
+    if duplicates not in ("raise", "first"):
+        raise IdError(f"duplicates must be 'raise' or 'first', got {duplicates!r}")
+    if normalize not in (None, "str", "strip", "lower"):
+        raise IdError(f"normalize must be None, 'str', 'strip' or 'lower', got {normalize!r}")
+    values = ids.tolist() if isinstance(ids, pd.Series | pd.Index | np.ndarray) else list(ids)
+    report = IdReport(len(values), 0)
+    keys: list[bytes] = []
+    rows: list[int] = []
+    first_row: dict[bytes, int] = {}
+    dupes: list[Any] = []
+    n_dupes = 0
+    for row, value in enumerate(values):
+        key, what = _encode(value, normalize)
+        if key is None:
+            report.excluded[what] = report.excluded.get(what, 0) + 1
+            report.examples.setdefault(what, [])
+            if len(report.examples[what]) < 5:
+                report.examples[what].append(f"row {row}: {value!r}")
+            continue
+        report.types[what] = report.types.get(what, 0) + 1
+        if key in first_row:
+            n_dupes += 1
+            if len(dupes) < 5:
+                dupes.append(value)
+            continue
+        first_row[key] = row
+        keys.append(key)
+        rows.append(row)
+    if n_dupes:
+        if duplicates == "raise":
+            raise IdError(
+                f"{n_dupes} duplicate IDs (e.g. {dupes}); PSI needs one row per customer: "
+                "deduplicate first, or pass duplicates='first' to keep the first occurrence"
+            )
+        report.excluded["duplicate"] = n_dupes
+        report.examples["duplicate"] = [repr(d) for d in dupes]
+    report.n_used = len(keys)
+    return keys, np.asarray(rows, dtype=np.int64), report

@@ -1,0 +1,303 @@
+"""Sans-IO ECDH-PSI for two or three parties (ring of X25519 exponentiations).
+
+Every party hashes its IDs to points and multiplies them by its secret scalar. Each list
+then travels around the ring of the other parties, each multiplying by its own scalar, and
+arrives fully encrypted (by every scalar) at the *leader*, truncated to 12 bytes. Non-leader
+owners shuffle their list first, so only they can map positions back to rows. The leader
+intersects the lists and tells each receiver which of its positions are in the intersection,
+in one common order, so row i is the same customer at every party.
+
+With ``reveal="cardinality"`` the last hop of the leader's own list shuffles it as a whole,
+so the leader can count matches but not tell which of its rows matched; receivers get the
+count only. Batches stream through the ring; the scalar multiplications are
+:class:`~fedlab_kit.protocol.Compute` requests, run by the driver in a process pool.
+
+What each party learns (semi-honest): everyone learns every party's set size; the leader
+learns the intersection (or its size) and, with three parties, the number of IDs that the
+two others share but it does not hold; receivers learn the intersection (or its size); no
+one learns an ID outside the intersection. Equal truncated values have a false-positive
+probability of at most n_a * n_b / 2**96 per pair of sets.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+
+from ..envelope import Envelope
+from ..errors import ProtocolError
+from ..protocol import Action, Compute, Protocol, Send
+from .curve import POINT, InvalidPoint, hash_and_mul, mul_points, new_scalar
+
+TRUNC = 12
+BATCH = 4096
+VERSION = 1
+Reveal = Literal["intersection", "cardinality"]
+_LEN = struct.Struct(">I")
+
+
+class Hello(msgspec.Struct, array_like=True):
+    version: int
+    parties: list[str]
+    leader: str
+    reveal: str
+    receivers: list[str]
+    size: int
+    batch: int
+    nonce: bytes
+
+
+class Batch(msgspec.Struct, array_like=True):
+    owner: str
+    hops: int  # scalars applied so far
+    index: int
+
+
+_enc = msgspec.msgpack.Encoder()
+
+
+def _pack(head: msgspec.Struct, data: bytes = b"") -> bytes:
+    h = _enc.encode(head)
+    return _LEN.pack(len(h)) + h + data
+
+
+def _unpack(payload: bytes | bytearray, cls: type[Any], peer: str) -> tuple[Any, memoryview]:
+    view = memoryview(payload)
+    try:
+        (n,) = _LEN.unpack_from(view)
+        return msgspec.msgpack.decode(view[4 : 4 + n], type=cls), view[4 + n :]
+    except (struct.error, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"PSI: malformed {cls.__name__} from {peer!r}: {exc}") from None
+
+
+@dataclass
+class PsiOutcome:
+    """One party's result: row positions (in the common order) or only the count."""
+
+    size: int
+    positions: np.ndarray | None  # into this party's key list; None if not revealed to us
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+class PsiProtocol(Protocol):
+    """One party's side of ECDH-PSI; all parties run it with the same parameters."""
+
+    name = "psi"
+
+    def __init__(
+        self, me: str, parties: list[str], keys: list[bytes], *, leader: str | None = None,
+        reveal: Reveal = "intersection", receivers: list[str] | None = None,
+        batch: int = BATCH, scalar: bytes | None = None, rng: np.random.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        parties = sorted(parties)
+        if me not in parties or not 2 <= len(parties) <= 3:
+            raise ValueError(f"PSI needs 2 or 3 parties including {me!r}, got {parties}")
+        if reveal not in ("intersection", "cardinality"):
+            raise ValueError(f"reveal must be 'intersection' or 'cardinality', got {reveal!r}")
+        receivers = sorted(receivers or parties)
+        if not set(receivers) <= set(parties):
+            raise ValueError(f"receivers {receivers} must be among the parties {parties}")
+        leader = leader or receivers[0]
+        if leader not in receivers:
+            raise ValueError(f"the leader {leader!r} must be a receiver (it sees the result)")
+        i = parties.index(leader)
+        self.ring = parties[i:] + parties[:i]  # leader first
+        self.me, self.leader, self.reveal, self.receivers = me, leader, reveal, receivers
+        self.batch = batch
+        self.keys = keys
+        self._scalar = scalar or new_scalar()
+        self._rng = rng or np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
+        # a non-leader owner shuffles its list; perm[i] = key index at shuffled position i
+        shuffle = me != leader
+        self.perm = self._rng.permutation(len(keys)) if shuffle else np.arange(len(keys))
+        self.hello = Hello(VERSION, parties, leader, reveal, receivers, len(keys), batch,
+                           os.urandom(16))
+        self.hellos: dict[str, Hello] = {me: self.hello}
+        self.tag = b""
+        self._final: dict[str, dict[int, bytes]] = {p: {} for p in parties}
+        self._hold: dict[int, bytes] = {}  # cardinality: leader's list at its last hop
+        self._done_batches = 0
+        self._total_batches = 0
+
+    # ---------------------------------------------------------------- helpers
+    def _next(self, party: str) -> str:
+        return self.ring[(self.ring.index(party) + 1) % len(self.ring)]
+
+    def _n_batches(self, party: str) -> int:
+        return math.ceil(self.hellos[party].size / self.batch)
+
+    def progress(self) -> tuple[int, int]:
+        return (self._done_batches, self._total_batches)
+
+    # ------------------------------------------------------------------ steps
+    def start(self) -> list[Action]:
+        payload = _pack(self.hello)
+        return [Send(p, "psi/hello", payload) for p in self.ring if p != self.me]
+
+    def on_message(self, env: Envelope) -> list[Action]:
+        if env.kind == "psi/hello":
+            return self._on_hello(env)
+        if len(self.hellos) < len(self.ring):
+            raise ProtocolError(f"PSI: {env.kind!r} from {env.sender!r} before every hello")
+        if env.kind == "psi/points":
+            head, data = _unpack(env.payload, Batch, env.sender)
+            self._check_batch(env.sender, head, data, full=True)
+            n = len(self.ring)
+            hops = (self.ring.index(self.me) - self.ring.index(head.owner)) % n
+            if env.sender != self.ring[self.ring.index(self.me) - 1] or head.hops != hops:
+                raise ProtocolError(f"PSI: {env.sender!r} forwarded batch {head.index} of "
+                                    f"{head.owner!r} out of turn")
+            return [Compute(("hop", head.owner, head.index, head.hops), mul_points,
+                            (self._scalar, bytes(data)))]
+        if env.kind == "psi/final":
+            if self.me != self.leader:
+                raise ProtocolError(f"PSI: final values sent to non-leader by {env.sender!r}")
+            head, data = _unpack(env.payload, Batch, env.sender)
+            self._store_final(env.sender, head, bytes(data))
+            return self._maybe_finish()
+        if env.kind == "psi/result":
+            return self._on_result(env)
+        raise ProtocolError(f"PSI: unexpected message kind {env.kind!r} from {env.sender!r}")
+
+    def _on_hello(self, env: Envelope) -> list[Action]:
+        hello, _ = _unpack(env.payload, Hello, env.sender)
+        mine = self.hello
+        agreed = (hello.version, hello.parties, hello.leader, hello.reveal, hello.receivers,
+                  hello.batch)
+        if agreed != (mine.version, mine.parties, mine.leader, mine.reveal, mine.receivers,
+                      mine.batch):
+            raise ProtocolError(
+                f"PSI parameters differ: {env.sender!r} runs parties={hello.parties} "
+                f"leader={hello.leader!r} reveal={hello.reveal!r} receivers={hello.receivers}, "
+                f"we run parties={mine.parties} leader={mine.leader!r} reveal={mine.reveal!r} "
+                f"receivers={mine.receivers}"
+            )
+        if env.sender in self.hellos or hello.size < 0:
+            raise ProtocolError(f"PSI: duplicate or invalid hello from {env.sender!r}")
+        self.hellos[env.sender] = hello
+        if len(self.hellos) < len(self.ring):
+            return []
+        nonces = b"".join(self.hellos[p].nonce for p in sorted(self.hellos))
+        self.tag = nonces.hex().encode()
+        self._total_batches = sum(self._n_batches(p) for p in self.ring)
+        if any(h.size == 0 for h in self.hellos.values()):  # nothing can match
+            return self._maybe_finish(empty=True)
+        keys = [self.keys[i] for i in self.perm]
+        return [Compute(("own", self.me, k, 0), hash_and_mul,
+                        (self._scalar, self.tag, keys[k * self.batch : (k + 1) * self.batch]))
+                for k in range(self._n_batches(self.me))]
+
+    def _check_batch(self, sender: str, head: Batch, data: memoryview, *, full: bool) -> None:
+        if head.owner not in self.ring or not 0 <= head.index < self._n_batches(head.owner):
+            raise ProtocolError(f"PSI: {sender!r} sent batch {head.index} of {head.owner!r}, "
+                                "which does not exist")
+        size = min(self.batch, self.hellos[head.owner].size - head.index * self.batch)
+        want = size * (POINT if full else TRUNC)
+        if len(data) != want:
+            raise ProtocolError(f"PSI: {sender!r} sent {len(data)} bytes for batch "
+                                f"{head.index} of {head.owner!r}; expected {want}")
+
+    def on_computed(self, key: Any, result: Any) -> list[Action]:
+        _, owner, index, hops = key
+        hops += 1
+        self._done_batches += 1
+        if hops < len(self.ring):
+            return [Send(self._next(self.me), "psi/points",
+                         _pack(Batch(owner, hops, index), result))]
+        trunc = _truncate(result)
+        if self.reveal == "cardinality" and owner == self.leader:
+            self._hold[index] = trunc
+            if len(self._hold) < self._n_batches(owner):
+                return []
+            values = _split(b"".join(self._hold[i] for i in sorted(self._hold)))
+            self._rng.shuffle(values)
+            return self._send_final(owner, [b"".join(values[k * self.batch:(k + 1) * self.batch])
+                                            for k in range(self._n_batches(owner))])
+        return self._send_final(owner, [trunc], first=index)
+
+    def _send_final(self, owner: str, chunks: list[bytes], first: int = 0) -> list[Action]:
+        if self.me == self.leader:
+            for k, c in enumerate(chunks):
+                self._store_final(self.me, Batch(owner, len(self.ring), first + k), c)
+            return self._maybe_finish()
+        return [Send(self.leader, "psi/final", _pack(Batch(owner, len(self.ring), first + k), c))
+                for k, c in enumerate(chunks)]
+
+    def _store_final(self, sender: str, head: Batch, data: bytes) -> None:
+        self._check_batch(sender, head, memoryview(data), full=False)
+        if head.index in self._final[head.owner]:
+            raise ProtocolError(f"PSI: batch {head.index} of {head.owner!r} arrived twice")
+        self._final[head.owner][head.index] = data
+
+    # ---------------------------------------------------------------- results
+    def _maybe_finish(self, empty: bool = False) -> list[Action]:
+        if self.me != self.leader or (not empty and any(
+                len(self._final[p]) < self._n_batches(p) for p in self.ring)):
+            return []
+        lists = {p: [] if empty else
+                 _split(b"".join(self._final[p][k] for k in range(self._n_batches(p))))
+                 for p in self.ring}
+        common = set(lists[self.leader])
+        for p in self.ring[1:]:
+            common &= set(lists[p])
+        order = sorted(common)
+        sizes = {p: h.size for p, h in self.hellos.items()}
+        out: list[Action] = []
+        for p in self.ring:
+            positions = None
+            if self.reveal == "intersection" and p in self.receivers:
+                index = {v: i for i, v in enumerate(lists[p])}
+                positions = np.fromiter((index[v] for v in order), np.int64, len(order))
+            size = len(order) if p in self.receivers else -1  # others learn only that it ended
+            if p == self.me:
+                self._finish(PsiOutcome(size, positions, sizes))
+                continue
+            payload = _pack(_ResultHead(size, positions is not None, sizes),
+                            b"" if positions is None else positions.astype(">i8").tobytes())
+            out.append(Send(p, "psi/result", payload))
+        return out
+
+    def _on_result(self, env: Envelope) -> list[Action]:
+        if env.sender != self.leader:
+            raise ProtocolError(f"PSI: result from {env.sender!r}, who is not the leader")
+        head, data = _unpack(env.payload, _ResultHead, env.sender)
+        positions = None
+        if head.revealed:
+            if self.me not in self.receivers or len(data) != 8 * head.size:
+                raise ProtocolError(f"PSI: malformed result from {env.sender!r}")
+            shuffled = np.frombuffer(data, dtype=">i8").astype(np.int64)
+            if shuffled.size and (shuffled.min() < 0 or shuffled.max() >= len(self.perm)):
+                raise ProtocolError(f"PSI: result from {env.sender!r} points outside our set")
+            positions = shuffled
+        self._finish(PsiOutcome(head.size, positions, dict(head.sizes)))
+        return []
+
+    def _finish(self, outcome: PsiOutcome) -> None:
+        if outcome.positions is not None:
+            outcome.positions = self.perm[outcome.positions]
+        self.done, self.result = True, outcome
+
+
+class _ResultHead(msgspec.Struct, array_like=True):
+    size: int
+    revealed: bool
+    sizes: dict[str, int]
+
+
+def _truncate(points: bytes) -> bytes:
+    arr = np.frombuffer(points, dtype=np.uint8).reshape(-1, POINT)
+    return arr[:, :TRUNC].tobytes()
+
+
+def _split(data: bytes) -> list[bytes]:
+    return [data[i : i + TRUNC] for i in range(0, len(data), TRUNC)]
+
+
+__all__ = ["BATCH", "TRUNC", "InvalidPoint", "PsiOutcome", "PsiProtocol"]
