@@ -36,3 +36,12 @@ class ProtocolError(FedlabError):
 
 class SessionClosed(FedlabError):
     """The party session was closed or aborted while waiting."""
+
+
+class PeerLost(FedlabError):
+    """A peer a protocol depends on left, was lost or restarted while it ran."""
+
+    def __init__(self, protocol: str, peer: str, event: str) -> None:
+        super().__init__(f"{protocol}: peer {peer!r} {event} while the protocol ran; "
+                         "run it again (with the same checkpoint, if any) once it is back")
+        self.peer, self.event = peer, event

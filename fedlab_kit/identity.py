@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from .errors import InvitationError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 CARD_PREFIX = "fedlab-card1"
 INVITE_PREFIX = "fedlab-invite1"
 _RAW = serialization.Encoding.Raw
@@ -41,7 +41,7 @@ def _unb64(text: str, what: str) -> bytes:
 
 def check_name(name: str, what: str = "party name") -> str:
     """Return ``name`` if it is a valid party or room name, else raise with the rule."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvitationError(
             f"invalid {what} {name!r}: use 1-63 letters, digits, '_', '.', '-', "
             "starting with a letter or digit"
@@ -120,6 +120,7 @@ class Identity:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when overwriting a file that had wider permissions
         with os.fdopen(fd, "w") as fh:
             json.dump(doc, fh)
         return path
@@ -128,14 +129,18 @@ class Identity:
     def load(cls, path: str | os.PathLike[str]) -> Identity:
         try:
             doc = json.loads(Path(path).read_text())
-            if doc.get("format") != "fedlab-identity1":
+            if not isinstance(doc, dict) or doc.get("format") != "fedlab-identity1":
                 raise InvitationError(f"{path}: not a fedlab identity file")
             sign = Ed25519PrivateKey.from_private_bytes(_unb64(doc["sign"], "sign key"))
             box = X25519PrivateKey.from_private_bytes(_unb64(doc["box"], "box key"))
             return cls(doc["name"], sign, box)
         except FileNotFoundError as exc:
             raise InvitationError(f"identity file {path} does not exist") from exc
-        except (KeyError, ValueError, TypeError) as exc:
+        except InvitationError as exc:
+            if str(path) in str(exc):
+                raise
+            raise InvitationError(f"identity file {path} is malformed: {exc}") from exc
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise InvitationError(f"identity file {path} is malformed: {exc}") from exc
 
 

@@ -90,6 +90,7 @@ class PeerLink:
         self._in_flight_bytes = 0
         self._peer_instance = b""  # receiver incarnation we address (from its RESUME)
         self._tx_epoch = 0
+        self._epoch_start: Cursor = (0, 0)  # first chunk sent in this epoch
         self.paused = True  # until the peer's RESUME tells us where to start
         # --- receiving side ---
         self._rx_instance = b""  # incarnation of the peer we receive from
@@ -125,17 +126,19 @@ class PeerLink:
         out: list[Outgoing] = []
         if self.paused:
             return out
-        while self._outbox and self._in_flight_bytes < self.window and len(out) < max_frames:
+        while self._outbox and len(out) < max_frames:
             msg = self._find(self._tx[0])
             if msg is None:
                 break
             idx = self._tx[1]
             start = idx * self.chunk_size
             data = msg.payload[start : start + self.chunk_size]
+            if self._in_flight and self._in_flight_bytes + max(len(data), 1) > self.window:
+                break
             header = FrameHeader(
                 FrameType.DATA, self.me, self.peer, self.instance, self._peer_instance,
                 self._tx_epoch, msg.seq, idx, msg.n_chunks, len(msg.payload), msg.session,
-                msg.kind,
+                msg.kind, cursor_msg=self._epoch_start[0], cursor_chunk=self._epoch_start[1],
             )
             out.append(Outgoing(header, data))
             size = max(len(data), 1)
@@ -159,6 +162,8 @@ class PeerLink:
             self._outbox.popleft()
 
     def _on_resume(self, header: FrameHeader) -> None:
+        if header.instance == self._peer_instance and header.epoch <= self._tx_epoch:
+            return  # stale: we already follow a newer resume of this incarnation
         self._peer_instance = header.instance
         self._tx_epoch = header.epoch
         if header.peer_instance == self.instance and header.cursor_msg >= 0:
@@ -168,7 +173,7 @@ class PeerLink:
                 raise SecurityError(self.peer, f"asked to resend acknowledged message {cursor}")
         else:  # the peer holds nothing of ours: start over from our oldest message
             cursor = (self._outbox[0].seq, 0) if self._outbox else (self._next_seq, 0)
-        self._tx = cursor
+        self._tx = self._epoch_start = cursor
         self._in_flight.clear()
         self._in_flight_bytes = 0
         self.paused = False
@@ -231,10 +236,10 @@ class PeerLink:
         if h.epoch > self._rx_epoch:
             raise SecurityError(self.peer, f"frame from future epoch {h.epoch}")
         here = (h.msg, h.chunk)
-        if self._expected is None:
-            if h.chunk != 0:
+        if self._expected is None:  # we asked to start over: only the epoch's first chunk
+            if here != (h.cursor_msg, h.cursor_chunk) or h.chunk != 0:
                 return self._gap(ev)
-            self._expected = (h.msg, 0)
+            self._expected = here
         if here < self._expected:
             raise SecurityError(self.peer, f"replayed frame {here}, expected {self._expected}")
         if here > self._expected:

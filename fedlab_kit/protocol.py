@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from .envelope import Envelope
-from .errors import ProtocolError
+from .errors import PeerLost, ProtocolError
 from .session import AsyncParty, Party
 
 
@@ -80,17 +80,27 @@ async def drive(
     party: AsyncParty, protocol: Protocol, *, session: str | None = None,
     timeout: float | None = None, progress: ProgressCallback | None = None,
     executor: Executor | None = None, max_computing: int = 8,
+    watch: Iterable[str] = (),
 ) -> Any:
     """Run ``protocol`` over ``party`` until it is done; returns its result.
 
     :class:`Compute` requests run in ``executor`` (a process pool for CPU-bound work; the
     default thread pool otherwise), at most ``max_computing`` at a time, overlapping with
     network traffic. ``timeout`` bounds each wait for a message while nothing is computing.
+    If a peer in ``watch`` leaves, is lost or restarts, :class:`PeerLost` is raised.
     """
     session = session or f"{protocol.name}-{uuid.uuid4().hex[:12]}"
     loop = asyncio.get_running_loop()
     backlog: deque[Compute] = deque()
     computing: dict[asyncio.Future[Any], Hashable] = {}
+    watched = set(watch)
+    lost: list[tuple[str, str]] = []
+    lost_event = asyncio.Event()
+
+    def on_presence(peer: str, event: str) -> None:
+        if peer in watched and event in ("left", "lost", "restarted"):
+            lost.append((peer, event))
+            lost_event.set()
 
     async def act(actions: Iterable[Action]) -> None:
         for a in actions:
@@ -102,15 +112,22 @@ async def drive(
             job = backlog.popleft()
             computing[loop.run_in_executor(executor, job.fn, *job.args)] = job.key
 
-    await act(protocol.start())
-    receiving: asyncio.Task[Envelope] | None = None
+    party.on_presence(on_presence)
+    lost_task = asyncio.ensure_future(lost_event.wait())
+    receiving: asyncio.Future[Envelope] | None = None
     try:
+        await act(protocol.start())
         while not protocol.done:
             if receiving is None:
-                receiving = asyncio.ensure_future(
-                    party.recv(session=session, timeout=None if computing else timeout))
-            done, _ = await asyncio.wait([receiving, *computing],
-                                         return_when=asyncio.FIRST_COMPLETED)
+                receiving = asyncio.ensure_future(party.recv(session=session))
+            done, _ = await asyncio.wait(
+                [receiving, lost_task, *computing], timeout=None if computing else timeout,
+                return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise TimeoutError(f"{protocol.name}: no message from the peers within "
+                                   f"{timeout} s")
+            if lost_task in done:
+                raise PeerLost(protocol.name, *lost[0])
             for fut in done:
                 if fut is receiving:
                     receiving = None
@@ -120,20 +137,20 @@ async def drive(
             if progress is not None:
                 progress(protocol.name, *protocol.progress())
     finally:
-        if receiving is not None:
-            receiving.cancel()
-        for fut in computing:
-            fut.cancel()
+        party.remove_presence_callback(on_presence)
+        for fut in [lost_task, receiving, *computing]:
+            if fut is not None:
+                fut.cancel()
     await party.flush(timeout)
     return protocol.result
 
 
 def run(party: Party, protocol: Protocol, *, session: str | None = None,
         timeout: float | None = None, progress: ProgressCallback | None = None,
-        executor: Executor | None = None) -> Any:
+        executor: Executor | None = None, watch: Iterable[str] = ()) -> Any:
     """Blocking :func:`drive` for a :class:`~fedlab_kit.session.Party`."""
     return party.run(drive(party.aio, protocol, session=session, timeout=timeout,
-                           progress=progress, executor=executor))
+                           progress=progress, executor=executor, watch=watch))
 
 
 class RollCall(Protocol):

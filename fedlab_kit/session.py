@@ -113,6 +113,10 @@ class AsyncParty:
         """Call ``callback(peer, event)`` on joined / left / lost / restarted (loop thread)."""
         self._presence_callbacks.append(callback)
 
+    def remove_presence_callback(self, callback: PresenceCallback) -> None:
+        if callback in self._presence_callbacks:
+            self._presence_callbacks.remove(callback)
+
     @property
     def reconnects(self) -> int:
         return self._conn.reconnects if self._conn else 0
@@ -202,10 +206,14 @@ class AsyncParty:
     def _on_connected(self, first: bool, present: list[str]) -> None:
         assert self._conn is not None
         chunk = self.options.chunk_size or min(4 << 20, self._conn.max_frame - OVERHEAD)
+        # every peer may fill our mailbox with one window, plus stale frames after a resume:
+        # keep the windows small enough that the relay never has to block a sender
+        window = max(chunk, min(self.options.window,
+                                self._conn.mailbox_bytes // (2 * len(self.peers))))
         for peer in self.peers:
             if peer not in self._links:
                 self._links[peer] = PeerLink(self.name, peer, self.instance,
-                                             chunk_size=chunk, window=self.options.window)
+                                             chunk_size=chunk, window=window)
             self._control.append((peer, self._links[peer].on_reconnect()))
             self.presence[peer] = "present" if peer in present else "absent"
         self._kick()

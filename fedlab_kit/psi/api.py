@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import multiprocessing as mp
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +19,9 @@ import pandas as pd
 from ..errors import FedlabError
 from ..protocol import run
 from ..session import Party
+from .buckets import BucketStore
 from .ids import DuplicatePolicy, IdReport, Normalize, prepare_ids
+from .plan import Plan, PlanProtocol, Resume
 from .protocol import BATCH, PsiProtocol, Reveal
 
 
@@ -51,6 +56,13 @@ class PsiResult:
 
 
 ProgressFn = Callable[[str, int, int], None]
+BUCKET_SIZE = 1_000_000
+
+
+def _fingerprint(ids: Any) -> str:
+    series = ids if isinstance(ids, pd.Series) else pd.Series(list(ids), dtype=object)
+    hashed = pd.util.hash_pandas_object(series.astype(object), index=False).to_numpy()
+    return f"{len(series)}:{hashlib.sha256(hashed.tobytes()).hexdigest()}"
 
 
 def psi(
@@ -58,32 +70,88 @@ def psi(
     reveal: Reveal = "intersection", receivers: list[str] | None = None,
     duplicates: DuplicatePolicy = "raise", normalize: Normalize = None,
     session: str = "psi", workers: int | None = None, progress: ProgressFn | None = None,
-    timeout: float | None = 600.0, batch: int = BATCH,
+    timeout: float | None = 600.0, batch: int = BATCH, bucket_size: int = BUCKET_SIZE,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
 ) -> PsiResult:
     """Private set intersection of ``ids`` with ``peers`` (default: every peer in the room).
 
     Every party calls this with the same ``peers`` (as a set, itself included implicitly),
-    ``reveal``, ``receivers`` and ``session``. Scalar multiplications run in a process pool
-    of ``workers`` processes (default: every core).
+    ``reveal``, ``receivers``, ``session`` and ``bucket_size``. Sets larger than
+    ``bucket_size`` are split into hash buckets on disk and intersected bucket by bucket.
+    With ``checkpoint_dir``, finished buckets are kept there: after a crash, calling ``psi``
+    again with the same arguments resumes at the first bucket not every party finished.
+    Scalar multiplications run in a pool of ``workers`` processes (default: every core).
     """
     started = time.monotonic()
     peers = list(peers if peers is not None else party.peers)
     unknown = [p for p in peers if p not in party.peers]
     if unknown:
         raise FedlabError(f"PSI peers {unknown} are not in this room; peers: {party.peers}")
-    keys, rows, report = prepare_ids(ids, duplicates=duplicates, normalize=normalize)
-    try:
-        proto = PsiProtocol(party.name, [party.name, *peers], keys, reveal=reveal,
-                            receivers=receivers, batch=batch)
+    parties = sorted([party.name, *peers])
+    if not isinstance(ids, pd.Series | list | tuple | np.ndarray | pd.Index):
+        ids = list(ids)
+    try:  # validate options before anything is sent
+        PsiProtocol(party.name, parties, [], reveal=reveal, receivers=receivers, batch=batch)
     except ValueError as exc:
         raise FedlabError(str(exc)) from None
-    n_workers = workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn")) as pool:
-        outcome = run(party, proto, session=session, timeout=timeout, progress=progress,
-                      executor=pool)
-    input_rows = None if outcome.positions is None else rows[outcome.positions]
+    store = BucketStore(checkpoint_dir) if checkpoint_dir is not None else None
+    options = {"session": session, "parties": parties, "reveal": reveal,
+               "receivers": sorted(receivers or parties), "normalize": normalize,
+               "duplicates": duplicates, "bucket_size": bucket_size,
+               "fingerprint": _fingerprint(ids) if store is not None else ""}
+    state = store.load_state() if store is not None else None
+    resume = None
+    if state is not None and state.get("options") == options:
+        resume = Resume(bytes.fromhex(state["tag"]), state["n_buckets"],
+                        frozenset(state["done"]))
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(
+            ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=mp.get_context("spawn")))
+        plan: Plan = run(party, PlanProtocol(party.name, parties, len(ids), bucket_size, resume),
+                         session=f"{session}/plan", timeout=timeout, watch=peers)
+        memory: dict[int, tuple[list[bytes], np.ndarray]] = {}
+        if plan.resumed:
+            assert state is not None and store is not None
+            report = IdReport(**state["report"])
+        elif plan.n_buckets == 1 and store is None:
+            keys, rows, report = prepare_ids(ids, duplicates=duplicates, normalize=normalize)
+            memory[0] = (keys, rows)
+        else:
+            if store is None:
+                store = BucketStore(stack.enter_context(tempfile.TemporaryDirectory()))
+            report = store.partition(ids, plan.tag, plan.n_buckets, normalize=normalize,
+                                     duplicates=duplicates)
+            state = {"options": options, "tag": plan.tag.hex(), "n_buckets": plan.n_buckets,
+                     "done": [], "report": asdict(report)}
+            store.save_state(state)
+        revealed = reveal == "intersection" and party.name in (receivers or parties)
+        results: dict[int, tuple[np.ndarray | None, int]] = {}
+        for k in range(plan.n_buckets):
+            if k in plan.done:
+                continue
+            keys, rows = memory.pop(k) if k in memory else store.read_bucket(k)  # type: ignore[union-attr]
+            proto = PsiProtocol(party.name, parties, keys, reveal=reveal, receivers=receivers,
+                                batch=batch)
+            label = f"psi bucket {k + 1}/{plan.n_buckets}"
+            outcome = run(party, proto, session=f"{session}/{plan.attempt}/b{k}",
+                          timeout=timeout, executor=pool, watch=peers,
+                          progress=None if progress is None else
+                          (lambda _n, d, t, label=label: progress(label, d, t)))
+            got = None if outcome.positions is None else rows[outcome.positions]
+            if store is None:
+                results[k] = (got, outcome.size)
+                continue
+            store.save_result(k, got, outcome.size)
+            state = store.load_state() or {}
+            state["done"] = sorted({*state.get("done", []), k})
+            store.save_state(state)
+        if store is not None:
+            input_rows, size = store.load_results(plan.n_buckets, revealed)
+        else:
+            input_rows, size = results[0]
     aligned_ids = None
     if input_rows is not None and isinstance(ids, pd.Series):
         aligned_ids = ids.iloc[input_rows]
-    return PsiResult(input_rows, outcome.size, outcome.sizes, report,
-                     time.monotonic() - started, aligned_ids)
+    return PsiResult(input_rows, size, plan.sizes, report, time.monotonic() - started,
+                     aligned_ids)
+

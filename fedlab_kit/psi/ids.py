@@ -88,6 +88,68 @@ def _encode(value: Any, normalize: Normalize) -> tuple[bytes | None, str]:
         return None, "non-UTF-8 string"
 
 
+def encode_ids(
+    values: Iterable[Any] | pd.Series, *, normalize: Normalize = None, offset: int = 0,
+    report: IdReport | None = None,
+) -> tuple[list[bytes], np.ndarray, IdReport]:
+    """Encode IDs (no duplicate check). Rows are input positions, counted from ``offset``."""
+    if normalize not in (None, "str", "strip", "lower"):
+        raise IdError(f"normalize must be None, 'str', 'strip' or 'lower', got {normalize!r}")
+    if isinstance(values, pd.Series | pd.Index | np.ndarray):
+        values = values.tolist()
+    else:
+        values = list(values)
+    report = report or IdReport(0, 0)
+    report.n_input += len(values)
+    keys: list[bytes] = []
+    rows: list[int] = []
+    for row, value in enumerate(values, offset):
+        key, what = _encode(value, normalize)
+        if key is None:
+            report.excluded[what] = report.excluded.get(what, 0) + 1
+            examples = report.examples.setdefault(what, [])
+            if len(examples) < 5:
+                examples.append(f"row {row}: {value!r}")
+            continue
+        report.types[what] = report.types.get(what, 0) + 1
+        keys.append(key)
+        rows.append(row)
+    report.n_used += len(keys)
+    return keys, np.asarray(rows, dtype=np.int64), report
+
+
+def dedup(keys: list[bytes], rows: np.ndarray, policy: DuplicatePolicy,
+          report: IdReport) -> tuple[list[bytes], np.ndarray]:
+    """Refuse duplicates (``"raise"``) or keep each key's first row (``"first"``)."""
+    if policy not in ("raise", "first"):
+        raise IdError(f"duplicates must be 'raise' or 'first', got {policy!r}")
+    if len(set(keys)) == len(keys):
+        return keys, rows
+    order = np.argsort(rows, kind="stable")
+    seen: set[bytes] = set()
+    keep: list[int] = []
+    dupes: list[str] = []
+    for i in order:
+        if keys[i] in seen:
+            if len(dupes) < 5:
+                dupes.append(keys[i].decode(errors="replace")[2:])
+            continue
+        seen.add(keys[i])
+        keep.append(int(i))
+    n_dupes = len(keys) - len(keep)
+    if policy == "raise":
+        raise IdError(
+            f"{n_dupes} duplicate IDs (e.g. {dupes}); PSI needs one row per customer: "
+            "deduplicate first, or pass duplicates='first' to keep the first occurrence"
+        )
+    report.excluded["duplicate"] = report.excluded.get("duplicate", 0) + n_dupes
+    examples = report.examples.setdefault("duplicate", [])
+    examples.extend(dupes[: max(0, 5 - len(examples))])
+    report.n_used -= n_dupes
+    keep.sort()
+    return [keys[i] for i in keep], rows[keep]
+
+
 def prepare_ids(
     ids: Iterable[Any] | pd.Series, *, duplicates: DuplicatePolicy = "raise",
     normalize: Normalize = None,
@@ -95,39 +157,6 @@ def prepare_ids(
     """Encode IDs for hashing. Returns (keys, input row positions of the keys, report)."""
     if duplicates not in ("raise", "first"):
         raise IdError(f"duplicates must be 'raise' or 'first', got {duplicates!r}")
-    if normalize not in (None, "str", "strip", "lower"):
-        raise IdError(f"normalize must be None, 'str', 'strip' or 'lower', got {normalize!r}")
-    values = ids.tolist() if isinstance(ids, pd.Series | pd.Index | np.ndarray) else list(ids)
-    report = IdReport(len(values), 0)
-    keys: list[bytes] = []
-    rows: list[int] = []
-    first_row: dict[bytes, int] = {}
-    dupes: list[Any] = []
-    n_dupes = 0
-    for row, value in enumerate(values):
-        key, what = _encode(value, normalize)
-        if key is None:
-            report.excluded[what] = report.excluded.get(what, 0) + 1
-            report.examples.setdefault(what, [])
-            if len(report.examples[what]) < 5:
-                report.examples[what].append(f"row {row}: {value!r}")
-            continue
-        report.types[what] = report.types.get(what, 0) + 1
-        if key in first_row:
-            n_dupes += 1
-            if len(dupes) < 5:
-                dupes.append(value)
-            continue
-        first_row[key] = row
-        keys.append(key)
-        rows.append(row)
-    if n_dupes:
-        if duplicates == "raise":
-            raise IdError(
-                f"{n_dupes} duplicate IDs (e.g. {dupes}); PSI needs one row per customer: "
-                "deduplicate first, or pass duplicates='first' to keep the first occurrence"
-            )
-        report.excluded["duplicate"] = n_dupes
-        report.examples["duplicate"] = [repr(d) for d in dupes]
-    report.n_used = len(keys)
-    return keys, np.asarray(rows, dtype=np.int64), report
+    keys, rows, report = encode_ids(ids, normalize=normalize)
+    keys, rows = dedup(keys, rows, duplicates, report)
+    return keys, rows, report

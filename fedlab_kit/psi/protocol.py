@@ -123,6 +123,8 @@ class PsiProtocol(Protocol):
         self.tag = b""
         self._final: dict[str, dict[int, bytes]] = {p: {} for p in parties}
         self._hold: dict[int, bytes] = {}  # cardinality: leader's list at its last hop
+        self._early: list[Envelope] = []  # messages that overtook a peer's hello
+        self._hopped: set[tuple[str, int]] = set()
         self._done_batches = 0
         self._total_batches = 0
 
@@ -142,18 +144,29 @@ class PsiProtocol(Protocol):
         return [Send(p, "psi/hello", payload) for p in self.ring if p != self.me]
 
     def on_message(self, env: Envelope) -> list[Action]:
+        if env.sender not in self.ring or env.sender == self.me:
+            raise ProtocolError(f"PSI: message from {env.sender!r}, who is not a peer here")
         if env.kind == "psi/hello":
-            return self._on_hello(env)
-        if len(self.hellos) < len(self.ring):
-            raise ProtocolError(f"PSI: {env.kind!r} from {env.sender!r} before every hello")
+            actions = self._on_hello(env)
+            if len(self.hellos) == len(self.ring):  # replay what overtook a slow hello
+                early, self._early = self._early, []
+                for e in early:
+                    actions += self.on_message(e)
+            return actions
+        if len(self.hellos) < len(self.ring):  # links are ordered per pair, not globally
+            self._early.append(env)
+            return []
         if env.kind == "psi/points":
             head, data = _unpack(env.payload, Batch, env.sender)
             self._check_batch(env.sender, head, data, full=True)
             n = len(self.ring)
             hops = (self.ring.index(self.me) - self.ring.index(head.owner)) % n
-            if env.sender != self.ring[self.ring.index(self.me) - 1] or head.hops != hops:
+            seen = (head.owner, head.index)
+            if (env.sender != self.ring[self.ring.index(self.me) - 1] or head.hops != hops
+                    or head.hops < 1 or seen in self._hopped):
                 raise ProtocolError(f"PSI: {env.sender!r} forwarded batch {head.index} of "
                                     f"{head.owner!r} out of turn")
+            self._hopped.add(seen)
             return [Compute(("hop", head.owner, head.index, head.hops), mul_points,
                             (self._scalar, bytes(data)))]
         if env.kind == "psi/final":

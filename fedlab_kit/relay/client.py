@@ -55,6 +55,7 @@ class RelayConnection:
         self._on_deliver, self._on_connected = on_deliver, on_connected
         self._on_presence, self._on_fatal = on_presence, on_fatal
         self.max_frame = wire.DEFAULT_MAX_FRAME
+        self.mailbox_bytes = 128 << 20
         self.epoch = ""
         self.last_seq = 0
         self._acked = 0
@@ -68,18 +69,32 @@ class RelayConnection:
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Connect once (raising on rejection), then keep the connection up in the background."""
+        """Connect once (raising on rejection), then keep the connection up in the background.
+
+        ``on_connected`` has run when this returns, so the caller can send at once.
+        """
         reader, writer, welcome = await self._open()
-        self._task = asyncio.create_task(self._run(reader, writer, welcome))
+        self._connected(writer, True, welcome)
+        self._task = asyncio.create_task(self._run(reader, writer))
+
+    def _connected(self, writer: asyncio.StreamWriter, first: bool,
+                   welcome: wire.Welcome) -> None:
+        self._writer = writer
+        self._on_connected(first, welcome.present)
+        self.connected.set()
 
     async def close(self) -> None:
+        """Say goodbye to the relay and stop; peers see this party as having left."""
         self._closing = True
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            with contextlib.suppress(Exception):
+                writer.write(wire.frame(T.BYE))
+                await asyncio.wait_for(writer.drain(), 2)
+            writer.close()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        if self._writer is not None:
-            self._writer.close()
+            await asyncio.wait({self._task}, timeout=5)
 
     async def _open(
         self,
@@ -120,18 +135,12 @@ class RelayConnection:
             self.last_seq = self._acked = 0
         self.epoch = welcome.epoch
         self.max_frame = welcome.max_frame
+        self.mailbox_bytes = welcome.mailbox_bytes
         writer.transport.set_write_buffer_limits(high=8 << 20)
         return reader, writer, welcome
 
-    async def _run(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, welcome: wire.Welcome
-    ) -> None:
-        first = True
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
-            self._writer = writer
-            self._on_connected(first, welcome.present)
-            self.connected.set()
-            first = False
             try:
                 await self._serve(reader, writer)
             except Exception as exc:  # any failure of this connection: reconnect
@@ -147,7 +156,11 @@ class RelayConnection:
             except Exception as exc:
                 self._on_fatal(exc)
                 return
+            if self._closing:
+                writer.close()
+                return
             self.reconnects += 1
+            self._connected(writer, False, welcome)
 
     async def _reconnect(
         self,
@@ -175,7 +188,7 @@ class RelayConnection:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pinger = asyncio.create_task(self._ping(writer))
         try:
-            while True:
+            while not self._closing:
                 kind, body = await asyncio.wait_for(
                     wire.read_frame(reader, self.max_frame), self.config.dead_after
                 )
@@ -186,7 +199,8 @@ class RelayConnection:
                     self.last_seq = seq
                     self._unacked_bytes += len(payload)
                     self._on_deliver(sender, payload)
-                    if self._unacked_bytes >= self.config.ack_bytes:
+                    if self._unacked_bytes >= min(self.config.ack_bytes,
+                                                  self.mailbox_bytes // 8):
                         self._send_ack(writer)
                     elif self._ack_timer is None:
                         self._ack_timer = asyncio.get_running_loop().call_later(

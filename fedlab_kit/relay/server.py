@@ -249,7 +249,8 @@ class RelayServer:
             if hello.epoch == self.epoch:
                 await mailbox.ack(hello.last_seq)
             mailbox.conn = conn
-            welcome = wire.Welcome(self.epoch, room.present(), self.config.max_frame)
+            welcome = wire.Welcome(self.epoch, room.present(), self.config.max_frame,
+                                   self.config.mailbox_bytes)
             conn.send(wire.control(T.WELCOME, welcome))
             self._announce(room, hello.name, "joined")
             log.info("%s joined room %s from %s", hello.name, room.name, peername)
@@ -310,6 +311,8 @@ class RelayServer:
                 await mailboxes[conn.name].ack(wire.parse_ack(body))
             elif kind == T.PING:
                 conn.send(wire.frame(T.PONG))
+            elif kind == T.BYE:
+                return "left"
             else:
                 raise wire.WireError(f"a party may not send {kind.name} frames")
 

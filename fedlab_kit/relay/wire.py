@@ -37,6 +37,7 @@ class T(IntEnum):
     PRESENCE = 8
     PING = 9
     PONG = 10
+    BYE = 11  # party -> relay: leaving on purpose
 
 
 class Challenge(msgspec.Struct):
@@ -61,6 +62,7 @@ class Welcome(msgspec.Struct):
     epoch: str
     present: list[str]
     max_frame: int
+    mailbox_bytes: int = 128 << 20  # parties keep their send windows well below this
 
 
 class Error(msgspec.Struct):
