@@ -14,3 +14,19 @@ def psi_party(key: str, invitation: str, ids: list[Any], kwargs: dict[str, Any],
         aligned = None if res.rows is None else [ids[i] for i in res.rows]
         out.put((party.name, {"size": res.size, "aligned": aligned, "sizes": res.sizes,
                               "excluded": res.report.excluded}))
+
+
+def psi_until_done(key: str, invitation: str, ids: list[Any], kwargs: dict[str, Any],
+                   out: Any) -> None:
+    """Run PSI, and run it again (resuming from the checkpoint) when a peer drops out."""
+    from fedlab_kit.errors import PeerLost
+
+    with Party(Identity.load(key), Invitation.from_string(invitation)) as party:
+        for attempt in range(5):
+            try:
+                res = party.psi(ids, workers=1, **kwargs)
+                break
+            except PeerLost as exc:
+                out.put((party.name, {"retry": attempt, "error": str(exc)}))
+        out.put((party.name, {"size": res.size, "aligned": [ids[i] for i in res.rows],
+                              "buckets": res.buckets, "resumed": res.buckets_resumed}))

@@ -67,3 +67,54 @@ def test_cardinality_only(tmp_path: Path) -> None:
     res = _run(tmp_path, sets, reveal="cardinality")
     assert res["a"]["size"] == res["b"]["size"] == 250
     assert res["a"]["aligned"] is None and res["b"]["aligned"] is None
+
+
+def test_resume_after_killing_a_party(tmp_path: Path) -> None:
+    import json
+    import time
+
+    rng = random.Random(11)
+    universe = [f"id{i}" for i in range(30_000)]
+    sets = {"a": rng.sample(universe, 18_000), "b": rng.sample(universe, 16_000)}
+    truth = set(sets["a"]) & set(sets["b"])
+    ckpt = {n: tmp_path / f"ckpt-{n}" for n in sets}
+    kwargs = {n: {"bucket_size": 1500, "checkpoint_dir": str(ckpt[n]), "batch": 256}
+              for n in sets}
+    with RelayProcess.start() as relay:
+        inv, keys = create_room(list(sets), tmp_path, relay.host, relay.port)
+        q = CTX.Queue()
+
+        def start(n: str) -> mp.Process:
+            p = CTX.Process(target=psi_workers.psi_until_done,
+                            args=(str(keys[n]), inv.to_string(), sets[n], kwargs[n], q))
+            p.start()
+            return p
+
+        a, b = start("a"), start("b")
+        state = ckpt["b"] / "state.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if state.exists() and len(json.loads(state.read_text())["done"]) >= 3:
+                break
+            time.sleep(0.05)
+        done_before = len(json.loads(state.read_text())["done"])
+        b.kill()
+        b.join(10)
+        assert 3 <= done_before < 12, "kill b while buckets remain"
+        b2 = start("b")
+        results: dict[str, dict] = {}
+        retries = []
+        while len(results) < 2:
+            name, item = q.get(timeout=240)
+            if "retry" in item:
+                retries.append((name, item["error"]))
+            else:
+                results[name] = item
+        for p in (a, b2):
+            p.join(60)
+            assert p.exitcode == 0
+    assert results["a"]["buckets"] == results["b"]["buckets"] == 12
+    assert results["a"]["aligned"] == results["b"]["aligned"]
+    assert set(results["a"]["aligned"]) == truth
+    assert results["b"]["resumed"] >= 3, "the restarted party redid finished buckets"
+    assert any(n == "a" and "'b'" in err for n, err in retries), retries

@@ -40,6 +40,8 @@ class PsiResult:
     report: IdReport
     seconds: float
     ids: pd.Series | None = None
+    buckets: int = 1
+    buckets_resumed: int = 0  # finished in an earlier, interrupted run (from the checkpoint)
 
     def align(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``frame`` (same length as the PSI input) in the shared order."""
@@ -107,8 +109,9 @@ def psi(
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(
             ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=mp.get_context("spawn")))
+        # no presence watch here: a peer that restarts simply sends a newer plan
         plan: Plan = run(party, PlanProtocol(party.name, parties, len(ids), bucket_size, resume),
-                         session=f"{session}/plan", timeout=timeout, watch=peers)
+                         session=f"{session}/plan", timeout=timeout)
         memory: dict[int, tuple[list[bytes], np.ndarray]] = {}
         if plan.resumed:
             assert state is not None and store is not None
@@ -153,5 +156,5 @@ def psi(
     if input_rows is not None and isinstance(ids, pd.Series):
         aligned_ids = ids.iloc[input_rows]
     return PsiResult(input_rows, size, plan.sizes, report, time.monotonic() - started,
-                     aligned_ids)
+                     aligned_ids, plan.n_buckets, len(plan.done))
 

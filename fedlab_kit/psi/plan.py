@@ -3,8 +3,9 @@
 Every party sends its set size, a fresh nonce and what its checkpoint says (bucket tag,
 bucket count, finished buckets). If all checkpoints agree, the run resumes at the buckets
 that every party has finished; otherwise it starts afresh with a tag made from all nonces.
-A second round compares digests of what everyone received, so that a stale message from
-an aborted earlier attempt is caught at once instead of stalling the run.
+A second round compares views (the nonces each party holds): a plan message from a peer's
+aborted earlier attempt may arrive before its current one; a newer plan from the same peer
+replaces it, views are re-announced, and the plan stands once every view is the same.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ class PlanProtocol(Protocol):
         self.msg = PlanMsg(VERSION, self.parties, bucket_size, size, os.urandom(16), r.tag,
                            r.n_buckets, sorted(r.done))
         self.msgs: dict[str, PlanMsg] = {me: self.msg}
-        self.digests: dict[str, bytes] = {}
-        self._plan: Plan | None = None
+        self.views: dict[str, dict[str, bytes]] = {}
+        self._announced: dict[str, bytes] | None = None
 
     def start(self) -> list[Action]:
         data = msgspec.msgpack.encode(self.msg)
@@ -79,18 +80,19 @@ class PlanProtocol(Protocol):
             raise ProtocolError(f"PSI plan: message from non-party {env.sender!r}")
         try:
             if env.kind == "plan":
-                return self._on_plan(env.sender, msgspec.msgpack.decode(env.payload,
-                                                                         type=PlanMsg))
-            if env.kind == "plan-digest":
-                return self._on_digest(env.sender, bytes(env.payload))
+                msg = msgspec.msgpack.decode(env.payload, type=PlanMsg)
+                self._check(env.sender, msg)
+                self.msgs[env.sender] = msg  # a later plan replaces a stale one
+            elif env.kind == "plan-view":
+                self.views[env.sender] = msgspec.msgpack.decode(env.payload,
+                                                                type=dict[str, bytes])
+            else:
+                raise ProtocolError(f"PSI plan: unexpected {env.kind!r} from {env.sender!r}")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ProtocolError(f"PSI plan: malformed message from {env.sender!r}") from exc
-        raise ProtocolError(f"PSI plan: unexpected {env.kind!r} from {env.sender!r}")
+        return self._step()
 
-    def _on_plan(self, sender: str, msg: PlanMsg) -> list[Action]:
-        if sender in self.msgs:
-            raise ProtocolError(f"PSI plan: two plans from {sender!r} (a stale one from an "
-                                "aborted run?); run psi again")
+    def _check(self, sender: str, msg: PlanMsg) -> None:
         mine = self.msg
         if (msg.version, msg.parties, msg.bucket_size) != (mine.version, mine.parties,
                                                            mine.bucket_size):
@@ -98,15 +100,22 @@ class PlanProtocol(Protocol):
                 f"PSI plan differs: {sender!r} runs parties={msg.parties} "
                 f"bucket_size={msg.bucket_size}; we run parties={mine.parties} "
                 f"bucket_size={mine.bucket_size}")
-        self.msgs[sender] = msg
+
+    def _view(self) -> dict[str, bytes]:
+        return {p: self.msgs[p].nonce for p in self.parties}
+
+    def _step(self) -> list[Action]:
         if len(self.msgs) < len(self.parties):
             return []
-        self._plan = self._decide()
-        digest = self._digest()
-        self.digests[self.me] = digest
-        out: list[Action] = [Send(p, "plan-digest", digest) for p in self.parties
-                             if p != self.me]
-        return out + self._maybe_done()
+        view = self._view()
+        out: list[Action] = []
+        if view != self._announced:
+            self._announced = view
+            data = msgspec.msgpack.encode(view)
+            out = [Send(p, "plan-view", data) for p in self.parties if p != self.me]
+        if all(self.views.get(p) == view for p in self.parties if p != self.me):
+            self.done, self.result = True, self._decide()
+        return out
 
     def _decide(self) -> Plan:
         msgs = [self.msgs[p] for p in self.parties]
@@ -121,27 +130,8 @@ class PlanProtocol(Protocol):
         n = max(1, math.ceil(max(sizes.values()) / self.msg.bucket_size))
         return Plan(tag, n, frozenset(), attempt, False, sizes)
 
-    def _digest(self) -> bytes:
-        return hashlib.sha256(b"".join(msgspec.msgpack.encode(self.msgs[p])
-                                       for p in self.parties)).digest()
-
-    def _on_digest(self, sender: str, digest: bytes) -> list[Action]:
-        if sender in self.digests:
-            raise ProtocolError(f"PSI plan: two digests from {sender!r}")
-        self.digests[sender] = digest
-        return self._maybe_done()
-
-    def _maybe_done(self) -> list[Action]:
-        if self._plan is None or len(self.digests) < len(self.parties):
-            return []
-        if len(set(self.digests.values())) != 1:
-            raise ProtocolError("PSI plan: parties saw different plans (a stale message from "
-                                "an aborted run?); run psi again")
-        self.done, self.result = True, self._plan
-        return []
-
     def progress(self) -> tuple[int, int]:
-        return (len(self.msgs) + len(self.digests), 2 * len(self.parties))
+        return (len(self.msgs) + len(self.views), 2 * len(self.parties) - 1)
 
 
 def bucket_of(tag: bytes, keys: list[bytes], n_buckets: int) -> Any:
