@@ -182,9 +182,14 @@ def _names(text: str | None) -> list[str] | None:
               help="Same value at every party; distinct per concurrent PSI run.")
 @click.option("--timeout", default=600.0, show_default=True,
               help="Seconds to wait for any one peer message.")
+@click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep finished buckets here; rerunning with it resumes an interrupted run.")
+@click.option("--bucket-size", default=1_000_000, show_default=True, type=click.IntRange(1),
+              help="IDs per bucket (same value at every party); bounds memory.")
 def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path | None,
             peers: str | None, reveal: str, receivers: str | None, duplicates: str,
-            normalize: str | None, session: str, timeout: float) -> None:
+            normalize: str | None, session: str, timeout: float, checkpoint: Path | None,
+            bucket_size: int) -> None:
     """Private set intersection of a file's ID column with the peers; writes aligned rows."""
     from tqdm import tqdm
 
@@ -206,7 +211,8 @@ def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path
             result = party.psi(frame[column], peers=_names(peers), reveal=reveal,  # type: ignore[arg-type]
                                receivers=_names(receivers), duplicates=duplicates,  # type: ignore[arg-type]
                                normalize=normalize, session=session, progress=progress,  # type: ignore[arg-type]
-                               timeout=timeout)
+                               timeout=timeout, checkpoint_dir=checkpoint,
+                               bucket_size=bucket_size)
         if out is not None and result.rows is not None:
             _write_table(result.align(frame), out)
     except (FedlabError, OSError, ValueError) as exc:

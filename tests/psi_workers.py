@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fedlab_kit import Identity, Invitation, Party
 
 
 def psi_party(key: str, invitation: str, ids: list[Any], kwargs: dict[str, Any],
-              out: Any) -> None:
+              out: Any, signal: bool = False) -> None:
     with Party(Identity.load(key), Invitation.from_string(invitation)) as party:
+        if signal:
+            out.put(("started", party.name))
+        t0 = time.monotonic()
         res = party.psi(ids, workers=1, **kwargs)
+        t1 = time.monotonic()
         aligned = None if res.rows is None else [ids[i] for i in res.rows]
         out.put((party.name, {"size": res.size, "aligned": aligned, "sizes": res.sizes,
-                              "excluded": res.report.excluded}))
+                              "excluded": res.report.excluded, "t0": t0, "t1": t1}))
 
 
 def psi_until_done(key: str, invitation: str, ids: list[Any], kwargs: dict[str, Any],

@@ -118,3 +118,37 @@ def test_resume_after_killing_a_party(tmp_path: Path) -> None:
     assert set(results["a"]["aligned"]) == truth
     assert results["b"]["resumed"] >= 3, "the restarted party redid finished buckets"
     assert any(n == "a" and "'b'" in err for n, err in retries), retries
+
+
+def test_relay_restart_during_psi(tmp_path: Path) -> None:
+    import time
+
+    rng = random.Random(21)
+    universe = [f"k{i}" for i in range(100_000)]
+    sets = {"a": rng.sample(universe, 50_000), "b": rng.sample(universe, 50_000)}
+    truth = set(sets["a"]) & set(sets["b"])
+    relay = RelayProcess.start()
+    try:
+        inv, keys = create_room(list(sets), tmp_path, relay.host, relay.port)
+        q = CTX.Queue()
+        procs = [CTX.Process(target=psi_workers.psi_party,
+                             args=(str(keys[n]), inv.to_string(), ids, {"batch": 512}, q, True))
+                 for n, ids in sets.items()]
+        for p in procs:
+            p.start()
+        assert sorted(q.get(timeout=120) for _ in procs) == [("started", "a"), ("started", "b")]
+        time.sleep(1.0)  # 200k scalar multiplications take several seconds on 2 cores
+        relay.kill()
+        killed_at = time.monotonic()
+        time.sleep(0.5)
+        relay.restart()
+        results = dict(q.get(timeout=300) for _ in procs)
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    finally:
+        relay.stop()
+    for r in results.values():
+        assert r["t0"] < killed_at < r["t1"], "the relay was not killed during the PSI"
+    assert results["a"]["aligned"] == results["b"]["aligned"]
+    assert set(results["a"]["aligned"]) == truth

@@ -21,15 +21,12 @@ from ..local import RelayProcess, create_room
 from ..session import Party
 
 
-def bench_sets(n: int, overlap: float, seed: int = 7) -> dict[str, list[str]]:
-    """Two sets of ``n`` string IDs sharing ``round(overlap * n)``."""
+def bench_set(name: str, n: int, overlap: float, seed: int = 7) -> list[str]:
+    """One of two sets ("alice", "bob") of ``n`` string IDs sharing ``round(overlap * n)``."""
     common = round(overlap * n)
-    return {
-        "alice": [f"c{seed}-{i}" for i in range(common)]
-        + [f"a{seed}-{i}" for i in range(n - common)],
-        "bob": [f"b{seed}-{i}" for i in range(n - common)]
-        + [f"c{seed}-{i}" for i in range(common)],
-    }
+    shared = [f"c{seed}-{i}" for i in range(common)]
+    own = [f"{name[0]}{seed}-{i}" for i in range(n - common)]
+    return shared + own if name == "alice" else own + shared
 
 
 def _digest(ids: list[str]) -> str:
@@ -37,7 +34,7 @@ def _digest(ids: list[str]) -> str:
 
 
 def _party(name: str, key: str, invitation: str, n: int, overlap: float, out: Any) -> None:
-    ids = bench_sets(n, overlap)[name]
+    ids = bench_set(name, n, overlap)
     party = Party(Identity.load(key), Invitation.from_string(invitation))
     party.send(party.peers[0], b"", kind="ready")
     party.recv(kind="ready", timeout=120)
@@ -58,12 +55,12 @@ def _party(name: str, key: str, invitation: str, n: int, overlap: float, out: An
     party.close()
 
 
-def _openmined(sets: dict[str, list[str]]) -> tuple[float, str, int]:
+def _openmined(n: int, overlap: float) -> tuple[float, str, int]:
     import private_set_intersection.python as om
 
     client = om.client.CreateWithNewKey(True)
     server = om.server.CreateWithNewKey(True)
-    server_items, client_items = sets["bob"], sets["alice"]
+    server_items, client_items = bench_set("bob", n, overlap), bench_set("alice", n, overlap)
     t0 = time.monotonic()
     setup = server.CreateSetupMessage(1e-9, len(client_items), server_items,
                                       om.DataStructure.RAW)
@@ -100,7 +97,7 @@ def bench_psi(n: int, overlap: float = 0.5, vs_openmined: bool = False) -> dict[
         "x25519_ops": 4 * n,
     }
     if vs_openmined:
-        seconds, digest, size = _openmined(bench_sets(n, overlap))
+        seconds, digest, size = _openmined(n, overlap)
         report |= {"openmined_seconds": round(seconds, 2), "openmined_intersection": size,
                    "intersections_equal": digest == a["digest"],
                    "ratio_vs_openmined": round(seconds / report["seconds"], 2)}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .ids import DuplicatePolicy, IdReport, Normalize, dedup, encode_ids
+from .ids import DuplicatePolicy, IdError, IdReport, Normalize, dedup, encode_ids
 from .plan import bucket_of
 
 SCHEMA = pa.schema([("row", pa.int64()), ("key", pa.binary())])
@@ -84,11 +84,22 @@ class BucketStore:
         finally:
             for w in writers:
                 w.close()
-        for k in range(n_buckets):  # duplicates always share a bucket
+        counted = IdReport(0, 0)  # duplicates always share a bucket: count them all first
+        for k in range(n_buckets):
             keys, rows = self.read_bucket(k)
-            kept_keys, kept_rows = dedup(keys, rows, duplicates, report)
-            if len(kept_keys) != len(keys):
+            kept_keys, kept_rows = dedup(keys, rows, "first", counted)
+            if len(kept_keys) != len(keys) and duplicates == "first":
                 self.write_bucket(k, kept_keys, kept_rows)
+        n_dupes = counted.excluded.get("duplicate", 0)
+        if n_dupes and duplicates == "raise":
+            raise IdError(
+                f"{n_dupes} duplicate IDs (e.g. {counted.examples['duplicate']}); PSI needs one "
+                "row per customer: deduplicate first, or pass duplicates='first' to keep the "
+                "first occurrence")
+        if n_dupes:
+            report.excluded["duplicate"] = n_dupes
+            report.examples["duplicate"] = counted.examples["duplicate"]
+            report.n_used -= n_dupes
         return report
 
     def write_bucket(self, k: int, keys: list[bytes], rows: np.ndarray) -> None:
