@@ -26,7 +26,7 @@ from .session import Party
 ROLES = ("retailer", "media", "operator")
 
 
-def _party_job(role: str, key: str, invitation: str, data: str | None, out: str,
+def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
                results: Any) -> None:
     """What one party process does (runs in its own OS process)."""
     from .data import load_sample
@@ -63,7 +63,7 @@ def run_demo(out: Path, data: Path | None = None,
             RelayProcess.start(log_path=out / "relay.log") as relay:
         echo(f"relay on {relay.host}:{relay.port}; starting {', '.join(ROLES)}")
         inv, keys = create_room(ROLES, keys_dir, relay.host, relay.port, room="demo")
-        procs = PartyProcesses.start(_party_job, {
+        procs = PartyProcesses.start(party_job, {
             r: (r, str(keys[r]), inv.to_string(), str(data) if data else None, str(out), results)
             for r in ROLES})
         try:
