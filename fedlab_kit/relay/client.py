@@ -73,7 +73,12 @@ class RelayConnection:
 
         ``on_connected`` has run when this returns, so the caller can send at once.
         """
-        reader, writer, welcome = await self._open()
+        try:
+            reader, writer, welcome = await self._open()
+        except OSError as exc:
+            inv = self.invitation
+            raise RelayUnavailable(f"cannot reach the relay at {inv.host}:{inv.port} "
+                                   f"({exc.strerror or exc}); is `fedlab relay` running?") from None
         self._connected(writer, True, welcome)
         self._task = asyncio.create_task(self._run(reader, writer))
 
