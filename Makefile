@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 RELAY_PORT ?= 8765
 
-.PHONY: setup demo test lint lab bench clean
+.PHONY: setup demo test lint lab bench clean maps-assets
 
 setup: $(STAMP)
 
@@ -21,6 +21,7 @@ demo: $(STAMP)  ## headless end-to-end run on the shipped sample; writes out/
 
 test: $(STAMP)  ## lint + the whole test suite (unit and end-to-end)
 	$(BIN)/ruff check fedlab_kit tests datasets
+	$(BIN)/python -m fedlab_kit.maps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
@@ -33,6 +34,9 @@ lab: $(STAMP)  ## a local relay plus JupyterLab on notebooks/
 
 bench: $(STAMP)
 	$(BIN)/fedlab bench relay --mb 500 --json out/bench_relay.json
+
+maps-assets: $(STAMP)  ## fetch Leaflet & co. from npm once, for offline map snapshots
+	$(BIN)/python -m fedlab_kit.maps
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
