@@ -14,6 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,7 +36,7 @@ class PartyOptions:
 
     window: int = 64 << 20  # bytes in flight per peer before waiting for its ack
     max_queued: int = 1 << 30  # send() waits while more than this is unacknowledged
-    chunk_size: int | None = None  # default: the relay's frame limit minus overhead
+    chunk_size: int | None = None  # default: 4 MiB, or less if the relay's frames are smaller
     client: ClientConfig | None = None
 
 
@@ -89,7 +90,7 @@ class AsyncParty:
     async def close(self, flush_timeout: float | None = 30.0) -> None:
         """Wait (up to ``flush_timeout``) until peers acknowledged everything, then leave."""
         if flush_timeout and self._error is None:
-            with contextlib.suppress(asyncio.TimeoutError, FedlabError):
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError, FedlabError):
                 await self.flush(flush_timeout)
             with contextlib.suppress(asyncio.TimeoutError):  # our last acks to the peers
                 await asyncio.wait_for(self._until(lambda: not self._control), 5)
@@ -350,9 +351,11 @@ class Party:
         fut: Future[R] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return fut.result(timeout)
-        except TimeoutError:
+        except FutureTimeout:  # the builtin TimeoutError from 3.11 on
+            if fut.done():  # raised by the coroutine itself, with its own message
+                raise
             fut.cancel()
-            raise
+            raise TimeoutError(f"{self.name}: no answer within {timeout} s") from None
 
     def send(self, peer: str, payload: bytes | bytearray | memoryview, *, kind: str = "data",
              session: str = "default") -> int:
