@@ -386,6 +386,9 @@ class Party:
         return self._call(coro, timeout)
 
     def close(self, flush_timeout: float | None = 30.0) -> None:
+        """Leave the room (idempotent: closing twice is harmless)."""
+        if not self._thread.is_alive():
+            return
         try:
             self._call(self.aio.close(flush_timeout))
         finally:

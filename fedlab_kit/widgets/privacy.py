@@ -1,0 +1,132 @@
+"""PrivacyPanel: what an epsilon buys, what is left of the budget, what was released."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any
+
+import ipywidgets as widgets
+import pandas as pd
+
+from ..dp.ledger import PrivacyLedger
+from ._background import Panel, box_html, error_html
+
+_SHOWN_COLUMNS = ["id", "time", "query", "mechanism", "epsilon", "delta", "noise_scale",
+                  "accuracy"]
+
+
+class PrivacyPanel(Panel):
+    """An epsilon slider with the accuracy it buys (before spending anything), the remaining
+    budget and the releases recorded on ``ledger``. It only informs: releases are made by
+    the analytics functions, which spend on the same ledger. Call :meth:`refresh` (or press
+    its button) after a release.
+
+    ``sensitivity`` is the L1 sensitivity of the counts to release (see
+    :func:`fedlab_kit.dp.sensitivity_for`); ``alpha`` the miss probability of the accuracy.
+    """
+
+    def __init__(self, ledger: PrivacyLedger, sensitivity: float = 1, *,
+                 alpha: float = 0.05, epsilon: float | None = None) -> None:
+        self.ledger = ledger
+        self._sensitivity = sensitivity
+        self.alpha = alpha
+        self.accuracy: float | None = None
+        total = ledger.total.epsilon
+        top = math.log10(total)
+        start = epsilon if epsilon is not None else total / 10
+        self.epsilon = widgets.FloatLogSlider(
+            value=start, base=10, min=top - 3, max=top, step=0.01, description="ε",
+            readout_format=".3g", continuous_update=True,
+            layout=widgets.Layout(width="60%"))
+        self.accuracy_html = widgets.HTML("")
+        self.budget_bar = widgets.FloatProgress(value=0.0, min=0.0, max=total,
+                                                description="ε spent")
+        self.budget_html = widgets.HTML("")
+        self.releases_html = widgets.HTML("")
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.epsilon.observe(lambda _: self._show_accuracy(), names="value")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.widget = widgets.VBox([
+            widgets.HTML(f"<b>Privacy budget of {html.escape(ledger.party)}</b>"),
+            self.epsilon, self.accuracy_html,
+            widgets.HBox([self.budget_bar, self.budget_html]),
+            widgets.HTML("<b>Releases so far</b>"), self.releases_html, self.refresh_button,
+        ])
+        self.refresh()
+
+    @property
+    def sensitivity(self) -> float:
+        return self._sensitivity
+
+    @sensitivity.setter
+    def sensitivity(self, value: float) -> None:
+        self._sensitivity = value
+        self._show_accuracy()
+
+    def refresh(self) -> None:
+        """Re-read the ledger: remaining budget, releases, and whether ε still fits."""
+        try:
+            spent, left, total = (self.ledger.spent(), self.ledger.remaining(),
+                                  self.ledger.total)
+            releases = self.ledger.releases()
+        except Exception as exc:  # a locked or damaged ledger file: say so in the panel
+            self.budget_html.value = error_html("Cannot read the privacy ledger", exc)
+            return
+        self.budget_bar.value = min(spent.epsilon, total.epsilon)
+        self.budget_bar.bar_style = "danger" if left.epsilon <= 0 else (
+            "warning" if left.epsilon < 0.2 * total.epsilon else "success")
+        text = (f"ε remaining {left.epsilon:.4g} of {total.epsilon:.4g} "
+                f"(spent {spent.epsilon:.4g})")
+        if total.delta > 0:
+            text += f"; δ remaining {left.delta:.3g} of {total.delta:.3g}"
+        self.budget_html.value = f'<span class="fedlab-remaining">{html.escape(text)}</span>'
+        self.releases_html.value = releases_html(releases)
+        self._show_accuracy(left.epsilon)
+
+    def _show_accuracy(self, remaining: float | None = None) -> None:
+        from ..dp.mechanisms import accuracy_for
+
+        eps = float(self.epsilon.value)
+        try:
+            self.accuracy = accuracy_for(eps, self._sensitivity, self.alpha)
+            if remaining is None:
+                remaining = self.ledger.remaining().epsilon
+        except Exception as exc:
+            self.accuracy = None
+            self.accuracy_html.value = error_html("Cannot compute the accuracy", exc)
+            return
+        acc = self.accuracy
+        text = (f"ε = {eps:.3g} buys: each released count is off by less than {acc:.3g} "
+                f"with probability {1 - self.alpha:.0%} (so by at most "
+                f"{max(0, math.ceil(acc) - 1)}), sensitivity {self._sensitivity:g}.")
+        if eps <= remaining:
+            note = box_html(f"{text} It fits the remaining budget (ε {remaining:.4g}).", "ok")
+        else:
+            note = box_html(f"{text} That is more than the remaining budget "
+                            f"(ε {remaining:.4g}): such a release would be refused.",
+                            "warning")
+        self.accuracy_html.value = f'<div class="fedlab-accuracy">{note}</div>'
+
+
+def releases_html(frame: pd.DataFrame) -> str:
+    """The ledger's releases as a small HTML table (``meta`` reduced to its accuracy)."""
+    if frame.empty:
+        return '<i class="fedlab-releases">No releases yet.</i>'
+    shown = frame.copy()
+    shown["accuracy"] = pd.to_numeric(pd.Series([_meta_value(m, "accuracy")
+                                                 for m in shown["meta"]], dtype=object),
+                                      errors="coerce").to_numpy()
+    shown["time"] = shown["time"].astype(str).str.slice(0, 19).str.replace("T", " ")
+    return shown[_SHOWN_COLUMNS].to_html(
+        index=False, na_rep="", border=0, classes="fedlab-releases", escape=True,
+        float_format=lambda x: f"{x:.4g}")
+
+
+def _meta_value(meta: Any, key: str) -> Any:
+    try:
+        value = json.loads(meta).get(key)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int | float) else None
