@@ -254,21 +254,18 @@ class PsiProtocol(Protocol):
         if self.me != self.leader or (not empty and any(
                 len(self._final[p]) < self._n_batches(p) for p in self.ring)):
             return []
-        lists = {p: [] if empty else
-                 _split(b"".join(self._final[p][k] for k in range(self._n_batches(p))))
-                 for p in self.ring}
-        common = set(lists[self.leader])
-        for p in self.ring[1:]:
-            common &= set(lists[p])
-        order = sorted(common)
+        values = {p: np.frombuffer(b"" if empty else b"".join(
+                      self._final[p][k] for k in range(self._n_batches(p))), np.uint8
+                  ).reshape(-1, TRUNC) for p in self.ring}
+        matched = match_values(values, self.ring)
+        n_common = len(matched[self.leader])
         sizes = {p: h.size for p, h in self.hellos.items()}
         out: list[Action] = []
         for p in self.ring:
             positions = None
             if self.reveal == "intersection" and p in self.receivers:
-                index = {v: i for i, v in enumerate(lists[p])}
-                positions = np.fromiter((index[v] for v in order), np.int64, len(order))
-            size = len(order) if p in self.receivers else -1  # others learn only that it ended
+                positions = matched[p]
+            size = n_common if p in self.receivers else -1  # others learn only that it ended
             if p == self.me:
                 self._finish(PsiOutcome(size, positions, sizes))
                 continue
@@ -307,6 +304,43 @@ class _ResultHead(msgspec.Struct, array_like=True):
 def _truncate(points: bytes) -> bytes:
     arr = np.frombuffer(points, dtype=np.uint8).reshape(-1, POINT)
     return arr[:, :TRUNC].tobytes()
+
+
+def match_values(values: dict[str, np.ndarray], ring: list[str]) -> dict[str, np.ndarray]:
+    """Positions of the values common to every list, per party, in one shared order.
+
+    ``values[p]`` is an (n, 12) uint8 array of party p's fully encrypted, truncated points.
+    Matching sorts 64-bit prefixes (numpy, ~0.3 s per million) and then checks the other
+    4 bytes; should two values of one list share a prefix (probability ~n^2 / 2^65), the
+    exact but slower set-based matcher is used instead.
+    """
+    keys = {p: np.ascontiguousarray(v[:, :8]).view(">u8").ravel() for p, v in values.items()}
+    if any(len(np.unique(k)) != len(k) for k in keys.values()):
+        return _match_exact(values, ring)
+    leader = ring[0]
+    idx = {leader: np.arange(len(keys[leader]))}
+    common = keys[leader]
+    for p in ring[1:]:
+        common, i_c, i_p = np.intersect1d(common, keys[p], assume_unique=True,
+                                          return_indices=True)
+        same = (values[leader][idx[leader][i_c], 8:] == values[p][i_p, 8:]).all(axis=1)
+        common = common[same]
+        idx = {q: ix[i_c][same] for q, ix in idx.items()}
+        idx[p] = i_p[same]
+    return {p: idx[p].astype(np.int64) for p in ring}
+
+
+def _match_exact(values: dict[str, np.ndarray], ring: list[str]) -> dict[str, np.ndarray]:
+    lists = {p: [bytes(row) for row in v] for p, v in values.items()}
+    common = set(lists[ring[0]])
+    for p in ring[1:]:
+        common &= set(lists[p])
+    order = sorted(common)
+    out = {}
+    for p in ring:
+        index = {v: i for i, v in enumerate(lists[p])}
+        out[p] = np.fromiter((index[v] for v in order), np.int64, len(order))
+    return out
 
 
 def _split(data: bytes) -> list[bytes]:
