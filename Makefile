@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 RELAY_PORT ?= 8765
+# JupyterLab refuses to run as root unless told so (containers, CI machines)
+LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root --no-browser,)
 
 .PHONY: setup demo test lint lab bench clean maps-assets
 
@@ -30,7 +32,7 @@ lint: $(STAMP)
 lab: $(STAMP)  ## a local relay plus JupyterLab on notebooks/
 	$(BIN)/fedlab relay --port $(RELAY_PORT) & relay=$$!; \
 	trap "kill $$relay" EXIT INT TERM; \
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
 
 bench: $(STAMP)
 	$(BIN)/fedlab bench relay --mb 500 --json out/bench_relay.json
