@@ -19,7 +19,7 @@ import pytest
 from fedlab_kit.errors import InvitationError, RelayRejected
 from fedlab_kit.identity import Identity, Invitation
 from fedlab_kit.relay import wire
-from fedlab_kit.relay.client import RelayConnection
+from fedlab_kit.relay.client import ClientConfig, RelayConnection
 from fedlab_kit.relay.server import RelayConfig, RelayServer
 from fedlab_kit.relay.wire import T
 from fedlab_kit.sealing import OVERHEAD
@@ -559,5 +559,32 @@ def test_two_way_bulk_transfer_with_full_mailboxes_does_not_stall() -> None:
             finally:
                 await close_all(a, b)
             assert bytes(got_b.payload) == to_b and bytes(got_a.payload) == to_a
+
+    run(main())
+
+
+def test_silent_party_is_reported_lost_by_heartbeat() -> None:
+    """A party that stops talking (no pings, no frames) is announced as "lost"."""
+
+    async def main() -> None:
+        async with relay(heartbeat_timeout=0.5) as server:
+            inv, ids = room(server, "hb", "a", "b")
+            a = await join(ids["a"], inv, PartyOptions(client=ClientConfig(heartbeat=0.1)))
+            events: list[tuple[str, str]] = []
+            a.on_presence(lambda peer, ev: events.append((peer, ev)))
+            # b joins at the wire level and then says nothing at all
+            reader, writer = await asyncio.open_connection(HOST, server.port)
+            _, body = await wire.read_frame(reader, 1 << 16)
+            challenge = wire.decode_control(body, wire.Challenge)
+            roster = inv.roster()
+            sig = ids["b"].sign(wire.auth_message(challenge.nonce, "hb", "b", roster))
+            writer.write(wire.control(T.HELLO, wire.Hello(1, "hb", "b", roster, sig, b"x")))
+            kind, _ = await wire.read_frame(reader, 1 << 16)
+            assert kind == T.WELCOME
+            await eventually(lambda: ("b", "joined") in events, what="b joined")
+            await eventually(lambda: ("b", "lost") in events, timeout=5, what="b lost")
+            assert server.rooms["hb"].present() == ["a"]
+            writer.close()
+            await close_all(a)
 
     run(main())
