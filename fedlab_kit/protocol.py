@@ -87,7 +87,8 @@ async def drive(
     :class:`Compute` requests run in ``executor`` (a process pool for CPU-bound work; the
     default thread pool otherwise), at most ``max_computing`` at a time, overlapping with
     network traffic. ``timeout`` bounds each wait for a message while nothing is computing.
-    If a peer in ``watch`` leaves, is lost or restarts, :class:`PeerLost` is raised.
+    If a peer in ``watch`` leaves or restarts, :class:`PeerLost` is raised (a peer that is
+    only "lost" may come back with its state, and the links resume).
     """
     session = session or f"{protocol.name}-{uuid.uuid4().hex[:12]}"
     loop = asyncio.get_running_loop()
@@ -98,7 +99,8 @@ async def drive(
     lost_event = asyncio.Event()
 
     def on_presence(peer: str, event: str) -> None:
-        if peer in watched and event in ("left", "lost", "restarted"):
+        # "lost" (heartbeat or a broken connection) may be transient: links resume after it
+        if peer in watched and event in ("left", "restarted"):
             lost.append((peer, event))
             lost_event.set()
 

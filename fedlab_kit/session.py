@@ -216,9 +216,8 @@ class AsyncParty:
                 self._links[peer] = PeerLink(self.name, peer, self.instance,
                                              chunk_size=chunk, window=window)
             self._control.append((peer, self._links[peer].on_reconnect()))
-            was_present = self.presence[peer] == "present"
-            if was_present != (peer in present):  # changed while we were away
-                self._on_presence(peer, "joined" if peer in present else "left")
+            # no events here: after a relay restart peers reconnect one by one, and a
+            # transient absence must not abort the protocols that watch presence
             self.presence[peer] = "present" if peer in present else "absent"
         self._kick()
 
