@@ -8,7 +8,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -140,24 +139,6 @@ def _invitation(text: str) -> Invitation:
 
 
 # ------------------------------------------------------------------------------ psi
-def _read_table(path: Path) -> Any:
-    import pandas as pd
-
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".txt", ".gz"):
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    raise FedlabError(f"{path}: use a .csv or .parquet file")
-
-
-def _write_table(frame: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        frame.to_parquet(path, index=False)
-    else:
-        frame.to_csv(path, index=False)
-
-
 def _names(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
@@ -194,9 +175,10 @@ def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path
     from tqdm import tqdm
 
     from .session import Party
+    from .tables import read_table, write_table
 
     try:
-        frame = _read_table(input_path)
+        frame = read_table(input_path, column)
         if column not in frame.columns:
             raise FedlabError(f"{input_path} has no column {column!r}; columns: "
                               f"{[str(c) for c in frame.columns]}")
@@ -214,7 +196,7 @@ def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path
                                timeout=timeout, checkpoint_dir=checkpoint,
                                bucket_size=bucket_size)
         if out is not None and result.rows is not None:
-            _write_table(result.align(frame), out)
+            write_table(result.align(frame), out)
     except (FedlabError, OSError, ValueError) as exc:
         _fail(exc)
     click.echo(result.summary(), err=True)

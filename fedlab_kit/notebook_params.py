@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from . import tables
 from .errors import FedlabError
 
 T = TypeVar("T")
@@ -63,16 +64,10 @@ def read_table(data: str | os.PathLike[str] | None, role: str,
         from .data import load_sample
 
         return load_sample(role)
-    path = Path(data).expanduser()
-    if not path.is_file():
-        raise FedlabError(f"no data file at {str(path)!r} (set DATA to your CSV or Parquet "
+    if not Path(data).expanduser().is_file():
+        raise FedlabError(f"no data file at {str(data)!r} (set DATA to your CSV or Parquet "
                           "file, or to None for the shipped sample)")
-    suffix = path.suffix.lower()
-    if suffix in {".parquet", ".pq"}:
-        return pd.read_parquet(path)
-    if suffix == ".csv" or path.name.lower().endswith(".csv.gz"):
-        return pd.read_csv(path, dtype={id_column: str})
-    raise FedlabError(f"cannot read {path.name!r}: use a .csv or .parquet file")
+    return tables.read_table(data, id_column)
 
 
 def workspace_dir(workspace: str | os.PathLike[str]) -> Path:
