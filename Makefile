@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)  ## headless end-to-end run on the shipped sample; writes out/
+	-$(BIN)/python -m fedlab_kit.maps
 	$(BIN)/fedlab demo --out out
 
 test: $(STAMP)  ## lint + the whole test suite (unit and end-to-end)

@@ -2,8 +2,9 @@
 
 A relay and three party processes (retailer, media, operator) on localhost, each reading its
 own file of the shipped sample city. Stages so far: the roll call (each party tells the
-others what it brings: row counts and column names, never rows) and a three-party PSI that
-aligns the common customers. Later stages (training, DP release, maps) append to it.
+others what it brings: row counts and column names, never rows), a three-party PSI that
+aligns the common customers, and the operator's DP release of its own crowd per H3 cell,
+drawn on an offline map. Later stages (training, joint DP releases) append to it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .dp import PrivacyLedger
 from .errors import FedlabError
 from .identity import Identity, Invitation
 from .local import PartyProcesses, RelayProcess, create_room
@@ -43,12 +45,42 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
             aligned = party.psi(frame["user_id"], session="demo-psi")
         (Path(out) / f"{role}_rollcall.json").write_text(json.dumps(roll, indent=2) + "\n")
         aligned.align(frame).to_parquet(Path(out) / f"{role}_aligned.parquet", index=False)
-        results.put((role, {"ok": True, "rollcall_s": round(rollcall_s, 3),
-                            "psi_s": round(aligned.seconds, 2), "intersection": aligned.size,
-                            "psi_report": aligned.report.summary()}))
+        report = {"ok": True, "rollcall_s": round(rollcall_s, 3),
+                  "psi_s": round(aligned.seconds, 2), "intersection": aligned.size,
+                  "psi_report": aligned.report.summary()}
+        if role == "operator":
+            report["crowd"] = _operator_crowd_map(Path(out), data)
+        results.put((role, report))
     except Exception as exc:  # reported to the parent, which prints it readably
         results.put((role, {"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         raise
+
+
+def _operator_crowd_map(out: Path, data: str | None) -> dict[str, Any]:
+    """The operator releases its own crowd per H3 cell with DP and maps it (own data only)."""
+    from . import maps
+    from .analytics import release_own_crowd
+    from .data import load_districts, load_pois, load_sample_visits
+
+    pois = load_pois(root=data)
+    visits = load_sample_visits(root=data).merge(pois[["poi_id", "h3_r8"]], on="poi_id")
+    ledger_path = out / "operator_privacy_ledger.sqlite"
+    ledger_path.unlink(missing_ok=True)  # the demo starts from a fresh budget each run
+    ledger = PrivacyLedger(ledger_path, total_epsilon=2.0, party="operator")
+    cells, bounding = release_own_crowd(visits.rename(columns={"h3_r8": "h3"}), ledger,
+                                        keys=sorted(pois["h3_r8"].unique()), epsilon=1.0)
+    cells.to_csv(out / "operator_crowd.csv", index=False)
+    m = maps.base_map()
+    maps.districts_outline(m, load_districts(root=data))
+    maps.crowd_layer(m, cells)
+    files = {}
+    for name in ("operator_crowd.html", "operator_crowd.png"):
+        try:
+            files[name] = str(maps.snapshot(m, out / name))
+        except FedlabError as exc:  # no browser, or map assets not fetched: say so, go on
+            files[name] = f"skipped: {exc}"
+    return {"cells": len(cells), "epsilon": 1.0, "epsilon_left": ledger.remaining().epsilon,
+            "persons_truncated": bounding["persons_truncated"], "files": files}
 
 
 def run_demo(out: Path, data: Path | None = None,
@@ -84,7 +116,8 @@ def run_demo(out: Path, data: Path | None = None,
         "kit": __version__,
         "parties": {r: {"rows": roll[r]["rows"], "columns": len(roll[r]["columns"]),
                         "psi": reports[r]["psi_report"]} for r in ROLES},
-        "stages": ["rollcall", "psi"],
+        "stages": ["rollcall", "psi", "dp-crowd-own"],
+        "operator_crowd": reports["operator"]["crowd"],
         "psi": {"intersection": sizes.pop(), "protocol": "ECDH-PSI over Curve25519, 3 parties",
                 "aligned_files": [f"{r}_aligned.parquet" for r in ROLES]},
         "timings": {"total_s": round(time.monotonic() - started, 2),
@@ -97,4 +130,7 @@ def run_demo(out: Path, data: Path | None = None,
              f"{summary['parties'][r]['columns']} columns (shared: counts and names only)")
     echo(f"PSI: {summary['psi']['intersection']} customers common to all three; aligned rows "
          f"in {out}/<party>_aligned.parquet")
+    crowd = summary["operator_crowd"]
+    echo(f"DP crowd (operator's own visits, epsilon {crowd['epsilon']}): "
+         f"{crowd['cells']} H3 cells -> {', '.join(crowd['files'].values())}")
     return summary
