@@ -120,7 +120,7 @@ def ping(key: Path, invitation: str, wait: float) -> None:
     from .session import Party
 
     try:
-        inv = _invitation(invitation)
+        inv = Invitation.parse(invitation)
         with Party(Identity.load(key), inv) as party:
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline and any(
@@ -130,12 +130,6 @@ def ping(key: Path, invitation: str, wait: float) -> None:
                                    "presence": party.presence}))
     except FedlabError as exc:
         _fail(exc)
-
-
-def _invitation(text: str) -> Invitation:
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text()
-    return Invitation.from_string(text)
 
 
 # ------------------------------------------------------------------------------ psi
@@ -182,7 +176,7 @@ def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path
         if column not in frame.columns:
             raise FedlabError(f"{input_path} has no column {column!r}; columns: "
                               f"{[str(c) for c in frame.columns]}")
-        with Party(Identity.load(key), _invitation(invitation)) as party, \
+        with Party(Identity.load(key), Invitation.parse(invitation)) as party, \
                 tqdm(desc="psi batches", unit="batch", disable=None) as bar:
 
             def progress(_: str, done: int, total: int) -> None:

@@ -197,6 +197,19 @@ class Invitation:
         return cls(parts[1], port, parts[3], cards)
 
     @classmethod
+    def parse(cls, text: str) -> Invitation:
+        """An invitation given as its text, or as ``@path`` of a file holding it."""
+        text = text.strip()
+        if text.startswith("@"):
+            path = Path(text[1:].strip()).expanduser()
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise InvitationError(f"cannot read the invitation file {str(path)!r}: "
+                                      f"{exc.strerror or exc}") from None
+        return cls.from_string(text)
+
+    @classmethod
     def create(
         cls, host: str, port: int, room: str | None, cards: list[PartyCard]
     ) -> Invitation:

@@ -226,7 +226,3 @@ class LocalNetwork:
             raise ProtocolError(f"protocols stopped without finishing: {stuck}")
         return {n: p.result for n, p in self.protocols.items()}
 
-
-async def gather_drive(pairs: list[tuple[AsyncParty, Protocol]], session: str) -> list[Any]:
-    """Drive several parties in one event loop (tests, single-kernel walkthroughs)."""
-    return list(await asyncio.gather(*(drive(p, proto, session=session) for p, proto in pairs)))

@@ -28,3 +28,13 @@ def test_identity_not_in_invitation() -> None:
     inv = Invitation.create("127.0.0.1", 1, "r", [a.card, b.card])
     with pytest.raises(InvitationError, match="'c' is not a member"):
         Party(c, inv)
+
+
+def test_invitation_from_file_or_text(tmp_path) -> None:
+    a, b = Identity.generate("a"), Identity.generate("b")
+    inv = Invitation.create("127.0.0.1", 9, "r", [a.card, b.card])
+    (tmp_path / "inv.txt").write_text(inv.to_string() + "\n")
+    assert Invitation.parse(f"@{tmp_path / 'inv.txt'}") == inv
+    assert Invitation.parse(inv.to_string()) == inv
+    with pytest.raises(InvitationError, match="cannot read the invitation file"):
+        Invitation.parse(f"@{tmp_path / 'missing.txt'}")

@@ -146,8 +146,8 @@ def psi(
                 results[k] = (got, outcome.size)
                 continue
             store.save_result(k, got, outcome.size)
-            state = store.load_state() or {}
-            state["done"] = sorted({*state.get("done", []), k})
+            assert state is not None  # written when the buckets were made, or resumed
+            state["done"] = sorted({*state["done"], k})
             store.save_state(state)
         if store is not None:
             input_rows, size = store.load_results(plan.n_buckets, revealed)

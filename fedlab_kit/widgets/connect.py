@@ -85,13 +85,6 @@ class ConnectPanel(Panel):
         text = self.invitation_text.value.strip()
         if not text:
             raise FedlabError("paste the invitation, or give its file as @invitation.txt")
-        if text.startswith("@"):
-            path = Path(text[1:].strip()).expanduser()
-            try:
-                text = path.read_text()
-            except OSError as exc:
-                raise FedlabError(f"cannot read the invitation file {str(path)!r}: "
-                                  f"{exc.strerror or exc}") from None
         key_path = Path(key).expanduser()
         if key_path.is_dir():
             raise FedlabError(f"{str(key_path)!r} is a folder, not a key file")
@@ -100,7 +93,7 @@ class ConnectPanel(Panel):
         except OSError as exc:
             raise FedlabError(f"cannot read the key file {str(key_path)!r}: "
                               f"{exc.strerror or exc}") from None
-        invitation = Invitation.from_string(text)
+        invitation = Invitation.parse(text)
         invitation.card(identity.name)  # not a member: say so before touching the network
         return identity, invitation
 
