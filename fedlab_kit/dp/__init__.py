@@ -28,6 +28,7 @@ _EXPORTS = {
     "Budget": "ledger",
     "PrivacyLedger": "ledger",
     "NoisyRelease": "mechanisms",
+    "release_noise": "mechanisms",
     "accuracy_for": "mechanisms",
     "clip_nonnegative": "mechanisms",
     "epsilon_for_accuracy": "mechanisms",

@@ -232,6 +232,16 @@ def release_counts(ledger: PrivacyLedger, query: str, counts: ArrayLike, epsilon
     return _release(ledger, query, _laplace_plan(epsilon, sensitivity, alpha), counts, meta)
 
 
+def release_noise(ledger: PrivacyLedger, query: str, shape: int | tuple[int, ...],
+                  epsilon: float, sensitivity: float, meta: Mapping[str, Any] | None = None, *,
+                  alpha: float = 0.05) -> NoisyRelease:
+    """Discrete Laplace noise alone, paid for on ``ledger``, for counts that are added to it
+    elsewhere (e.g. under encryption): ``values`` is the mechanism applied to zero counts,
+    which for this additive mechanism is exactly its noise."""
+    zeros = np.zeros(shape, dtype=np.int64)
+    return _release(ledger, query, _laplace_plan(epsilon, sensitivity, alpha), zeros, meta)
+
+
 def release_counts_gaussian(ledger: PrivacyLedger, query: str, counts: ArrayLike,
                             epsilon: float, delta: float, sensitivity_l2: float,
                             meta: Mapping[str, Any] | None = None, *,

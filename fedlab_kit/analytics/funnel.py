@@ -1,0 +1,234 @@
+"""Ad-effect funnel across three parties: exposure -> visit -> purchase -> repeat purchase.
+
+Over PSI-aligned rows: the retailer (key holder) encrypts per person ``[1, 1, bought,
+bought and repeat]``; the operator (multiplier) multiplies, per campaign, by "visited one of
+the campaign's stores" (all stages but the first); the media owner (grouper) adds up per
+home district, campaign and exposed/control group, adds OpenDP discrete Laplace noise under
+encryption and re-randomises; the retailer decrypts noisy stage counts only.
+
+Noise is drawn on the *exit* counts (persons whose funnel ends at each stage): a person is
+in exactly one exit cell per campaign, so the L1 sensitivity is the number of campaigns,
+and stage counts (sums of exit counts) get correlated noise. Media and operator both pay the
+epsilon on their own ledgers (the release contains their data); the retailer's own data
+(purchases) is not protected from itself, so it pays nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..dp import PrivacyLedger
+from ..dp.errors import DPError
+from ..dp.mechanisms import monotone_funnel, release_noise
+from ..protocol import ProgressCallback, run
+from ..session import Party
+from .encrypted_counts import CountsResult, Grouper, KeyHolder, Multiplier
+from .joint_crowd import check_flags
+
+SESSION = "joint-funnel"
+STAGES = ("persons", "visited", "purchased", "repeat")
+GROUPS = ("exposed", "control")
+Z95 = 1.959963984540054
+
+
+def _copies(n_campaigns: int) -> int:
+    return 1 << (2 * n_campaigns - 1).bit_length()
+
+
+def _width(n_campaigns: int) -> int:
+    return len(STAGES) * _copies(n_campaigns)
+
+
+def _slot(stage: int, campaign: int, group: int, copies: int) -> int:
+    return stage * copies + 2 * campaign + group
+
+
+def funnel_for_outcomes(party: Party, purchased: Any, repeat: Any, *,
+                        chain: Sequence[str] = ("operator", "media"), session: str = SESSION,
+                        timeout: float | None = 600,
+                        progress: ProgressCallback | None = None) -> pd.DataFrame:
+    """Retailer: the released funnel (one row per campaign, district, group and stage).
+
+    ``purchased`` and ``repeat`` are 0/1 per PSI-aligned row (PSI order).
+    """
+    res = run(party, outcomes_protocol(purchased, repeat, chain), session=session,
+              timeout=timeout, progress=progress, watch=list(chain))
+    return funnel_frame(res)
+
+
+def outcomes_protocol(purchased: Any, repeat: Any, chain: Sequence[str]) -> KeyHolder:
+    """The retailer's protocol (see :func:`funnel_for_outcomes`)."""
+    bought = check_flags(purchased, "purchased flags")
+    again = check_flags(repeat, "repeat-purchase flags") * bought
+    values = np.stack([np.ones_like(bought), np.ones_like(bought), bought, again], axis=1)
+    return KeyHolder(values, list(chain))
+
+
+def funnel_for_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
+                      epsilon: float, key_holder: str = "retailer", next_party: str = "media",
+                      session: str = SESSION, timeout: float | None = 600,
+                      executor: Executor | None = None) -> dict[str, Any]:
+    """Operator: ``visited`` has one 0/1 column per campaign (in the media owner's campaign
+    order), one row per PSI-aligned person. Pays ``epsilon`` on its ledger."""
+    flags = np.stack([check_flags(visited[c], f"visited flags of {c!r}") for c in visited.columns],
+                     axis=1) if len(visited.columns) else np.zeros((len(visited), 0))
+    n_campaigns = flags.shape[1]
+    if n_campaigns == 0:
+        raise DPError("visited has no campaign columns")
+
+    def mask_for(width: int) -> np.ndarray:
+        if width != _width(n_campaigns):
+            raise DPError(f"the media owner planned {width} slots per person; with "
+                          f"{n_campaigns} campaigns expected {_width(n_campaigns)}: do both "
+                          "parties pass the same campaigns?")
+        ledger.spend(f"joint funnel ({n_campaigns} campaigns), visits", "laplace (by media)",
+                     epsilon, 0.0, meta={"campaigns": list(map(str, visited.columns))})
+        copies = _copies(n_campaigns)
+        mask = np.zeros((len(flags), width), dtype=bool)
+        for c in range(n_campaigns):
+            for g in range(2):
+                mask[:, _slot(0, c, g, copies)] = True
+                for s in range(1, len(STAGES)):
+                    mask[:, _slot(s, c, g, copies)] = flags[:, c] > 0
+        return mask
+
+    proto = Multiplier(key_holder, len(flags), next_party, mask_for)
+    return run(party, proto, session=session, timeout=timeout, executor=executor,
+               watch=[key_holder, next_party])
+
+
+def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
+                        ledger: PrivacyLedger, epsilon: float,
+                        districts: Sequence[str] | None = None, key_holder: str = "retailer",
+                        suppress_below: int = 10, session: str = SESSION,
+                        timeout: float | None = 600, executor: Executor | None = None,
+                        progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Media owner: home ``district`` per aligned row and one 0/1 ``exposed`` column per
+    campaign. Adds the noise and pays ``epsilon`` on its ledger. Returns a report."""
+    dist = pd.Series(np.asarray(district, dtype=object))
+    if dist.isna().any():
+        raise DPError(f"{int(dist.isna().sum())} aligned rows have no district")
+    keys = list(districts) if districts is not None else sorted(dist.astype(str).unique())
+    unknown = ~dist.astype(str).isin(keys)
+    if unknown.any():
+        raise DPError(f"{int(unknown.sum())} rows have a district outside the given districts, "
+                      f"e.g. {dist[unknown].head(3).tolist()}")
+    campaigns = [str(c) for c in exposed.columns]
+    if not campaigns:
+        raise DPError("exposed has no campaign columns")
+    flags = np.stack([check_flags(exposed[c], f"exposure flags of {c!r}") for c in campaigns],
+                     axis=1)
+    copies, width = _copies(len(campaigns)), _width(len(campaigns))
+    d_index = pd.Index(keys).get_indexer(dist.astype(str))
+    masks = []
+    for d in range(len(keys)):
+        rows = np.flatnonzero(d_index == d)
+        r_parts, s_parts = [], []
+        for c in range(len(campaigns)):
+            group = np.where(flags[rows, c] > 0, 0, 1)
+            for s in range(len(STAGES)):
+                r_parts.append(rows)
+                s_parts.append(s * copies + 2 * c + group)
+        masks.append((np.concatenate(r_parts), np.concatenate(s_parts)))
+    report: dict[str, Any] = {"persons": len(dist), "districts": len(keys),
+                              "campaigns": campaigns}
+
+    def noise() -> tuple[np.ndarray, dict[str, Any]]:
+        rel = release_noise(ledger, f"joint funnel ({len(campaigns)} campaigns, "
+                            f"{len(keys)} districts)", (len(keys), len(campaigns), 2, len(STAGES)),
+                            epsilon, sensitivity=len(campaigns),
+                            meta={"campaigns": campaigns, "stages": list(STAGES)})
+        exits = rel.values.astype(float)
+        stage_noise = np.flip(np.cumsum(np.flip(exits, -1), -1), -1)  # stage k = sum of exits >= k
+        out = np.zeros((len(keys), width))
+        for c in range(len(campaigns)):
+            for g in range(2):
+                for s in range(len(STAGES)):
+                    out[:, _slot(s, c, g, copies)] = stage_noise[:, c, g, s]
+        report["release_id"] = rel.release_id
+        meta = {"districts": keys, "campaigns": campaigns, "copies": copies,
+                "exit_accuracy": rel.accuracy, "noise_scale": rel.noise_scale,
+                "epsilon": rel.epsilon, "mechanism": rel.mechanism,
+                "suppress_below": suppress_below}
+        return out, meta
+
+    grouper = Grouper(key_holder, len(dist), width, masks, noise,
+                      jobs=2 if executor is not None else 1)
+    run(party, grouper, session=session, timeout=timeout, executor=executor, progress=progress,
+        watch=[key_holder])
+    return report
+
+
+def funnel_frame(res: CountsResult) -> pd.DataFrame:
+    """Decrypted stage counts -> funnel frame with intervals, rates and lift (post-processing).
+
+    Intervals: the count's 95 % interval from the DP noise (a stage count carries the noise
+    of every exit at or after it); rates and lift combine DP noise and sampling variance
+    (binomial, delta method).
+    """
+    meta = res.meta
+    districts, campaigns, copies = meta["districts"], meta["campaigns"], int(meta["copies"])
+    b = float(meta["noise_scale"])
+    rows = []
+    for d, district in enumerate(districts):
+        for c, campaign in enumerate(campaigns):
+            for g, group in enumerate(GROUPS):
+                raw = [res.sums[d, _slot(s, c, g, copies)] for s in range(len(STAGES))]
+                counts = monotone_funnel(np.rint(np.asarray(raw)).astype(np.int64))
+                for s, stage in enumerate(STAGES):
+                    rows.append((campaign, district, group, stage, int(counts[s]),
+                                 len(STAGES) - s))
+    df = pd.DataFrame(rows, columns=["campaign", "district_id", "group", "stage", "count",
+                                     "_exits"])
+    dp_var = df["_exits"] * 2 * b * b  # variance of a sum of independent Laplace(b) noises
+    half = np.maximum(np.ceil(np.sqrt(df["_exits"]) * float(meta["exit_accuracy"])) - 1, 0)
+    df["ci_low"] = np.maximum(df["count"] - half, 0).astype(np.int64)
+    df["ci_high"] = (df["count"] + half).astype(np.int64)
+    df["dp_var"] = dp_var
+    key = ["campaign", "district_id", "group"]
+    prev = df.groupby(key, sort=False)["count"].shift(1)
+    prev_var = df.groupby(key, sort=False)["dp_var"].shift(1)
+    df["rate"], df["rate_ci_low"], df["rate_ci_high"] = _ratio_ci(df["count"], prev,
+                                                                 df["dp_var"], prev_var)
+    df = _lift(df, key)
+    df["suppressed"] = df["count"] < int(meta["suppress_below"])
+    df["epsilon"] = float(meta["epsilon"])
+    return df.drop(columns=["_exits", "dp_var"])
+
+
+def _ratio_ci(num: pd.Series, den: pd.Series, var_num: pd.Series,
+              var_den: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Rate num/den with a 95 % interval: binomial sampling + DP noise (delta method)."""
+    den_pos = den.where(den > 0)
+    p = (num / den_pos).clip(0, 1)
+    var = p * (1 - p) / den_pos + (var_num + p * p * var_den) / den_pos**2
+    half = Z95 * np.sqrt(var)
+    return p, (p - half).clip(0, 1), (p + half).clip(0, 1)
+
+
+def _lift(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Exposed vs control: relative uplift of the share of persons reaching each stage,
+    with a 95 % interval (binomial sampling + DP noise, delta method)."""
+    first = df[df["stage"] == STAGES[0]].set_index(key)[["count", "dp_var"]]
+    base = df.join(first.rename(columns={"count": "_n", "dp_var": "_nvar"}), on=key)
+    share, _, _ = _ratio_ci(base["count"], base["_n"], base["dp_var"], base["_nvar"])
+    n = base["_n"].where(base["_n"] > 0)
+    var = share * (1 - share) / n + (base["dp_var"] + share**2 * base["_nvar"]) / n**2
+    wide = df[["campaign", "district_id", "stage", "group"]].assign(share=share, var=var)
+    piv = wide.pivot_table(index=["campaign", "district_id", "stage"], columns="group",
+                           values=["share", "var"], dropna=False)
+    se, sc = piv[("share", "exposed")], piv[("share", "control")]
+    ve, vc = piv[("var", "exposed")], piv[("var", "control")]
+    lift = se / sc.where(sc > 0) - 1
+    half = Z95 * np.sqrt(ve / sc**2 + se**2 * vc / sc**4)  # ratio of independent shares
+    lifts = pd.DataFrame({"lift": lift, "lift_ci_low": lift - half, "lift_ci_high": lift + half})
+    out = df.join(lifts, on=["campaign", "district_id", "stage"])
+    no_lift = (out["group"] == "control") | (out["stage"] == STAGES[0])
+    out.loc[no_lift, ["lift", "lift_ci_low", "lift_ci_high"]] = math.nan
+    return out

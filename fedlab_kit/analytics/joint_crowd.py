@@ -1,0 +1,166 @@
+"""Joint target-audience crowd per cell: labels at one party, visits at another.
+
+The label holder (retailer) encrypts its 0/1 target-audience flag per PSI-aligned person;
+the visit holder (operator) bounds each person to ``max_cells`` cells (once per cell),
+adds the encrypted flags up per cell, adds discrete Laplace noise drawn by OpenDP and paid
+on its own ledger (L1 sensitivity ``max_cells``) and re-randomises. The label holder
+decrypts noisy counts only. Neither sees the other's rows; the operator sees ciphertexts,
+the retailer sees the cell list (the ``keys``, e.g. every cell of the city: data-independent).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..dp import PrivacyLedger, bound_contributions
+from ..dp.errors import DPError
+from ..dp.mechanisms import clip_nonnegative, release_noise
+from ..he import SparseMask
+from ..he.ckks import SLOTS
+from ..protocol import ProgressCallback, run
+from ..session import Party
+from .encrypted_counts import CountsResult, Grouper, KeyHolder
+
+SESSION = "joint-crowd"
+
+
+def choose_copies(n_rows: int, n_groups: int) -> int:
+    """Groups per mask (a power of two) balancing encryption volume against rotations."""
+    best, best_cost = 1, math.inf
+    k = 1
+    while k <= min(SLOTS // 2, max(1, n_groups) * 2):
+        n_cts = -(-n_rows // (SLOTS // k))
+        folds = -(-n_groups // k) * int(math.log2(SLOTS // k))
+        cost = 5.0 * n_cts + 2.5 * folds  # ms: encrypt+send+load per ct, rotate+add per fold
+        if cost < best_cost:
+            best, best_cost = k, cost
+        k *= 2
+    return best
+
+
+def check_flags(values: Any, what: str) -> np.ndarray:
+    """0/1 flags as float, or a clear error naming the bad rows."""
+    s = pd.Series(np.asarray(values).ravel() if not isinstance(values, pd.Series) else values)
+    if s.isna().any():
+        raise DPError(f"{what}: {int(s.isna().sum())} missing values; use 0 or 1")
+    try:
+        arr = s.astype(float).to_numpy()
+    except (TypeError, ValueError) as exc:
+        raise DPError(f"{what}: values must be 0/1 or True/False") from exc
+    bad = ~np.isin(arr, (0.0, 1.0))
+    if bad.any():
+        raise DPError(f"{what}: {int(bad.sum())} values are not 0/1, e.g. "
+                      f"{s[bad].head(3).tolist()}")
+    return arr
+
+
+def crowd_for_labels(party: Party, ta: Any, *, visit_holder: str = "operator",
+                     session: str = SESSION, timeout: float | None = 600,
+                     progress: ProgressCallback | None = None) -> pd.DataFrame:
+    """Label holder: the noisy crowd of the target audience per cell.
+
+    ``ta`` is the 0/1 flag of each PSI-aligned row, in PSI order. Returns one row per cell:
+    ``h3`` (cell id), ``count``, ``ci_low``, ``ci_high`` (95 %), ``suppressed``.
+    """
+    flags = check_flags(ta, "target-audience flags")
+    res = run(party, KeyHolder(flags, [visit_holder]), session=session, timeout=timeout,
+              progress=progress, watch=[visit_holder])
+    return crowd_frame(res)
+
+
+def crowd_frame(res: CountsResult) -> pd.DataFrame:
+    """Decrypted group sums -> released cells frame (post-processing only)."""
+    meta = res.meta
+    keys = list(meta["keys"])
+    counts = np.rint(res.sums[:, : meta["copies"]].ravel()[: len(keys)]).astype(np.int64)
+    counts = clip_nonnegative(counts)
+    half = int(meta["ci_halfwidth"])
+    return pd.DataFrame({
+        meta["cell_col"]: keys, "count": counts,
+        "ci_low": np.maximum(counts - half, 0), "ci_high": counts + half,
+        "suppressed": counts < int(meta["suppress_below"]),
+    })
+
+
+def cell_masks(rows: np.ndarray, cells: np.ndarray, n_cells: int, copies: int) -> list[SparseMask]:
+    """Sparse masks answering ``copies`` cells each: cell c is slot c % copies of mask
+    c // copies."""
+    order = np.argsort(cells, kind="stable")
+    rows, cells = rows[order], cells[order]
+    edges = np.searchsorted(cells, np.arange(0, n_cells + copies, copies))
+    return [(rows[a:b], cells[a:b] % copies) for a, b in itertools.pairwise(edges)
+            ][: -(-n_cells // copies)]
+
+
+def crowd_for_visits(
+    party: Party, persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
+    ledger: PrivacyLedger, epsilon: float, keys: Sequence[str], label_holder: str = "retailer",
+    person_col: str = "user_id", cell_col: str = "h3", max_cells: int = 5,
+    suppress_below: int = 10, seed: int | None = None, session: str = SESSION,
+    timeout: float | None = 600, executor: Executor | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Visit holder: serve one joint crowd release and pay for it on ``ledger``.
+
+    ``persons`` are the PSI-aligned person ids in PSI order; ``visits`` has ``person_col``
+    and ``cell_col``. Returns a report of the rows used and excluded (and why).
+    """
+    prepared = prepare_visits(persons, visits, keys=keys, person_col=person_col,
+                              cell_col=cell_col, max_cells=max_cells, seed=seed)
+    rows, cells, report = prepared
+    n, n_keys = len(persons), len(keys)
+    copies = choose_copies(n, n_keys)
+    masks = cell_masks(rows, cells, n_keys, copies)
+
+    def noise() -> tuple[np.ndarray, dict[str, Any]]:
+        rel = release_noise(ledger, f"joint TA crowd per cell ({n_keys} cells)",
+                            (len(masks), copies), epsilon, sensitivity=max_cells,
+                            meta={"max_cells": max_cells, "cells": n_keys,
+                                  "label_holder": label_holder})
+        meta = {"keys": [str(k) for k in keys], "copies": copies, "cell_col": cell_col,
+                "ci_halfwidth": rel.ci_halfwidth, "epsilon": rel.epsilon,
+                "noise_scale": rel.noise_scale, "mechanism": rel.mechanism,
+                "suppress_below": suppress_below, "max_cells": max_cells}
+        report["release_id"] = rel.release_id
+        return rel.values.astype(float), meta
+
+    grouper = Grouper(label_holder, n, copies, masks, noise,
+                      jobs=2 if executor is not None else 1)
+    run(party, grouper, session=session, timeout=timeout, progress=progress,
+        executor=executor, watch=[label_holder])
+    return report
+
+
+def prepare_visits(persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
+                   keys: Sequence[str], person_col: str, cell_col: str, max_cells: int,
+                   seed: int | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(row index, cell index) per bounded visit, and a report of what was excluded."""
+    if not len(keys):
+        raise DPError("no cells to release: pass the cells of the area as keys")
+    missing = [c for c in (person_col, cell_col) if c not in visits.columns]
+    if missing:
+        raise DPError(f"visits have no column(s) {missing}; columns: {list(visits.columns)}")
+    key_index = pd.Index([str(k) for k in dict.fromkeys(keys)])
+    person_index = pd.Index(persons)
+    if person_index.has_duplicates:
+        raise DPError("aligned person ids contain duplicates: pass PSI's aligned rows")
+    null = visits[person_col].isna() | visits[cell_col].isna()
+    kept = visits.loc[~null, [person_col, cell_col]]
+    aligned = person_index.get_indexer(kept[person_col]) >= 0
+    inside = kept[cell_col].astype(str).isin(key_index)
+    bounded, bound_report = bound_contributions(kept[aligned & inside], person_col, cell_col,
+                                                max_keys=max_cells, seed=seed)
+    rows = person_index.get_indexer(bounded[person_col]).astype(np.int64)
+    cells = key_index.get_indexer(bounded[cell_col].astype(str)).astype(np.int64)
+    report = {"visit_rows": len(visits), "rows_missing_person_or_cell": int(null.sum()),
+              "rows_not_in_intersection": int((~aligned).sum()),
+              "rows_outside_keys": int((aligned & ~inside).sum()), **bound_report,
+              "aligned_persons": len(person_index), "cells": len(key_index)}
+    return rows, cells, report

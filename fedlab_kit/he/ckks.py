@@ -1,0 +1,203 @@
+"""CKKS homomorphic encryption on raw SEAL (``tenseal.sealapi``): keys, encoding, bytes.
+
+The key owner (:class:`SecretContext`) decrypts; everyone else gets a :class:`PublicContext`
+(public key and only the rotation keys a computation needs, never the secret key). TenSEAL's
+high-level vectors re-encode plaintexts on every call, so hot paths use SEAL directly.
+
+SEAL objects save and load through file paths only; :func:`_to_bytes` / :func:`_from_bytes`
+go through a scratch file on tmpfs (``/dev/shm``) when there is one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import tenseal.sealapi as seal
+
+from ..errors import ProtocolError
+
+POLY_DEGREE = 8192
+SLOTS = POLY_DEGREE // 2
+SCALE = 2.0**40
+#: coefficient modulus per multiplicative depth; at N=8192, 128-bit security allows 218 bits
+_CHAINS = {1: [60, 40, 60], 2: [60, 40, 40, 60]}
+
+_scratch = threading.local()
+
+
+def _scratch_path() -> str:
+    path = getattr(_scratch, "path", None)
+    if path is None:
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        fd, path = tempfile.mkstemp(prefix="fedlab-seal-", dir=base)
+        os.close(fd)
+        _scratch.path = path
+    return path
+
+
+def _to_bytes(obj: Any) -> bytes:
+    path = _scratch_path()
+    obj.save(path)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _from_bytes(obj: Any, data: bytes | memoryview, *context: Any) -> Any:
+    path = _scratch_path()
+    with open(path, "wb") as f:
+        f.write(data)
+    try:
+        obj.load(*context, path)
+    except (RuntimeError, ValueError) as exc:
+        raise ProtocolError(f"invalid CKKS object from peer: {exc}") from exc
+    return obj
+
+
+class _Bundle(msgspec.Struct, array_like=True):
+    depth: int
+    public_key: bytes
+    galois_keys: bytes
+    rotations: list[int]
+
+
+def _context(depth: int) -> seal.SEALContext:
+    if depth not in _CHAINS:
+        raise ValueError(f"CKKS depth must be one of {sorted(_CHAINS)}, got {depth}")
+    params = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
+    params.set_poly_modulus_degree(POLY_DEGREE)
+    params.set_coeff_modulus(seal.CoeffModulus.Create(POLY_DEGREE, _CHAINS[depth]))
+    return seal.SEALContext(params, True, seal.SEC_LEVEL_TYPE.TC128)
+
+
+class PublicContext:
+    """What an evaluating party holds: encrypt, add, multiply by plaintexts, rotate."""
+
+    def __init__(self, depth: int, context: seal.SEALContext, public_key: seal.PublicKey,
+                 galois_keys: seal.GaloisKeys | None, rotations: Sequence[int]) -> None:
+        self.depth = depth
+        self.context = context
+        self.public_key = public_key
+        self.galois_keys = galois_keys
+        self.rotations = sorted(set(rotations))
+        self.encoder = seal.CKKSEncoder(context)
+        self.evaluator = seal.Evaluator(context)
+        self.encryptor = seal.Encryptor(context, public_key)
+
+    # ------------------------------------------------------------------ bytes
+    def to_bytes(self) -> bytes:
+        """Public key, rotation keys and depth: everything a peer needs to evaluate."""
+        gk = _to_bytes(self.galois_keys) if self.galois_keys is not None else b""
+        return msgspec.msgpack.encode(
+            _Bundle(self.depth, _to_bytes(self.public_key), gk, self.rotations))
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> PublicContext:
+        try:
+            b = msgspec.msgpack.decode(data, type=_Bundle)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError("invalid CKKS public context from peer") from exc
+        context = _context(b.depth)
+        pk = _from_bytes(seal.PublicKey(), b.public_key, context)
+        gk = _from_bytes(seal.GaloisKeys(), b.galois_keys, context) if b.galois_keys else None
+        return cls(b.depth, context, pk, gk, b.rotations)
+
+    def dump(self, cts: Iterable[seal.Ciphertext]) -> bytes:
+        """Ciphertexts as one blob (msgpack list of SEAL serialisations)."""
+        return msgspec.msgpack.encode([_to_bytes(c) for c in cts])
+
+    def load(self, data: bytes | memoryview, *, expect: int | None = None) -> list[seal.Ciphertext]:
+        """Ciphertexts from :meth:`dump`; ``expect`` checks how many there are."""
+        try:
+            parts = msgspec.msgpack.decode(data, type=list[bytes])
+        except msgspec.DecodeError as exc:
+            raise ProtocolError("invalid ciphertext list from peer") from exc
+        if expect is not None and len(parts) != expect:
+            raise ProtocolError(f"expected {expect} ciphertexts from peer, got {len(parts)}")
+        return [_from_bytes(seal.Ciphertext(), p, self.context) for p in parts]
+
+    # ------------------------------------------------------------------ ops
+    def encode(self, values: np.ndarray, like: seal.Ciphertext | None = None,
+               scale: float = SCALE) -> seal.Plaintext:
+        """A plaintext of ``values`` (real or complex, at most ``SLOTS``) at ``like``'s level."""
+        pt = seal.Plaintext()
+        pid = like.parms_id() if like is not None else self.context.first_parms_id()
+        self.encoder.encode(np.asarray(values).tolist(), pid, scale, pt)
+        return pt
+
+    def encrypt(self, values: np.ndarray) -> seal.Ciphertext:
+        ct = seal.Ciphertext()
+        self.encryptor.encrypt(self.encode(values), ct)
+        return ct
+
+    def rerandomise(self, ct: seal.Ciphertext) -> None:
+        """Add a fresh encryption of zero, so the result's randomness is not the evaluator's."""
+        zero = seal.Ciphertext()
+        self.encryptor.encrypt_zero(ct.parms_id(), zero)
+        zero.scale = ct.scale
+        self.evaluator.add_inplace(ct, zero)
+
+    def add_plain(self, ct: seal.Ciphertext, values: np.ndarray) -> None:
+        """``ct += values`` (e.g. DP noise), encoded at ``ct``'s level and scale."""
+        self.evaluator.add_plain_inplace(ct, self.encode(values, like=ct, scale=ct.scale))
+
+    def rotate_sum(self, ct: seal.Ciphertext, steps: Iterable[int]) -> None:
+        """``ct += rot(ct, s)`` for each step: with steps w, 2w, ... SLOTS/2 every slot ends
+        up holding the sum over its residue class modulo ``w``."""
+        if self.galois_keys is None:
+            raise ValueError("this context has no rotation keys")
+        rotated = seal.Ciphertext()
+        for s in steps:
+            if s not in self.rotations:
+                raise ValueError(f"no rotation key for step {s} (have {self.rotations})")
+            self.evaluator.rotate_vector(ct, s, self.galois_keys, rotated)
+            self.evaluator.add_inplace(ct, rotated)
+
+    def digest(self) -> str:
+        """A short fingerprint of the public key (for logs and worker caches)."""
+        return hashlib.sha256(_to_bytes(self.public_key)).hexdigest()[:16]
+
+
+class SecretContext(PublicContext):
+    """The key owner's context: everything public plus the secret key (never sent)."""
+
+    def __init__(self, depth: int = 2, rotations: Iterable[int] = ()) -> None:
+        context = _context(depth)
+        keygen = seal.KeyGenerator(context)
+        pk = seal.PublicKey()
+        keygen.create_public_key(pk)
+        steps = sorted(set(rotations))
+        gk = None
+        if steps:
+            gk = seal.GaloisKeys()
+            elts = context.key_context_data().galois_tool().get_elts_from_steps(steps)
+            keygen.create_galois_keys(elts, gk)
+        super().__init__(depth, context, pk, gk, steps)
+        self._decryptor = seal.Decryptor(context, keygen.secret_key())
+
+    def public(self) -> PublicContext:
+        return PublicContext.from_bytes(self.to_bytes())
+
+    def decrypt(self, ct: seal.Ciphertext, *, complex_values: bool = False) -> np.ndarray:
+        pt = seal.Plaintext()
+        self._decryptor.decrypt(ct, pt)
+        if complex_values:
+            return np.asarray(self.encoder.decode_complex(pt))
+        return np.asarray(self.encoder.decode_double(pt))
+
+
+def power_of_two_steps(width: int) -> list[int]:
+    """Rotation steps ``width, 2*width, ..., SLOTS/2`` that fold rows of ``width`` slots."""
+    if width <= 0 or width & (width - 1) or width > SLOTS:
+        raise ValueError(f"row width must be a power of two <= {SLOTS}, got {width}")
+    steps, s = [], width
+    while s < SLOTS:
+        steps.append(s)
+        s *= 2
+    return steps

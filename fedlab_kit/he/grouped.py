@@ -1,0 +1,134 @@
+"""Grouped sums under CKKS: the encrypted kernel behind joint counts and histograms.
+
+The key owner lays out one *row* (a person, a sample) per ``width`` consecutive slots, with
+its values replicated across the row (:class:`RowLayout`), and encrypts. An evaluator who
+knows which rows belong to which groups multiplies each ciphertext by a 0/1 *mask*, adds
+the products over all ciphertexts and folds the rows together with ``log2(SLOTS/width)``
+rotations: slot ``j`` of every row then holds ``sum_i mask[i, j] * x[i, j]``. One mask is
+one *group set*: with ``width = K`` a mask answers K groups at once (slot ``j`` = group j).
+
+After the fold every row of the result holds the same sums, so the decrypting party learns
+the group sums and nothing about single rows. Callers add DP noise and re-randomise before
+sending a result back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tenseal.sealapi as seal
+
+from .ckks import SLOTS, PublicContext, SecretContext, power_of_two_steps
+
+#: sparse 0/1 mask: (row indices, slot-in-row indices) of its ones
+SparseMask = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """``n_rows`` rows of ``width`` slots (a power of two), ``SLOTS // width`` per ciphertext."""
+
+    n_rows: int
+    width: int
+
+    def __post_init__(self) -> None:
+        power_of_two_steps(self.width)  # validates width
+        if self.n_rows < 1:
+            raise ValueError("a layout needs at least one row")
+
+    @property
+    def rows_per_ct(self) -> int:
+        return SLOTS // self.width
+
+    @property
+    def n_cts(self) -> int:
+        return -(-self.n_rows // self.rows_per_ct)
+
+    @property
+    def fold_steps(self) -> list[int]:
+        return power_of_two_steps(self.width)
+
+    def place(self, rows: np.ndarray) -> np.ndarray:
+        """(n_rows, width) values -> (n_cts, SLOTS) slot vectors, zero-padded."""
+        if rows.shape != (self.n_rows, self.width):
+            raise ValueError(f"expected shape {(self.n_rows, self.width)}, got {rows.shape}")
+        out = np.zeros((self.n_cts * self.rows_per_ct, self.width), dtype=rows.dtype)
+        out[: self.n_rows] = rows
+        return out.reshape(self.n_cts, SLOTS)
+
+    def place_sparse(self, mask: SparseMask) -> dict[int, np.ndarray]:
+        """A sparse mask as {ciphertext index: 0/1 slot vector}, only non-empty ciphertexts."""
+        rows, cols = mask
+        flat = np.asarray(rows, dtype=np.int64) * self.width + np.asarray(cols, dtype=np.int64)
+        blocks: dict[int, np.ndarray] = {}
+        for b in np.unique(flat // SLOTS):
+            vec = np.zeros(SLOTS)
+            sel = flat[(flat // SLOTS) == b] % SLOTS
+            vec[sel] = 1.0
+            blocks[int(b)] = vec
+        return blocks
+
+
+def replicate(values: np.ndarray, copies: int) -> np.ndarray:
+    """(n, V) values -> (n, V * copies) rows, each value repeated ``copies`` times in a run."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        values = values[:, None]
+    return np.repeat(values, copies, axis=1)
+
+
+def encrypt_rows(ctx: PublicContext, layout: RowLayout, rows: np.ndarray) -> list[seal.Ciphertext]:
+    """Encrypt (n_rows, width) values laid out by ``layout``."""
+    return [ctx.encrypt(vec) for vec in layout.place(rows)]
+
+
+def zero_product(ctx: PublicContext, like: seal.Ciphertext) -> seal.Ciphertext:
+    """An encryption of zero at the level and scale a masked sum has after rescaling."""
+    ct = ctx.encrypt(np.zeros(SLOTS))
+    probe = seal.Ciphertext()
+    ctx.evaluator.multiply_plain(like, ctx.encode(np.ones(SLOTS), like=like), probe)
+    ctx.evaluator.rescale_to_next_inplace(probe)
+    ctx.evaluator.mod_switch_to_inplace(ct, probe.parms_id())
+    ct.scale = probe.scale
+    return ct
+
+
+def grouped_sums(ctx: PublicContext, cts: Sequence[seal.Ciphertext], layout: RowLayout,
+                 masks: Iterable[SparseMask]) -> Iterator[seal.Ciphertext]:
+    """For each mask, a ciphertext whose every row holds the masked column sums.
+
+    Costs per mask: one plaintext encoding and multiplication per ciphertext the mask
+    touches, one rescale, ``len(layout.fold_steps)`` rotations.
+    """
+    if len(cts) != layout.n_cts:
+        raise ValueError(f"layout has {layout.n_cts} ciphertexts, got {len(cts)}")
+    ev = ctx.evaluator
+    for mask in masks:
+        acc: seal.Ciphertext | None = None
+        tmp = seal.Ciphertext()
+        for b, vec in layout.place_sparse(mask).items():
+            ev.multiply_plain(cts[b], ctx.encode(vec, like=cts[b]), tmp)
+            if acc is None:
+                acc, tmp = tmp, seal.Ciphertext()
+            else:
+                ev.add_inplace(acc, tmp)
+        if acc is None:
+            yield zero_product(ctx, cts[0])
+            continue
+        ev.rescale_to_next_inplace(acc)
+        ctx.rotate_sum(acc, layout.fold_steps)
+        yield acc
+
+
+def decrypt_rows(ctx: SecretContext, cts: Iterable[seal.Ciphertext], width: int) -> np.ndarray:
+    """The first row of each folded ciphertext: (n_masks, width) sums."""
+    out = [ctx.decrypt(ct)[:width] for ct in cts]
+    return np.stack(out) if out else np.zeros((0, width))
+
+
+def rows_for_groups(n_groups: int, values_per_row: int) -> int:
+    """Smallest power-of-two width holding ``n_groups`` groups of ``values_per_row`` values."""
+    need = max(1, n_groups * values_per_row)
+    return 1 << (need - 1).bit_length()

@@ -1,0 +1,206 @@
+"""CKKS grouped sums, the encrypted-counts chain, the joint crowd and the funnel (in memory)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fedlab_kit.analytics import funnel as F
+from fedlab_kit.analytics import joint_crowd as C
+from fedlab_kit.analytics.encrypted_counts import Grouper, KeyHolder, Multiplier
+from fedlab_kit.dp import PrivacyLedger
+from fedlab_kit.dp.errors import DPError
+from fedlab_kit.dp.mechanisms import release_noise
+from fedlab_kit.errors import ProtocolError
+from fedlab_kit.he import (
+    PublicContext,
+    RowLayout,
+    SecretContext,
+    decrypt_rows,
+    encrypt_rows,
+    grouped_sums,
+    replicate,
+)
+from fedlab_kit.protocol import LocalNetwork
+
+RNG = np.random.default_rng(11)
+
+
+@pytest.fixture(scope="module")
+def keys16() -> tuple[SecretContext, PublicContext, RowLayout]:
+    layout = RowLayout(1500, 16)
+    secret = SecretContext(depth=1, rotations=layout.fold_steps)
+    return secret, PublicContext.from_bytes(secret.to_bytes()), layout
+
+
+def test_grouped_sums_match_numpy(keys16: tuple[SecretContext, PublicContext, RowLayout]) -> None:
+    secret, public, layout = keys16
+    x = RNG.normal(size=layout.n_rows)
+    cts = public.load(public.dump(encrypt_rows(public, layout, replicate(x, 16))))
+    dense = [RNG.random((layout.n_rows, 16)) < p for p in (0.01, 0.3, 0.0)]
+    masks = [np.nonzero(m) for m in dense]
+    got = decrypt_rows(secret, grouped_sums(public, cts, layout, masks), 16)
+    want = np.stack([(m * x[:, None]).sum(axis=0) for m in dense])
+    assert np.allclose(got, want, atol=1e-4)
+    assert not hasattr(public, "decrypt")  # an evaluator's context has no secret key
+
+
+def test_rerandomise_and_noise_keep_sums(keys16: tuple[SecretContext, PublicContext, RowLayout]
+                                         ) -> None:
+    secret, public, layout = keys16
+    x = RNG.integers(0, 2, layout.n_rows).astype(float)
+    cts = encrypt_rows(public, layout, replicate(x, 16))
+    (ct,) = grouped_sums(public, cts, layout, [np.nonzero(np.ones((layout.n_rows, 16)))])
+    before = public.dump([ct])
+    public.add_plain(ct, np.full(4096, 3.0))
+    public.rerandomise(ct)
+    assert public.dump([ct]) != before
+    assert np.allclose(secret.decrypt(ct)[:16], x.sum() + 3.0, atol=1e-4)
+
+
+def test_garbage_ciphertexts_are_a_protocol_error(
+        keys16: tuple[SecretContext, PublicContext, RowLayout]) -> None:
+    _, public, _ = keys16
+    with pytest.raises(ProtocolError):
+        public.load(b"not msgpack at all \xff")
+    import msgspec
+    with pytest.raises(ProtocolError):
+        public.load(msgspec.msgpack.encode([b"\x00" * 64]))
+    with pytest.raises(ProtocolError):
+        PublicContext.from_bytes(b"\x01\x02")
+
+
+def _zero_noise(n_masks: int, width: int):
+    return lambda: (np.zeros((n_masks, width)), {"ok": 1})
+
+
+def test_chain_of_three_counts_exactly() -> None:
+    n, width = 700, 8
+    values = RNG.integers(0, 2, (n, 2)).astype(float)  # replicated 4x per row
+    row_mask = RNG.random((n, width)) < 0.5
+    groups = RNG.integers(0, 3, n)
+    masks = [(np.repeat(np.flatnonzero(groups == g), width),
+              np.tile(np.arange(width), int((groups == g).sum()))) for g in range(3)]
+    protos = {
+        "k": KeyHolder(values, ["m", "g"]),
+        "m": Multiplier("k", n, "g", lambda w: row_mask),
+        "g": Grouper("k", n, width, masks, _zero_noise(3, width)),
+    }
+    res = LocalNetwork(protos).run()["k"]
+    rows = np.repeat(values, 4, axis=1) * row_mask
+    want = np.stack([rows[groups == g].sum(axis=0) for g in range(3)])
+    assert np.allclose(res.sums, want, atol=1e-3)
+    assert res.meta == {"ok": 1}
+
+
+def test_misaligned_rows_are_refused() -> None:
+    protos = {"k": KeyHolder(np.ones(10), ["g"]),
+              "g": Grouper("k", 11, 4, [(np.array([0]), np.array([0]))], _zero_noise(1, 4))}
+    with pytest.raises(ProtocolError, match="run PSI first"):
+        LocalNetwork(protos).run()
+
+
+def test_release_noise_has_the_stated_variance(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "l.sqlite", total_epsilon=10, party="p")
+    rel = release_noise(ledger, "noise", 20000, epsilon=0.5, sensitivity=2)
+    b = rel.noise_scale
+    q = math.exp(-1 / b)
+    var = 2 * q / (1 - q) ** 2  # discrete Laplace
+    assert abs(rel.values.var() / var - 1) < 0.1
+    assert abs(rel.values.mean()) < 0.1 * math.sqrt(var)
+    assert ledger.remaining().epsilon == pytest.approx(9.5)
+
+
+# ------------------------------------------------------------------ crowd
+def _crowd_case(n: int = 1200, n_cells: int = 40):
+    persons = [f"u{i}" for i in range(n)]
+    ta = RNG.integers(0, 2, n)
+    visits = pd.DataFrame({"user_id": RNG.choice([*persons, "stranger"], 4 * n),
+                           "h3": [f"c{j}" for j in RNG.integers(0, n_cells + 1, 4 * n)]})
+    return persons, ta, visits, [f"c{j}" for j in range(n_cells)]
+
+
+def test_joint_crowd_in_memory(tmp_path: Path) -> None:
+    persons, ta, visits, keys = _crowd_case()
+    ledger = PrivacyLedger(tmp_path / "op.sqlite", total_epsilon=3, party="operator")
+    captured = {}
+    with mock.patch.object(C, "run", lambda party, proto, **kw: captured.setdefault(party, proto)):
+        report = C.crowd_for_visits("operator", persons, visits, ledger=ledger, epsilon=2.0,
+                                    keys=keys, max_cells=3, seed=1)
+    captured["retailer"] = KeyHolder(C.check_flags(ta, "ta"), ["operator"])
+    frame = C.crowd_frame(LocalNetwork(captured).run()["retailer"])
+    rows, cells, _ = C.prepare_visits(persons, visits, keys=keys, person_col="user_id",
+                                      cell_col="h3", max_cells=3, seed=1)
+    truth = np.bincount(cells, weights=ta[rows], minlength=len(keys))
+    assert list(frame["h3"]) == keys
+    inside = (frame["ci_low"] <= truth) & (truth <= frame["ci_high"])
+    assert inside.mean() >= 0.85  # 95 % intervals
+    assert (frame["count"] >= 0).all()
+    assert report["rows_not_in_intersection"] == int((visits["user_id"] == "stranger").sum())
+    assert report["rows_outside_keys"] > 0 and report["release_id"] is not None
+    assert ledger.remaining().epsilon == pytest.approx(1.0)
+
+
+def test_crowd_bad_input(tmp_path: Path) -> None:
+    persons, _, visits, keys = _crowd_case(50, 5)
+    with pytest.raises(DPError, match="not 0/1"):
+        C.check_flags([0, 1, 2], "ta")
+    with pytest.raises(DPError, match="missing"):
+        C.check_flags(pd.Series([0, None]), "ta")
+    with pytest.raises(DPError, match="no cells"):
+        C.prepare_visits(persons, visits, keys=[], person_col="user_id", cell_col="h3",
+                         max_cells=2, seed=0)
+    with pytest.raises(DPError, match="no column"):
+        C.prepare_visits(persons, visits, keys=keys, person_col="user_id", cell_col="cell",
+                         max_cells=2, seed=0)
+
+
+# ------------------------------------------------------------------ funnel
+def test_funnel_in_memory(tmp_path: Path) -> None:
+    n, campaigns = 3000, ["a", "b"]
+    district = RNG.choice(["D1", "D2"], n)
+    exposed = pd.DataFrame({c: RNG.integers(0, 2, n) for c in campaigns})
+    visited = pd.DataFrame({c: RNG.random(n) < 0.4 + 0.2 * exposed[c] for c in campaigns})
+    bought = (RNG.random(n) < 0.6).astype(int)
+    repeat = (RNG.random(n) < 0.5).astype(int)
+    lm = PrivacyLedger(tmp_path / "m.sqlite", total_epsilon=2, party="media")
+    lo = PrivacyLedger(tmp_path / "o.sqlite", total_epsilon=2, party="operator")
+    captured = {}
+    with mock.patch.object(F, "run", lambda party, proto, **kw: captured.setdefault(party, proto)):
+        F.funnel_for_visits("operator", visited.astype(int), ledger=lo, epsilon=1.0)
+        F.funnel_for_exposure("media", district, exposed, ledger=lm, epsilon=1.0)
+    captured["retailer"] = F.outcomes_protocol(bought, repeat, ["operator", "media"])
+    frame = F.funnel_frame(LocalNetwork(captured).run()["retailer"])
+    assert len(frame) == 2 * 2 * 2 * 4
+    inside = []
+    for (c, d, g), part in frame.groupby(["campaign", "district_id", "group"]):
+        sel = (district == d) & ((exposed[c] == 1) == (g == "exposed"))
+        v = visited[c].to_numpy() & sel
+        true = [sel.sum(), v.sum(), (v & (bought == 1)).sum(),
+                (v & (bought == 1) & (repeat == 1)).sum()]
+        counts = part.set_index("stage").loc[list(F.STAGES)]
+        assert (np.diff(counts["count"]) <= 0).all()  # monotone funnel
+        inside += list((counts["ci_low"] <= true) & (true <= counts["ci_high"]))
+    assert np.mean(inside) >= 0.8  # 95 % intervals (stage noises are correlated)
+    exposed_rows = frame[(frame["group"] == "exposed") & (frame["stage"] == "visited")]
+    assert (exposed_rows["lift"] > 0).all()  # the planted exposure effect shows
+    assert lm.remaining().epsilon == pytest.approx(1.0)
+    assert lo.remaining().epsilon == pytest.approx(1.0)
+
+
+def test_funnel_bad_input(tmp_path: Path) -> None:
+    lm = PrivacyLedger(tmp_path / "m.sqlite", total_epsilon=2, party="media")
+    with pytest.raises(DPError, match="outside the given districts"):
+        F.funnel_for_exposure("media", ["D1", "D9"], pd.DataFrame({"a": [0, 1]}), ledger=lm,
+                              epsilon=1.0, districts=["D1"])
+    with pytest.raises(DPError, match="no district"):
+        F.funnel_for_exposure("media", ["D1", None], pd.DataFrame({"a": [0, 1]}), ledger=lm,
+                              epsilon=1.0)
+    with pytest.raises(DPError, match="not 0/1"):
+        F.outcomes_protocol([0, 3], [0, 0], ["operator", "media"])
+    assert lm.remaining().epsilon == 2  # nothing spent on refused input
