@@ -37,6 +37,7 @@ lab: $(STAMP)  ## a local relay plus JupyterLab on notebooks/
 
 bench: $(STAMP)
 	$(BIN)/fedlab bench relay --mb 500 --json out/bench_relay.json
+	$(BIN)/fedlab bench dp --persons 100000 --json out/bench_dp.json
 
 maps-assets: $(STAMP)  ## fetch Leaflet & co. from npm once, for offline map snapshots
 	$(BIN)/python -m fedlab_kit.maps

@@ -279,5 +279,19 @@ def bench_psi_cmd(n: int, overlap: float, vs: str | None, json_path: Path | None
         json_path.write_text(text + "\n")
 
 
+@bench.command("dp")
+@click.option("--persons", default=100_000, show_default=True, help="persons in the city")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+def bench_dp_cmd(persons: int, seed: int, json_path: Path | None) -> None:
+    """Joint DP crowd (P30) and funnel accuracy vs the generator's truth, at epsilon 1."""
+    from .bench.dp import bench_dp
+
+    text = json.dumps(bench_dp(persons, seed), indent=2)
+    click.echo(text)
+    if json_path:
+        json_path.write_text(text + "\n")
+
+
 if __name__ == "__main__":
     main()

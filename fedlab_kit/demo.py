@@ -3,8 +3,9 @@
 A relay and three party processes (retailer, media, operator) on localhost, each reading its
 own file of the shipped sample city. Stages so far: the roll call (each party tells the
 others what it brings: row counts and column names, never rows), a three-party PSI that
-aligns the common customers, and the operator's DP release of its own crowd per H3 cell,
-drawn on an offline map. Later stages (training, joint DP releases) append to it.
+aligns the common customers, the joint DP ad funnel (CKKS across all three), a retailer x
+operator PSI and the joint DP target-audience crowd per H3 cell, and the operator's DP
+release of its own crowd, all drawn on offline maps. Training appends to it later.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ROLES = ("retailer", "media", "operator")
 
 
 def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
-               results: Any) -> None:
+              results: Any, draw_maps: bool = True) -> None:
     """What one party process does (runs in its own OS process)."""
     from .data import load_sample
 
@@ -43,20 +44,114 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
                        timeout=120)
             rollcall_s = time.monotonic() - started
             aligned = party.psi(frame["user_id"], session="demo-psi")
+            rows = aligned.align(frame)
+            ledger = _fresh_ledger(Path(out), role)
+            started = time.monotonic()
+            joint = joint_stages(party, role, rows, frame, ledger, Path(out), data, draw_maps)
+            joint["joint_s"] = round(time.monotonic() - started, 2)
         (Path(out) / f"{role}_rollcall.json").write_text(json.dumps(roll, indent=2) + "\n")
-        aligned.align(frame).to_parquet(Path(out) / f"{role}_aligned.parquet", index=False)
+        rows.to_parquet(Path(out) / f"{role}_aligned.parquet", index=False)
         report = {"ok": True, "rollcall_s": round(rollcall_s, 3),
                   "psi_s": round(aligned.seconds, 2), "intersection": aligned.size,
-                  "psi_report": aligned.report.summary()}
-        if role == "operator":
-            report["crowd"] = _operator_crowd_map(Path(out), data)
+                  "psi_report": aligned.report.summary(), "joint": joint}
+        if role == "operator" and draw_maps:
+            report["crowd"] = _operator_crowd_map(Path(out), data, ledger)
         results.put((role, report))
     except Exception as exc:  # reported to the parent, which prints it readably
         results.put((role, {"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         raise
 
 
-def _operator_crowd_map(out: Path, data: str | None) -> dict[str, Any]:
+def _fresh_ledger(out: Path, role: str) -> PrivacyLedger:
+    """Each demo run starts from a fresh budget of epsilon 3 per party."""
+    path = out / f"{role}_privacy_ledger.sqlite"
+    path.unlink(missing_ok=True)
+    return PrivacyLedger(path, total_epsilon=3.0, party=role)
+
+
+def _maps(m: Any, out: Path, stem: str) -> dict[str, str]:
+    from . import maps
+
+    files = {}
+    for name in (f"{stem}.html", f"{stem}.png"):
+        try:
+            files[name] = str(maps.snapshot(m, out / name))
+        except FedlabError as exc:  # no browser, or map assets not fetched: say so, go on
+            files[name] = f"skipped: {exc}"
+    return files
+
+
+def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: PrivacyLedger,
+                 out: Path, data: str | None, draw_maps: bool) -> dict[str, Any]:
+    """Joint releases after the three-party PSI: the ad funnel (all three parties, over the
+    aligned rows), then the TA crowd (retailer and operator, after their own two-party PSI).
+    Every number released is DP; the retailer holds the CKKS key and gets the results."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import numpy as np
+    import pandas as pd
+
+    from . import maps
+    from .analytics import funnel, joint_crowd
+    from .data import load_campaigns, load_districts, load_pois, load_sample_visits
+
+    campaigns_table = load_campaigns(root=data)
+    campaigns = sorted(campaigns_table["campaign"].unique())
+    report: dict[str, Any] = {}
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        if role == "retailer":
+            result = funnel.funnel_for_outcomes(party, rows["purchases"] > 0,
+                                                rows["repeat_purchase"].astype(int))
+            result.to_csv(out / "retailer_funnel.csv", index=False)
+            report["funnel_rows"] = len(result)
+            if draw_maps:
+                m = maps.base_map()
+                shown = result[(result["campaign"] == campaigns[0])
+                               & (result["group"] == "exposed")]
+                maps.funnel_layer(m, load_districts(root=data), shown,
+                                  stage_order=list(funnel.STAGES))
+                report["funnel_files"] = _maps(m, out, "retailer_funnel")
+        elif role == "operator":
+            visits = load_sample_visits(root=data)
+            visited = pd.DataFrame({c: rows["user_id"].isin(visits.loc[visits["poi_id"].isin(
+                campaigns_table.loc[(campaigns_table["campaign"] == c)
+                                    & (campaigns_table["role"] == "store"), "poi_id"]),
+                "user_id"]).astype(int).to_numpy() for c in campaigns})
+            report["funnel"] = funnel.funnel_for_visits(party, visited, ledger=ledger,
+                                                        epsilon=1.0, executor=pool)
+        else:
+            report["funnel"] = funnel.funnel_for_exposure(
+                party, rows["exposure_district_id"],
+                pd.DataFrame({c: rows[f"exposed_{c}"].to_numpy() for c in campaigns}),
+                ledger=ledger, epsilon=1.0,
+                districts=sorted(load_districts(root=data)["district_id"]), executor=pool)
+        if role == "media":
+            return report
+        pair = party.psi(frame["user_id"], peers=["operator" if role == "retailer" else
+                                                  "retailer"], session="demo-psi-crowd")
+        both = pair.align(frame)
+        report["crowd_intersection"] = pair.size
+        if role == "retailer":
+            cells = joint_crowd.crowd_for_labels(party, both["ta_beauty"])
+            cells.to_csv(out / "retailer_ta_crowd.csv", index=False)
+            report["crowd_cells"] = len(cells)
+            if draw_maps:
+                m = maps.base_map()
+                maps.districts_outline(m, load_districts(root=data))
+                maps.crowd_layer(m, cells, name="Beauty TA crowd (DP)")
+                report["crowd_files"] = _maps(m, out, "retailer_ta_crowd")
+        else:
+            pois = load_pois(root=data)
+            visits = load_sample_visits(root=data).merge(pois[["poi_id", "h3_r8"]],
+                                                         on="poi_id")
+            report["crowd"] = joint_crowd.crowd_for_visits(
+                party, both["user_id"], visits.rename(columns={"h3_r8": "h3"}),
+                ledger=ledger, epsilon=1.0, keys=sorted(np.unique(pois["h3_r8"])),
+                executor=pool)
+    return report
+
+
+def _operator_crowd_map(out: Path, data: str | None, ledger: PrivacyLedger) -> dict[str, Any]:
     """The operator releases its own crowd per H3 cell with DP and maps it (own data only)."""
     from . import maps
     from .analytics import release_own_crowd
@@ -64,27 +159,19 @@ def _operator_crowd_map(out: Path, data: str | None) -> dict[str, Any]:
 
     pois = load_pois(root=data)
     visits = load_sample_visits(root=data).merge(pois[["poi_id", "h3_r8"]], on="poi_id")
-    ledger_path = out / "operator_privacy_ledger.sqlite"
-    ledger_path.unlink(missing_ok=True)  # the demo starts from a fresh budget each run
-    ledger = PrivacyLedger(ledger_path, total_epsilon=2.0, party="operator")
     cells, bounding = release_own_crowd(visits.rename(columns={"h3_r8": "h3"}), ledger,
                                         keys=sorted(pois["h3_r8"].unique()), epsilon=1.0)
     cells.to_csv(out / "operator_crowd.csv", index=False)
     m = maps.base_map()
     maps.districts_outline(m, load_districts(root=data))
     maps.crowd_layer(m, cells)
-    files = {}
-    for name in ("operator_crowd.html", "operator_crowd.png"):
-        try:
-            files[name] = str(maps.snapshot(m, out / name))
-        except FedlabError as exc:  # no browser, or map assets not fetched: say so, go on
-            files[name] = f"skipped: {exc}"
+    files = _maps(m, out, "operator_crowd")
     return {"cells": len(cells), "epsilon": 1.0, "epsilon_left": ledger.remaining().epsilon,
             "persons_truncated": bounding["persons_truncated"], "files": files}
 
 
-def run_demo(out: Path, data: Path | None = None,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = print, *,
+             draw_maps: bool = True, timeout: float = 900) -> dict[str, Any]:
     """Run the demo; writes ``out/summary.json`` and per-party outputs, returns the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,12 +183,13 @@ def run_demo(out: Path, data: Path | None = None,
         echo(f"relay on {relay.host}:{relay.port}; starting {', '.join(ROLES)}")
         inv, keys = create_room(ROLES, keys_dir, relay.host, relay.port, room="demo")
         procs = PartyProcesses.start(party_job, {
-            r: (r, str(keys[r]), inv.to_string(), str(data) if data else None, str(out), results)
+            r: (r, str(keys[r]), inv.to_string(), str(data) if data else None, str(out), results,
+                draw_maps)
             for r in ROLES})
         try:
-            reports = dict(results.get(timeout=300) for _ in ROLES)
+            reports = dict(results.get(timeout=timeout) for _ in ROLES)
         except Exception as exc:
-            raise FedlabError("demo parties did not report within 300 s") from exc
+            raise FedlabError(f"demo parties did not report within {timeout} s") from exc
         finally:
             codes = procs.join(60)
             procs.terminate()
@@ -116,13 +204,16 @@ def run_demo(out: Path, data: Path | None = None,
         "kit": __version__,
         "parties": {r: {"rows": roll[r]["rows"], "columns": len(roll[r]["columns"]),
                         "psi": reports[r]["psi_report"]} for r in ROLES},
-        "stages": ["rollcall", "psi", "dp-crowd-own"],
-        "operator_crowd": reports["operator"]["crowd"],
+        "stages": ["rollcall", "psi", "dp-funnel-joint", "psi-retailer-operator",
+                   "dp-ta-crowd-joint", *(["dp-crowd-own"] if draw_maps else [])],
+        "operator_crowd": reports["operator"].get("crowd"),
+        "joint": {r: rep["joint"] for r, rep in reports.items()},
         "psi": {"intersection": sizes.pop(), "protocol": "ECDH-PSI over Curve25519, 3 parties",
                 "aligned_files": [f"{r}_aligned.parquet" for r in ROLES]},
         "timings": {"total_s": round(time.monotonic() - started, 2),
                     **{f"{r}_rollcall_s": rep["rollcall_s"] for r, rep in reports.items()},
-                    **{f"{r}_psi_s": rep["psi_s"] for r, rep in reports.items()}},
+                    **{f"{r}_psi_s": rep["psi_s"] for r, rep in reports.items()},
+                    **{f"{r}_joint_s": rep["joint"]["joint_s"] for r, rep in reports.items()}},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for r in ROLES:
@@ -130,7 +221,15 @@ def run_demo(out: Path, data: Path | None = None,
              f"{summary['parties'][r]['columns']} columns (shared: counts and names only)")
     echo(f"PSI: {summary['psi']['intersection']} customers common to all three; aligned rows "
          f"in {out}/<party>_aligned.parquet")
+    joint = summary["joint"]["retailer"]
+    echo(f"DP ad funnel (CKKS across all three, epsilon 1 paid by media and operator): "
+         f"{joint['funnel_rows']} numbers -> {out}/retailer_funnel.csv "
+         f"{' '.join(joint.get('funnel_files', {}).values())}")
+    echo(f"DP beauty-TA crowd (CKKS, retailer labels x operator visits, epsilon 1): "
+         f"{joint['crowd_cells']} H3 cells -> {out}/retailer_ta_crowd.csv "
+         f"{' '.join(joint.get('crowd_files', {}).values())}")
     crowd = summary["operator_crowd"]
-    echo(f"DP crowd (operator's own visits, epsilon {crowd['epsilon']}): "
-         f"{crowd['cells']} H3 cells -> {', '.join(crowd['files'].values())}")
+    if crowd:
+        echo(f"DP crowd (operator's own visits, epsilon {crowd['epsilon']}): "
+             f"{crowd['cells']} H3 cells -> {', '.join(crowd['files'].values())}")
     return summary

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 def test_demo_writes_aligned_rows_and_a_dp_map(tmp_path: Path) -> None:
     lines: list[str] = []
     summary = run_demo(tmp_path, echo=lines.append)
-    assert summary["stages"] == ["rollcall", "psi", "dp-crowd-own"]
+    assert summary["stages"] == ["rollcall", "psi", "dp-funnel-joint", "psi-retailer-operator",
+                                 "dp-ta-crowd-joint", "dp-crowd-own"]
     common = set.intersection(*(set(load_sample(r)["user_id"])
                                 for r in ("retailer", "media", "operator")))
     assert summary["psi"]["intersection"] == len(common)
@@ -25,7 +26,8 @@ def test_demo_writes_aligned_rows_and_a_dp_map(tmp_path: Path) -> None:
            for r in ("retailer", "media", "operator")]
     assert ids[0] == ids[1] == ids[2] and set(ids[0]) == common
     crowd = summary["operator_crowd"]
-    assert crowd["epsilon_left"] == pytest.approx(1.0)
+    assert crowd["epsilon_left"] == pytest.approx(0.0)  # own crowd, funnel, joint crowd: 1 each
+    check_joint_releases(tmp_path, summary)
     html = (tmp_path / "operator_crowd.html").read_text()
     assert "leaflet" in html.lower() and 'src="http' not in html
     png = (tmp_path / "operator_crowd.png").read_bytes()
@@ -34,3 +36,29 @@ def test_demo_writes_aligned_rows_and_a_dp_map(tmp_path: Path) -> None:
     assert len(cells) == crowd["cells"] and (cells["count"] >= 0).all()
     assert json.loads((tmp_path / "summary.json").read_text())["psi"] == summary["psi"]
     assert any("DP crowd" in line for line in lines)
+
+
+def check_joint_releases(out: Path, summary: dict) -> None:
+    """The retailer's funnel and TA crowd are released, mapped and paid for by the others."""
+    from fedlab_kit.analytics.funnel import STAGES
+    from fedlab_kit.data import load_truth
+    from fedlab_kit.dp import PrivacyLedger
+
+    funnel = pd.read_csv(out / "retailer_funnel.csv")
+    truth = load_truth("funnel").melt(id_vars=["campaign", "district_id", "group"],
+                                      value_vars=list(STAGES), var_name="stage",
+                                      value_name="true")
+    joined = funnel.merge(truth, on=["campaign", "district_id", "group", "stage"])
+    assert len(joined) == len(funnel) == len(truth)
+    inside = (joined["ci_low"] <= joined["true"]) & (joined["true"] <= joined["ci_high"])
+    assert inside.mean() > 0.8
+    crowd = pd.read_csv(out / "retailer_ta_crowd.csv")
+    assert summary["joint"]["retailer"]["crowd_cells"] == len(crowd) > 100
+    assert (crowd["count"] >= 0).all() and crowd["suppressed"].any()
+    for stem in ("retailer_funnel", "retailer_ta_crowd"):
+        assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
+        assert 'src="http' not in (out / f"{stem}.html").read_text()
+    for role, spent in (("media", 1.0), ("operator", 3.0), ("retailer", 0.0)):
+        ledger = PrivacyLedger(out / f"{role}_privacy_ledger.sqlite", total_epsilon=3.0,
+                               party=role)
+        assert ledger.remaining().epsilon == pytest.approx(3.0 - spent)

@@ -23,6 +23,8 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
                     for o in c.get("outputs", []))
     if path.name == "00_walkthrough.ipynb":
         assert "common customers at each party" in texts
+        assert "released: 240 funnel numbers and 300 crowd cells" in texts
+        assert "ta_crowd.html" in texts and "funnel.html" in texts
 
 
 def test_there_is_a_walkthrough() -> None:

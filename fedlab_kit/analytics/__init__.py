@@ -1,8 +1,10 @@
 """Analytics released with differential privacy.
 
-So far: one party's own crowd per H3 cell (:func:`release_own_crowd`). The joint releases
-(target-audience crowd across parties, ad-effect funnels) build on the same ledger,
-mechanisms and maps.
+* :func:`release_own_crowd`: one party's own crowd per H3 cell;
+* :mod:`.joint_crowd`: a target audience (labels at one party) per cell of another party's
+  visits, computed under CKKS;
+* :mod:`.funnel`: exposure -> visit -> purchase -> repeat funnel across three parties;
+* :mod:`.encrypted_counts`: the sans-IO chain protocol both joint releases run on.
 """
 
 from .own_crowd import release_own_crowd
