@@ -1,0 +1,313 @@
+"""Estimators: ``SecureBoostClassifier``/``SecureBoostRegressor`` for the label holder,
+``SecureBoostPassive`` for each feature holder. Each party keeps only its part of the model.
+
+All parties call ``fit`` (then ``predict``) at the same time with rows aligned by PSI (row i
+is the same person everywhere)::
+
+    # label holder                                  # each feature holder
+    clf = SecureBoostClassifier(n_estimators=50)    srv = SecureBoostPassive()
+    clf.fit(X_own, y, party=party,                  srv.fit(X_own, party=party,
+            passive=["media", "operator"])                  active="retailer")
+    p = clf.predict_proba(X_new, party=party)       srv.predict(X_new, party=party,
+                                                                active="retailer")
+
+``*_protocol`` methods give the underlying sans-IO protocols, for
+:class:`~fedlab_kit.protocol.LocalNetwork` or a custom driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FedlabError
+from ..protocol import Action, LocalNetwork, Protocol, Send, run
+from . import messages as m
+from .active import ActivePredictor, ActiveTrainer, EvalSet, TreeCallback
+from .backend import make_backends
+from .binning import as_matrix, select
+from .errors import BoostError
+from .model import ActiveModel, PassiveModel
+from .params import LOGISTIC, SQUARED, BoostParams, check_labels, transform
+from .passive import PassivePredictor, PassiveTrainer
+
+LOCAL = "local"
+ABORT_TIMEOUT = 30.0  # seconds to deliver an abort to peers that may not have joined yet
+
+
+class Abort(Protocol):
+    """Tells peers that this party cannot take part, and why (then raises locally)."""
+
+    name = "secureboost-abort"
+
+    def __init__(self, peers: list[str], message: str) -> None:
+        super().__init__()
+        self.peers, self.message = peers, message
+
+    def start(self) -> list[Action]:
+        self.done = True
+        data = m.encode(m.Abort(self.message))
+        return [Send(p, "boost/abort", data) for p in self.peers]
+
+    def on_message(self, env: Any) -> list[Action]:  # pragma: no cover - done at start
+        return []
+
+
+def _drive(party: Any, peers: list[str], build: Callable[[], Protocol], *, session: str,
+           timeout: float | None) -> Any:
+    """Build a protocol (aborting the session if the input is bad) and run it."""
+    try:
+        proto = build()
+    except BoostError as exc:
+        if party is not None and peers:  # best effort: the error to show is ours
+            with contextlib.suppress(TimeoutError, FedlabError):
+                run(party, Abort(peers, f"{_name(party)!r} cannot take part: {exc}"),
+                    session=session, timeout=timeout or ABORT_TIMEOUT)
+        raise
+    if party is None:
+        if peers:
+            raise BoostError("party is None, but other parties take part: pass the Party")
+        result = LocalNetwork({LOCAL: proto}).run()[LOCAL]
+    else:
+        result = run(party, proto, session=session, timeout=timeout, watch=peers)
+    if isinstance(result, BoostError):
+        raise result
+    return result
+
+
+def _name(party: Any) -> str:
+    return LOCAL if party is None else party.name
+
+
+class _ActiveEstimator:
+    """The label holder's estimator (shared by the classifier and the regressor)."""
+
+    _objective = LOGISTIC
+
+    def __init__(
+        self, *, n_estimators: int = 100, max_depth: int = 6, learning_rate: float = 0.3,
+        max_bin: int = 32, min_child_weight: float = 1.0, reg_lambda: float = 1.0,
+        gamma: float = 0.0, subsample: float = 1.0, colsample_bytree: float = 1.0,
+        random_state: int | None = None, base_score: float | None = None,
+        eval_metric: str | None = None, insecure_plaintext: bool = False,
+    ) -> None:
+        self.params = BoostParams(
+            self._objective, n_estimators, max_depth, learning_rate, max_bin, min_child_weight,
+            reg_lambda, gamma, subsample, colsample_bytree, random_state, base_score,
+            eval_metric)
+        if insecure_plaintext not in (True, False):
+            raise BoostError(f"insecure_plaintext must be True or False, got "
+                             f"{insecure_plaintext!r}")
+        self.insecure_plaintext = insecure_plaintext
+        self.model_: ActiveModel | None = None
+
+    # ---------------------------------------------------------------- training
+    def fit_protocol(
+        self, me: str, passive: Sequence[str], X_own: Any, y: Any, *,
+        eval_set: Sequence[tuple[Any, Any]] | None = None,
+        early_stopping_rounds: int | None = None, progress: TreeCallback | None = None,
+    ) -> ActiveTrainer:
+        """The training protocol; when it finishes, this estimator holds the model.
+        ``X_own`` may be None when the label holder brings no features."""
+        if isinstance(passive, str):
+            raise BoostError("passive must be a list of party names")
+        labels = check_labels(self._objective, y, None)
+        if X_own is None:
+            X, columns = np.zeros((len(labels), 0)), []
+        else:
+            X, columns = as_matrix(X_own, "X_own")
+        check_labels(self._objective, labels, len(X))
+        if not columns and not passive:
+            raise BoostError("no features: the label holder has none and no passive party")
+        evals = []
+        for i, (Xe, ye) in enumerate(eval_set or []):
+            ex = (np.zeros((len(np.asarray(ye)), 0)) if X_own is None
+                  else select(Xe, columns, f"eval_set[{i}] X"))
+            evals.append(EvalSet(ex, check_labels(self._objective, ye, len(ex),
+                                                  f"eval_set[{i}] y")))
+        backends = make_backends(self.insecure_plaintext)
+        return ActiveTrainer(me, list(passive), X, columns, labels, self.params,
+                             backends.active(), secure=backends.secure,
+                             eval_sets=evals, early_stopping_rounds=early_stopping_rounds,
+                             on_tree=progress, on_done=self._fitted)
+
+    def _fitted(self, model: ActiveModel) -> None:
+        self.model_ = model
+
+    def fit(
+        self, X_own: Any, y: Any, *, party: Any, passive: Sequence[str],
+        eval_set: Sequence[tuple[Any, Any]] | None = None,
+        early_stopping_rounds: int | None = None, session: str = "boost",
+        progress: TreeCallback | None = None, timeout: float | None = None,
+    ) -> _ActiveEstimator:
+        """Train with the ``passive`` parties (``party=None`` and ``passive=[]`` trains
+        alone). ``progress(tree, n_trees, metrics)`` is called after every tree."""
+        passive = list(passive)
+        unknown = [p for p in passive if party is not None and p not in party.peers]
+        if unknown:
+            raise BoostError(f"passive parties {unknown} are not in this room")
+        _drive(party, passive, lambda: self.fit_protocol(
+                   _name(party), passive, X_own, y, eval_set=eval_set,
+                   early_stopping_rounds=early_stopping_rounds, progress=progress),
+               session=f"{session}/fit", timeout=timeout)
+        return self
+
+    # -------------------------------------------------------------- prediction
+    @property
+    def model(self) -> ActiveModel:
+        if self.model_ is None:
+            raise BoostError("this model is not trained yet: call fit() or load() first")
+        return self.model_
+
+    def predict_protocol(self, me: str, X_own: Any,
+                         batch_rows: int | None = None) -> ActivePredictor:
+        """A federated prediction round; its result is the margin of every row."""
+        model = self.model
+        if not model.columns and (X_own is None or isinstance(X_own, int)):
+            raise BoostError("the label holder has no feature columns: pass X_own with one "
+                             "row per prediction row (e.g. an empty frame of the right length)")
+        X = (np.zeros((len(X_own), 0)) if not model.columns
+             else select(X_own, model.columns, "X_own"))
+        return ActivePredictor(me, model, X, batch_rows)
+
+    def predict_margin(self, X_own: Any, *, party: Any, session: str = "boost",
+                       timeout: float | None = None) -> np.ndarray:
+        """Raw margins (log-odds for the classifier), one federated round."""
+        return _drive(party, list(self.model.passives),
+                      lambda: self.predict_protocol(_name(party), X_own),
+                      session=f"{session}/predict", timeout=timeout)
+
+    # ------------------------------------------------------------- inspection
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Gain importance of own columns, then each passive's (see ``feature_names_``)."""
+        return np.array(list(self.model.feature_importances().values()))
+
+    @property
+    def feature_names_(self) -> list[str]:
+        return list(self.model.feature_importances())
+
+    @property
+    def evals_result_(self) -> dict[str, dict[str, list[float]]]:
+        return self.model.evals_result
+
+    @property
+    def best_iteration(self) -> int | None:
+        return self.model.best_iteration
+
+    @property
+    def best_score(self) -> float | None:
+        return self.model.best_score
+
+    def save(self, path: str | Path) -> None:
+        """Write this party's part of the model as JSON."""
+        self.model.save(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, insecure_plaintext: bool = False) -> Any:
+        model = ActiveModel.load(path)
+        if model.params.objective != cls._objective:
+            raise BoostError(f"{str(path)!r} holds a {model.params.objective} model, not "
+                             f"{cls._objective}")
+        est = cls.__new__(cls)
+        est.params, est.model_ = model.params, model
+        est.insecure_plaintext = insecure_plaintext
+        return est
+
+
+class SecureBoostClassifier(_ActiveEstimator):
+    """Binary classifier (``binary:logistic``) trained with the feature holders."""
+
+    _objective = LOGISTIC
+
+    def predict_proba(self, X_own: Any, *, party: Any, session: str = "boost",
+                      timeout: float | None = None) -> np.ndarray:
+        """(n, 2) class probabilities, one federated round."""
+        p1 = transform(LOGISTIC, self.predict_margin(X_own, party=party, session=session,
+                                                     timeout=timeout))
+        return np.stack([1 - p1, p1], axis=1)
+
+    def predict(self, X_own: Any, *, party: Any, session: str = "boost",
+                timeout: float | None = None) -> np.ndarray:
+        """Class labels 0/1, one federated round."""
+        margin = self.predict_margin(X_own, party=party, session=session, timeout=timeout)
+        return (margin > 0).astype(np.int64)
+
+
+class SecureBoostRegressor(_ActiveEstimator):
+    """Regressor (``reg:squarederror``) trained with the feature holders."""
+
+    _objective = SQUARED
+
+    def predict(self, X_own: Any, *, party: Any, session: str = "boost",
+                timeout: float | None = None) -> np.ndarray:
+        """Predicted values, one federated round."""
+        return self.predict_margin(X_own, party=party, session=session, timeout=timeout)
+
+
+class SecureBoostPassive:
+    """A feature holder's part of a SecureBoost model: serves training and prediction."""
+
+    def __init__(self, insecure_plaintext: bool = False, random_state: int | None = None) -> None:
+        if insecure_plaintext not in (True, False):
+            raise BoostError(f"insecure_plaintext must be True or False, got "
+                             f"{insecure_plaintext!r}")
+        self.insecure_plaintext = insecure_plaintext
+        self.random_state = random_state
+        self.model_: PassiveModel | None = None
+
+    def fit_protocol(self, me: str, active: str, X_own: Any, *,
+                     eval_set: Sequence[Any] | None = None) -> PassiveTrainer:
+        """The protocol serving one training run; when it finishes, this holds the model."""
+        X, columns = as_matrix(X_own, "X_own")
+        evals = [select(Xe, columns, f"eval_set[{i}]") for i, Xe in enumerate(eval_set or [])]
+        if self.insecure_plaintext:
+            make_backends(True)  # the loud warning
+        rng = (None if self.random_state is None
+               else np.random.default_rng(self.random_state))
+        return PassiveTrainer(me, active, X, columns, allow_plaintext=self.insecure_plaintext,
+                              eval_sets=evals, rng=rng, on_done=self._fitted)
+
+    def _fitted(self, model: PassiveModel) -> None:
+        self.model_ = model
+
+    def fit(self, X_own: Any, *, party: Any, active: str, eval_set: Sequence[Any] | None = None,
+            session: str = "boost", timeout: float | None = None) -> SecureBoostPassive:
+        """Serve the training run of ``active`` (same ``session``, at the same time)."""
+        _drive(party, [active], lambda: self.fit_protocol(_name(party), active, X_own,
+                                                          eval_set=eval_set),
+               session=f"{session}/fit", timeout=timeout)
+        return self
+
+    @property
+    def model(self) -> PassiveModel:
+        if self.model_ is None:
+            raise BoostError("this model is not trained yet: call fit() or load() first")
+        return self.model_
+
+    def predict_protocol(self, me: str, active: str, X_own: Any) -> PassivePredictor:
+        model = self.model
+        if active != model.active:
+            raise BoostError(f"this model was trained with active party {model.active!r}, "
+                             f"not {active!r}")
+        return PassivePredictor(me, model, select(X_own, model.columns, "X_own"))
+
+    def predict(self, X_own: Any, *, party: Any, active: str, session: str = "boost",
+                timeout: float | None = None) -> None:
+        """Serve one prediction round of the active party (once per call it makes)."""
+        _drive(party, [active], lambda: self.predict_protocol(_name(party), active, X_own),
+               session=f"{session}/predict", timeout=timeout)
+
+    def save(self, path: str | Path) -> None:
+        """Write this party's records and tree shapes as JSON."""
+        self.model.save(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, insecure_plaintext: bool = False) -> SecureBoostPassive:
+        est = cls(insecure_plaintext=insecure_plaintext)
+        est.model_ = PassiveModel.load(path)
+        return est

@@ -1,0 +1,183 @@
+"""Wire messages of SecureBoost (msgpack via msgspec; bit masks and payloads as raw bytes).
+
+Kinds (A = active label holder, P = passive feature holder):
+
+- training: ``setup`` A->P, ``hello`` P->A, then per tree and level ``hist`` A->P,
+  ``hist_reply`` P->A, ``split`` A->P, ``split_reply`` P->A; per tree ``tree`` A->P
+  (and ``eval_reply`` P->A with an eval set); ``finish`` A->P.
+- prediction: ``predict_hello`` P->A, then per batch of rows ``predict`` A->P and
+  ``predict_reply`` P->A.
+- either way, either side: ``abort`` with a reason, after which the session is over.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+import numpy as np
+
+from ..envelope import Envelope
+from ..errors import ProtocolError
+
+VERSION = 1
+PREFIX = "boost/"
+
+
+class Setup(msgspec.Struct, array_like=True):
+    version: int
+    model_id: str
+    passives: list[str]
+    max_bin: int
+    secure: bool
+    crypto: bytes
+
+
+class Hello(msgspec.Struct, array_like=True):
+    version: int
+    model_id: str
+    n_rows: int
+    columns: list[str]
+    n_eval: list[int]
+
+
+class Abort(msgspec.Struct, array_like=True):
+    message: str
+
+
+class Partition(msgspec.Struct, array_like=True):
+    """A split of the previous level: rows of ``node`` whose bit is set go to ``left``.
+    ``mask`` is empty for the party that owns the split (it knows it already)."""
+
+    node: int
+    left: int
+    right: int
+    mask: bytes
+
+
+class HistRequest(msgspec.Struct, array_like=True):
+    """``sample`` (first level of a tree only): the rows this tree learns from, as bits;
+    empty for every row."""
+
+    tree: int
+    depth: int
+    partitions: list[Partition]
+    nodes: list[int]
+    features: list[int]
+    crypto: bytes
+    sample: bytes = b""
+
+
+class HistReply(msgspec.Struct, array_like=True):
+    tree: int
+    depth: int
+    crypto: bytes
+
+
+class Choice(msgspec.Struct, array_like=True):
+    node: int
+    feature: int
+    slot: int
+    default_left: bool
+
+
+class SplitRequest(msgspec.Struct, array_like=True):
+    tree: int
+    depth: int
+    splits: list[Choice]
+
+
+class SplitReply(msgspec.Struct, array_like=True):
+    tree: int
+    depth: int
+    records: list[int]
+    masks: list[bytes]
+
+
+class TreeNode(msgspec.Struct, array_like=True):
+    """A node as a passive party sees it: ``record`` is its own split record, -1 for a
+    split of another party or a leaf (``left == right == -1``)."""
+
+    id: int
+    left: int
+    right: int
+    record: int
+
+
+class TreeMsg(msgspec.Struct, array_like=True):
+    tree: int
+    nodes: list[TreeNode]
+
+
+class EvalReply(msgspec.Struct, array_like=True):
+    tree: int
+    masks: bytes
+
+
+class Finish(msgspec.Struct, array_like=True):
+    n_trees: int
+
+
+class PredictHello(msgspec.Struct, array_like=True):
+    version: int
+    model_id: str
+    n_rows: int
+    n_trees: int
+
+
+class PredictRequest(msgspec.Struct, array_like=True):
+    batch: int
+    start: int
+    stop: int
+    last: bool
+
+
+class PredictReply(msgspec.Struct, array_like=True):
+    batch: int
+    masks: bytes
+
+
+KINDS: dict[type[msgspec.Struct], str] = {
+    Setup: "setup", Hello: "hello", Abort: "abort", HistRequest: "hist",
+    HistReply: "hist_reply", SplitRequest: "split", SplitReply: "split_reply",
+    TreeMsg: "tree", EvalReply: "eval_reply", Finish: "finish",
+    PredictHello: "predict_hello", PredictRequest: "predict", PredictReply: "predict_reply",
+}
+TYPES = {PREFIX + k: t for t, k in KINDS.items()}
+_enc = msgspec.msgpack.Encoder()
+M = TypeVar("M", bound=msgspec.Struct)
+
+
+def kind(msg: msgspec.Struct) -> str:
+    return PREFIX + KINDS[type(msg)]
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return _enc.encode(msg)
+
+
+def decode(env: Envelope) -> Any:
+    """The message in ``env``, typed by its kind; malformed ones raise ProtocolError."""
+    cls = TYPES.get(env.kind)
+    if cls is None:
+        raise ProtocolError(f"SecureBoost: unexpected message kind {env.kind!r} from "
+                            f"{env.sender!r}")
+    try:
+        return msgspec.msgpack.decode(env.payload, type=cls)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"SecureBoost: malformed {env.kind!r} from {env.sender!r}: "
+                            f"{exc}") from None
+
+
+def bits(mask: np.ndarray) -> bytes:
+    """A boolean array (any shape) as packed bits, row-major."""
+    return np.packbits(np.asarray(mask, dtype=bool).ravel()).tobytes()
+
+
+def unbits(data: bytes, shape: tuple[int, ...], peer: str) -> np.ndarray:
+    """Inverse of :func:`bits`; a length that does not fit ``shape`` is a ProtocolError."""
+    n = int(np.prod(shape))
+    if len(data) != (n + 7) // 8:
+        raise ProtocolError(f"SecureBoost: {peer!r} sent a mask of {len(data)} bytes for "
+                            f"{n} bits")
+    return np.unpackbits(np.frombuffer(data, np.uint8), count=n).astype(bool).reshape(shape)

@@ -1,0 +1,170 @@
+"""Hyperparameters (named and checked as in XGBoost), objectives and evaluation metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from .errors import BoostError
+
+LOGISTIC = "binary:logistic"
+SQUARED = "reg:squarederror"
+METRICS = {LOGISTIC: ("logloss", "auc", "error"), SQUARED: ("rmse", "mae")}
+MAXIMIZE = {"auc"}
+MAX_BIN = 255  # bin codes are uint8; 255 marks a missing value
+MAX_DEPTH = 20
+EPS = 1e-16  # XGBoost's floor for the logistic hessian and the logloss clip
+
+
+@dataclass(frozen=True)
+class BoostParams:
+    """Training parameters of one SecureBoost model (XGBoost ``hist`` semantics)."""
+
+    objective: str = LOGISTIC
+    n_estimators: int = 100
+    max_depth: int = 6
+    learning_rate: float = 0.3
+    max_bin: int = 32
+    min_child_weight: float = 1.0
+    reg_lambda: float = 1.0
+    gamma: float = 0.0
+    subsample: float = 1.0
+    colsample_bytree: float = 1.0
+    random_state: int | None = None
+    base_score: float | None = None
+    eval_metric: str | None = None
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise BoostError(f"invalid hyperparameter: {what}")
+
+        need(self.objective in METRICS, f"objective must be one of {sorted(METRICS)}, "
+                                        f"got {self.objective!r}")
+        for name in ("n_estimators", "max_depth", "max_bin"):
+            v = getattr(self, name)
+            need(isinstance(v, int | np.integer) and not isinstance(v, bool),
+                 f"{name} must be an integer, got {v!r}")
+        need(self.n_estimators >= 1, f"n_estimators must be >= 1, got {self.n_estimators}")
+        need(1 <= self.max_depth <= MAX_DEPTH,
+             f"max_depth must be in 1..{MAX_DEPTH}, got {self.max_depth}")
+        need(2 <= self.max_bin <= MAX_BIN, f"max_bin must be in 2..{MAX_BIN}, got {self.max_bin}")
+        for name in ("learning_rate", "min_child_weight", "reg_lambda", "gamma", "subsample",
+                     "colsample_bytree"):
+            v = getattr(self, name)
+            need(isinstance(v, int | float | np.number) and not isinstance(v, bool)
+                 and math.isfinite(v), f"{name} must be a finite number, got {v!r}")
+        need(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("min_child_weight", "reg_lambda", "gamma"):
+            need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("subsample", "colsample_bytree"):
+            v = getattr(self, name)
+            need(0 < v <= 1, f"{name} must be in (0, 1], got {v}")
+        rs = self.random_state
+        need(rs is None or (isinstance(rs, int | np.integer) and rs >= 0),
+             f"random_state must be None or a non-negative integer, got {rs!r}")
+        bs = self.base_score
+        if bs is not None:
+            need(isinstance(bs, int | float | np.number) and math.isfinite(bs),
+                 f"base_score must be a finite number, got {bs!r}")
+            need(self.objective != LOGISTIC or 0 < bs < 1,
+                 f"base_score must be in (0, 1) for {LOGISTIC}, got {bs}")
+        need(self.eval_metric is None or self.eval_metric in METRICS[self.objective],
+             f"eval_metric for {self.objective} must be one of {METRICS[self.objective]}, "
+             f"got {self.eval_metric!r}")
+
+    @property
+    def metric(self) -> str:
+        return self.eval_metric or METRICS[self.objective][0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BoostParams:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def check_labels(objective: str, y: Any, n_rows: int | None, what: str = "y") -> np.ndarray:
+    """Labels as float64; NaN, wrong length or (binary) values outside {0, 1} are errors."""
+    try:
+        arr = np.asarray(y, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise BoostError(f"{what} must be numeric labels") from None
+    if n_rows is not None and len(arr) != n_rows:
+        raise BoostError(f"{what} has {len(arr)} labels but the features have {n_rows} rows")
+    if len(arr) == 0:
+        raise BoostError(f"{what} is empty: nothing to train on")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise BoostError(f"{what} has {int(bad.sum())} missing or infinite labels "
+                         f"(first at row {int(np.argmax(bad))}); drop or fill them")
+    if objective == LOGISTIC:
+        odd = ~np.isin(arr, (0.0, 1.0))
+        if odd.any():
+            vals = sorted(set(arr[odd].tolist()))[:5]
+            raise BoostError(f"{what} must hold binary labels 0/1 for {LOGISTIC}; "
+                             f"found {vals} ({int(odd.sum())} rows)")
+    return arr
+
+
+def base_margin(objective: str, y: np.ndarray, base_score: float | None) -> float:
+    """The starting margin: logit(mean label) for logistic, the mean for squared error."""
+    if objective == LOGISTIC:
+        p = float(y.mean()) if base_score is None else float(base_score)
+        if not 0 < p < 1:
+            raise BoostError("the training labels are all one class; the classifier "
+                             "needs both 0 and 1")
+        return math.log(p / (1 - p))
+    return float(y.mean()) if base_score is None else float(base_score)
+
+
+def gradients(objective: str, margin: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and second derivatives of the loss at ``margin`` (as XGBoost computes them)."""
+    if objective == LOGISTIC:
+        p = transform(objective, margin)
+        return p - y, np.maximum(p * (1 - p), EPS)
+    return margin - y, np.ones_like(margin)
+
+
+def transform(objective: str, margin: np.ndarray) -> np.ndarray:
+    """Margin to prediction: the probability of class 1, or the value itself."""
+    if objective == LOGISTIC:
+        return 1.0 / (1.0 + np.exp(-margin))
+    return margin
+
+
+def evaluate(metric: str, objective: str, y: np.ndarray, margin: np.ndarray) -> float:
+    """One evaluation metric, as XGBoost defines it."""
+    pred = transform(objective, margin)
+    if metric == "logloss":
+        p = np.clip(pred, EPS, 1 - EPS)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    if metric == "error":
+        return float(np.mean((pred > 0.5) != (y > 0.5)))
+    if metric == "auc":
+        return auc(y, pred)
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((pred - y) ** 2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(pred - y)))
+    raise BoostError(f"unknown metric {metric!r}")
+
+
+def auc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); NaN with one class."""
+    pos = y > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    s = score[order]
+    ranks = np.empty(len(s))
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ends = np.r_[starts[1:], len(s)]
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)  # average 1-based rank
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

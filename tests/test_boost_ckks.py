@@ -1,0 +1,108 @@
+"""The CKKS SecureBoost backend: exact histograms, packing, and encrypted == plaintext models."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import msgspec
+import numpy as np
+import pytest
+from boost_workers import fit_local, predict_local
+from sklearn.datasets import load_breast_cancer
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+
+from fedlab_kit.boost import SecureBoostClassifier, SecureBoostPassive, SecureBoostRegressor
+from fedlab_kit.boost.backend import node_histograms
+from fedlab_kit.boost.ckks import CkksActive, CkksPassive
+from fedlab_kit.errors import ProtocolError
+
+RNG = np.random.default_rng(5)
+
+
+@pytest.fixture(scope="module")
+def active() -> CkksActive:
+    return CkksActive()
+
+
+def _case(n: int, n_features: int, n_slots: int):
+    codes = RNG.integers(0, n_slots, (n, n_features)).astype(np.uint8)
+    codes[RNG.random(codes.shape) < 0.1] = 255  # missing
+    thr = np.stack([RNG.permutation(n_slots) for _ in range(n_features)]).astype(np.int16)
+    thr[0, 3] = -1  # an empty slot
+    return RNG.normal(size=n), RNG.random(n), codes, thr
+
+
+@pytest.mark.parametrize("n_slots", [32, 8, 64])
+def test_encrypted_histograms_equal_numpy(active: CkksActive, n_slots: int) -> None:
+    g, h, codes, thr = _case(2500, 5, n_slots)
+    nodes = [RNG.choice(2500, 900, replace=False), np.zeros(0, np.int64),
+             RNG.choice(2500, 70, replace=False)]
+    passive = pickle.loads(pickle.dumps(CkksPassive(active.setup_payload())))  # pool-safe
+    payload = passive.histograms(active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
+    got = active.decrypt_histograms(payload, len(nodes), 5, n_slots)
+    want = node_histograms(g, h, nodes, codes, thr)
+    assert np.abs(got - want).max() < active.tolerance
+
+
+def test_the_feature_holder_sees_no_secret_and_unused_slots_are_zero(active: CkksActive
+                                                                      ) -> None:
+    passive = CkksPassive(active.setup_payload())
+    assert not hasattr(passive.ctx, "decrypt")
+    g, h, codes, thr = _case(300, 3, 32)  # 95 candidate columns: 2 masks of 64, 1 output ct
+    nodes = [np.arange(300)]
+    raw = passive.histograms(active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
+    msg = msgspec.msgpack.decode(raw)  # [width, n_results, columns, ciphertexts]
+    assert msg[:2] == [64, 2] and len(msg[2]) == 95 * 8
+    (ct,) = active.secret.load(msg[3])
+    slots = active.secret.decrypt(ct, complex_values=True)
+    assert np.abs(slots[95:]).max() < 1e-6  # nothing but the asked-for sums
+    assert np.abs(slots[:95]).min() > 0 or np.abs(slots[:95]).max() > 1
+
+
+def test_mismatched_payloads_are_protocol_errors(active: CkksActive) -> None:
+    passive = CkksPassive(active.setup_payload())
+    g, h, codes, thr = _case(100, 2, 32)
+    payload = active.encrypt_nodes(g, h, [np.arange(100)])
+    with pytest.raises(ProtocolError, match="do not match"):
+        passive.histograms(payload, [np.arange(50)], codes, thr)
+    with pytest.raises(ProtocolError):
+        passive.histograms(b"\x00garbage", [np.arange(100)], codes, thr)
+    with pytest.raises(ProtocolError):
+        active.decrypt_histograms(b"\x93\x01\x02\xc4\x00", 1, 2, 32)
+    with pytest.raises(TypeError):
+        pickle.dumps(active)  # the secret key never leaves the label holder's process
+
+
+def test_encrypted_training_equals_plaintext_training() -> None:
+    X, y = load_breast_cancer(return_X_y=True)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=1, stratify=y)
+    params = {"n_estimators": 5, "max_depth": 3, "max_bin": 16}
+    out = {}
+    for secure in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = SecureBoostClassifier(**params, insecure_plaintext=not secure)
+            srv = SecureBoostPassive(insecure_plaintext=not secure)
+            fit_local(clf, Xtr[:, :15], ytr, {"media": (srv, Xtr[:, 15:])})
+            out[secure] = predict_local(clf, Xte[:, :15], {"media": (srv, Xte[:, 15:])})
+    np.testing.assert_allclose(out[True], out[False], atol=1e-6)
+    assert roc_auc_score(yte, out[True]) > 0.95
+
+
+def test_encrypted_regression_three_parties_equals_plaintext() -> None:
+    X = RNG.normal(size=(700, 6))
+    X[RNG.random(X.shape) < 0.05] = np.nan
+    y = np.nan_to_num(X[:, 0]) * 2 + np.nan_to_num(X[:, 3]) ** 2 + RNG.normal(0, 0.3, 700)
+    params = {"n_estimators": 3, "max_depth": 3, "max_bin": 32}
+    preds = {}
+    for secure in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reg = SecureBoostRegressor(**params, insecure_plaintext=not secure)
+            parties = {"media": (SecureBoostPassive(insecure_plaintext=not secure), X[:, 2:4]),
+                       "operator": (SecureBoostPassive(insecure_plaintext=not secure), X[:, 4:])}
+            fit_local(reg, X[:, :2], y, parties)
+            preds[secure] = predict_local(reg, X[:, :2], parties)
+    np.testing.assert_allclose(preds[True], preds[False], atol=1e-6)
