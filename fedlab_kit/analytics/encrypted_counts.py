@@ -131,8 +131,8 @@ class KeyHolder(Protocol):
         self.secret = SecretContext(depth=len(self.chain), rotations=self.layout.fold_steps)
         rows = np.zeros((n, width))
         rows[:, : copies * self.values.shape[1]] = np.repeat(self.values, copies, axis=1)
-        cts = [self.secret.encrypt(vec) for vec in self.layout.place(rows)]
-        data = _Data(n, width, self.secret.to_bytes(), self.secret.dump(cts))
+        cts = self.secret.encrypt_dump(self.layout.place(rows))
+        data = _Data(n, width, self.secret.to_bytes(), cts)
         return [Send(self.chain[0], "ec-data", msgspec.msgpack.encode(data))]
 
 

@@ -8,10 +8,12 @@ side by side, ``width`` to a mask (slot ``j`` of a row is 1 when the row's code 
 feature is at most its threshold; thresholds are in the feature holder's shuffled order, and
 features with few distinct values take few slots), multiplies once per ciphertext, adds the
 products over the node's ciphertexts, rescales and folds the rows together with
-``log2(4096 / width)`` rotations. The folded results are packed ``4096 // width`` to a
-ciphertext with pre-encoded selection masks (unused slots are zero), re-randomised with a
-fresh encryption of zero and sent back. The label holder learns exactly the cumulative
-(G, H) sums it asked for; the feature holder sees only ciphertexts.
+``log2(4096 / width)`` rotations: every row of the result then holds the same ``width``
+cumulative sums (unused columns are zero), so nothing but those sums can be decrypted. Each
+result is re-randomised with a fresh encryption of zero and sent back (depth 1: two data
+primes, ~100 KB per result). The label holder learns exactly the cumulative (G, H) sums it
+asked for; the feature holder sees only ciphertexts. Gradients are scaled so that every sum
+stays inside the CKKS range, and unscaled after decryption.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from ..he.ckks import SLOTS
 from ..he.grouped import zero_product
 from .binning import MISSING
 
-WIDTH = 64  # slots per row: 2 features x 32 bins per mask at the default max_bin
+WIDTH = 64  # slots per row: 64 candidate (feature, threshold) columns per mask
 MIN_WIDTH = 2
+SUM_BOUND = 2.0**17
 
 
 class _Grads(msgspec.Struct, array_like=True):
@@ -62,7 +65,8 @@ class CkksActive:
 
     def __init__(self, width: int = WIDTH) -> None:
         self.width = width
-        self.secret = SecretContext(depth=2, rotations=_steps())
+        self.secret = SecretContext(depth=1, rotations=_steps())
+        self._scale = 1.0
 
     def __getstate__(self) -> dict[str, Any]:  # to a local worker process: keys as bytes
         raise TypeError("the CKKS secret context stays in the label holder's process")
@@ -71,15 +75,20 @@ class CkksActive:
         return self.secret.to_bytes()
 
     def encrypt_nodes(self, g: np.ndarray, h: np.ndarray, nodes: list[np.ndarray]) -> bytes:
-        cts: list[seal.Ciphertext] = []
+        vectors: list[np.ndarray] = []
+        every = np.concatenate(nodes) if nodes else np.zeros(0, np.int64)
+        # keep every sum well inside CKKS's range (|x| < 2**19 at the last level)
+        total = max(float(np.abs(g[every]).sum()), float(np.abs(h[every]).sum()), 1e-300)
+        self._scale = min(1.0, SUM_BOUND / total)
+        g, h = g * self._scale, h * self._scale
         for rows in nodes:
             if len(rows) == 0:
                 continue
             layout = RowLayout(len(rows), self.width)
             values = np.repeat((g[rows] + 1j * h[rows])[:, None], self.width, axis=1)
-            cts.extend(self.secret.encrypt(vec) for vec in layout.place(values))
+            vectors.extend(layout.place(values))
         return msgspec.msgpack.encode(
-            _Grads(self.width, [len(r) for r in nodes], self.secret.dump(cts)))
+            _Grads(self.width, [len(r) for r in nodes], self.secret.encrypt_dump(vectors)))
 
     def decrypt_histograms(self, payload: bytes, n_nodes: int, n_features: int,
                            n_slots: int) -> np.ndarray:
@@ -97,12 +106,10 @@ class CkksActive:
         if msg.n_results != n_nodes * groups:
             raise ProtocolError(f"expected {n_nodes * groups} histogram groups, got "
                                 f"{msg.n_results}")
-        pack = SLOTS // msg.width
-        cts = self.secret.load(msg.cts, expect=-(-msg.n_results // pack))
-        flat = np.concatenate([self.secret.decrypt(ct, complex_values=True) for ct in cts]) \
-            if cts else np.zeros(0, complex)
-        res = flat[: msg.n_results * msg.width].reshape(n_nodes, groups * msg.width)
-        res = res[:, : len(cols)]
+        cts = self.secret.load(msg.cts, expect=msg.n_results)
+        res = np.stack([self.secret.decrypt(ct, complex_values=True)[: msg.width] for ct in cts]
+                       ) if cts else np.zeros((0, msg.width), complex)
+        res = res.reshape(n_nodes, groups * msg.width)[:, : len(cols)] / self._scale
         out = np.zeros((n_nodes, n_features, n_slots, 2))
         out[:, cols[:, 0], cols[:, 1], 0] = res.real
         out[:, cols[:, 0], cols[:, 1], 1] = res.imag
@@ -158,8 +165,18 @@ class CkksPassive:
             for group in groups:
                 results.append(self._group_sum(node_cts, lay, codes[rows], thresholds, group)
                                if lay else None)
-        return msgspec.msgpack.encode(_Hists(width, len(results), cols.tobytes(), self.ctx.dump(
-            self._pack(results, width))))
+        for res in results:
+            if res is not None:
+                self.ctx.rerandomise(res)
+        zero = None
+        out = []
+        for res in results:  # an empty node's sums are zero
+            if res is None:
+                zero = zero or self.ctx.encrypt(np.zeros(SLOTS))
+                res = zero
+            out.append(res)
+        return msgspec.msgpack.encode(_Hists(width, len(results), cols.tobytes(),
+                                             self.ctx.dump(out)))
 
     def _group_sum(self, cts: list[seal.Ciphertext], layout: RowLayout, codes: np.ndarray,
                    thresholds: np.ndarray, group: np.ndarray) -> seal.Ciphertext:
@@ -182,33 +199,3 @@ class CkksPassive:
         ev.rescale_to_next_inplace(acc)
         self.ctx.rotate_sum(acc, layout.fold_steps)
         return acc
-
-    def _pack(self, results: list[seal.Ciphertext | None], width: int) -> list[seal.Ciphertext]:
-        """``SLOTS // width`` folded results per ciphertext, each in its own slot range."""
-        ev, pack = self.ctx.evaluator, SLOTS // width
-        like = next((r for r in results if r is not None), None)
-        out: list[seal.Ciphertext] = []
-        if like is None:  # every node was empty
-            return [self.ctx.encrypt(np.zeros(SLOTS)) for _ in range(-(-len(results) // pack))]
-        sel = []
-        for p in range(pack):
-            vec = np.zeros(SLOTS)
-            vec[p * width:(p + 1) * width] = 1.0
-            sel.append(self.ctx.encode(vec, like=like))
-        for j in range(0, len(results), pack):
-            acc, tmp = None, seal.Ciphertext()
-            for p, res in enumerate(results[j:j + pack]):
-                if res is None:
-                    continue
-                ev.multiply_plain(res, sel[p], tmp)
-                if acc is None:
-                    acc, tmp = tmp, seal.Ciphertext()
-                else:
-                    ev.add_inplace(acc, tmp)
-            if acc is None:  # only empty nodes here: zeros at a packed result's level
-                acc = zero_product(self.ctx, like)
-            else:
-                ev.rescale_to_next_inplace(acc)
-            self.ctx.rerandomise(acc)
-            out.append(acc)
-        return out

@@ -180,6 +180,17 @@ class SecretContext(PublicContext):
             keygen.create_galois_keys(elts, gk)
         super().__init__(depth, context, pk, gk, steps)
         self._decryptor = seal.Decryptor(context, keygen.secret_key())
+        self._symmetric = seal.Encryptor(context, pk)
+        self._symmetric.set_secret_key(keygen.secret_key())
+
+    def encrypt_dump(self, vectors: Iterable[np.ndarray]) -> bytes:
+        """Encrypt with the secret key and serialise, as :meth:`dump` of the ciphertexts.
+
+        Secret-key encryption is as secure (RLWE) and about twice as fast, and SEAL then
+        saves the random half of each ciphertext as a seed: half the bytes on the wire.
+        """
+        return msgspec.msgpack.encode(
+            [_to_bytes(self._symmetric.encrypt_symmetric(self.encode(v))) for v in vectors])
 
     def public(self) -> PublicContext:
         return PublicContext.from_bytes(self.to_bytes())
