@@ -293,5 +293,27 @@ def bench_dp_cmd(persons: int, seed: int, json_path: Path | None) -> None:
         json_path.write_text(text + "\n")
 
 
+@bench.command("boost")
+@click.option("--rows", default=100_000, show_default=True)
+@click.option("--features", default=40, show_default=True, help="columns over all parties")
+@click.option("--parties", default=2, show_default=True, type=click.IntRange(2, 3))
+@click.option("--trees", default=10, show_default=True, type=click.IntRange(1))
+@click.option("--depth", default=5, show_default=True, type=click.IntRange(1, 12))
+@click.option("--bins", default=32, show_default=True, type=click.IntRange(2, 255))
+@click.option("--shape", type=click.Choice(["default", "a9a"]), default="default",
+              show_default=True, help="a9a: 32,561 x 123 binary columns, 63 at the passive")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+def bench_boost_cmd(rows: int, features: int, parties: int, trees: int, depth: int, bins: int,
+                    shape: str, json_path: Path | None) -> None:
+    """Encrypted SecureBoost over the relay vs XGBoost (central and label holder alone)."""
+    from .bench.boost import bench_boost
+
+    report = bench_boost(rows, features, parties, trees, depth, bins, shape)
+    text = json.dumps(report, indent=2)
+    click.echo(text)
+    if json_path:
+        json_path.write_text(text + "\n")
+
+
 if __name__ == "__main__":
     main()

@@ -18,7 +18,10 @@ def test_demo_writes_aligned_rows_and_a_dp_map(tmp_path: Path) -> None:
     lines: list[str] = []
     summary = run_demo(tmp_path, echo=lines.append)
     assert summary["stages"] == ["rollcall", "psi", "dp-funnel-joint", "psi-retailer-operator",
-                                 "dp-ta-crowd-joint", "dp-crowd-own"]
+                                 "dp-ta-crowd-joint", "secureboost", "dp-crowd-own"]
+    training = summary["training"]
+    assert training["auc_federated"] > training["auc_retailer_only"] + 0.03  # partners help
+    assert any(f.startswith(("media:", "operator:")) for f in training["top_features"])
     common = set.intersection(*(set(load_sample(r)["user_id"])
                                 for r in ("retailer", "media", "operator")))
     assert summary["psi"]["intersection"] == len(common)

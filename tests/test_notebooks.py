@@ -25,6 +25,7 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
         assert "common customers at each party" in texts
         assert "released: 240 funnel numbers and 300 crowd cells" in texts
         assert "ta_crowd.html" in texts and "funnel.html" in texts
+        assert "test AUC with partners" in texts
 
 
 def test_there_is_a_walkthrough() -> None:

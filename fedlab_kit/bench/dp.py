@@ -28,7 +28,8 @@ def crowd_accuracy(released: pd.DataFrame, truth: pd.DataFrame, *, label: str = 
     joined = released.merge(true[["cell_id", "persons"]], left_on="h3", right_on="cell_id")
     big = joined[joined["persons"] >= min_true]
     rel = (big["count"] - big["persons"]).abs() / big["persons"]
-    return {"p30": round(float((rel <= 0.3).mean()), 4), "cells_evaluated": len(big),
+    return {"p30": round(float((rel <= 0.3).mean()), 4) if len(big) else None,
+            "cells_evaluated": len(big),
             "crowd_median_rel_error": round(float(rel.median()), 4),
             "crowd_ci_coverage": round(float(((joined["ci_low"] <= joined["persons"])
                                               & (joined["persons"] <= joined["ci_high"])).mean()),

@@ -182,6 +182,11 @@ class SecretContext(PublicContext):
         self._decryptor = seal.Decryptor(context, keygen.secret_key())
         self._symmetric = seal.Encryptor(context, pk)
         self._symmetric.set_secret_key(keygen.secret_key())
+        self._secret_bytes = _to_bytes(keygen.secret_key())
+
+    def secret_key_bytes(self) -> bytes:
+        """The secret key, for this party's own worker processes only (see :mod:`.pool`)."""
+        return self._secret_bytes
 
     def encrypt_dump(self, vectors: Iterable[np.ndarray]) -> bytes:
         """Encrypt with the secret key and serialise, as :meth:`dump` of the ciphertexts.
@@ -201,6 +206,22 @@ class SecretContext(PublicContext):
         if complex_values:
             return np.asarray(self.encoder.decode_complex(pt))
         return np.asarray(self.encoder.decode_double(pt))
+
+
+class SymmetricEncryptor:
+    """Secret-key encryption in a key owner's worker process (built from key bytes)."""
+
+    def __init__(self, depth: int, secret_key: bytes) -> None:
+        self.context = _context(depth)
+        sk = _from_bytes(seal.SecretKey(), secret_key, self.context)
+        self.encoder = seal.CKKSEncoder(self.context)
+        self.encryptor = seal.Encryptor(self.context, sk)
+
+    def encrypt_bytes(self, values: np.ndarray) -> bytes:
+        pt = seal.Plaintext()
+        self.encoder.encode(np.asarray(values).tolist(), self.context.first_parms_id(), SCALE,
+                            pt)
+        return _to_bytes(self.encryptor.encrypt_symmetric(pt))
 
 
 def power_of_two_steps(width: int) -> list[int]:

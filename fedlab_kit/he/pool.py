@@ -1,0 +1,76 @@
+"""Process pools for CKKS work: SEAL keeps the GIL, so cores are used through processes.
+
+Each pool loads its keys once per worker (initializer) and jobs then move only ciphertext
+bytes and small numpy arrays. A label holder's pool holds its secret key in its own worker
+processes (same machine, same organisation); a feature holder's pool holds public keys only.
+Small jobs run inline: starting workers costs about a second.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from typing import Any
+
+_STATE: dict[str, Any] = {}
+
+
+def workers() -> int:
+    """Worker processes per pool: the cores this process may use (at most 8)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def _init(key: str, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    _STATE[key] = factory(*args)
+
+
+def state(key: str) -> Any:
+    """The object a worker's initializer built (e.g. a context with keys)."""
+    return _STATE[key]
+
+
+class KeyedPool:
+    """A lazily started process pool whose workers each build ``factory(*args)`` once."""
+
+    def __init__(self, key: str, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.key, self.factory, self.args = key, factory, args
+        self._pool: Executor | None = None
+
+    def executor(self) -> Executor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                workers(), mp_context=mp.get_context("spawn"), initializer=_init,
+                initargs=(self.key, self.factory, self.args))
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        return self._pool
+
+    def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``fn(key, *job)`` for every job, in a worker pool when there is more than one."""
+        if len(jobs) <= 1 or workers() == 1:
+            if self.key not in _STATE:
+                _init(self.key, self.factory, self.args)
+            return [fn(self.key, *job) for job in jobs]
+        pool = self.executor()
+        return [f.result() for f in [pool.submit(fn, self.key, *job) for job in jobs]]
+
+
+def balanced_chunks(costs: Sequence[float], n: int) -> list[list[int]]:
+    """Split item indices into at most ``n`` contiguous chunks of similar total cost."""
+    total = float(sum(costs))
+    if not costs:
+        return []
+    chunks: list[list[int]] = [[]]
+    acc = 0.0
+    for i, c in enumerate(costs):
+        if chunks[-1] and acc >= total * len(chunks) / n and len(chunks) < n:
+            chunks.append([])
+        chunks[-1].append(i)
+        acc += c
+    return chunks

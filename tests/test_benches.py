@@ -1,0 +1,42 @@
+"""The benchmark commands run end to end at a small size and report what they promise."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fedlab_kit.cli import main
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_boost_small(tmp_path: Path) -> None:
+    out = tmp_path / "boost.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = CliRunner().invoke(main, ["bench", "boost", "--rows", "3000", "--features", "8",
+                                        "--trees", "3", "--depth", "3", "--parties", "3",
+                                        "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    for key in ("auc_federated", "auc_centralized", "auc_label_holder_only",
+                "seconds_per_tree", "bytes_sent", "peak_rss_mb"):
+        assert key in report
+    assert abs(report["auc_federated"] - report["auc_centralized"]) < 0.02
+    assert set(report["bytes_sent"]) == {"retailer", "media", "operator"}
+    phases = report["seconds_per_tree_phases"]
+    assert phases["encrypt"] > 0 and phases["histogram"] > 0
+
+
+def test_bench_dp_small(tmp_path: Path) -> None:
+    out = tmp_path / "dp.json"
+    res = CliRunner().invoke(main, ["bench", "dp", "--persons", "4000", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["epsilon"] == 1.0 and report["funnel_counts_evaluated"] == 240
+    assert report["cells_evaluated"] >= 0 and report["funnel_median_rel_error"] < 0.5
+    assert 0 <= report["crowd_ci_coverage"] <= 1
