@@ -50,20 +50,24 @@ def test_the_feature_holder_sees_no_secret_and_unused_slots_are_zero(active: Ckk
                                                                       ) -> None:
     passive = CkksPassive(active.setup_payload())
     assert not hasattr(passive.ctx, "decrypt")
-    g, h, codes, thr = _case(300, 3, 32)  # 95 candidate columns, ``width`` to a mask
+    g, h, codes, thr = _case(300, 3, 32)  # 95 candidate columns, 2 * width to a mask
     nodes = [np.arange(300)]
     raw = passive.histograms(active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
     msg = msgspec.msgpack.decode(raw)  # [width, n_results, columns, ciphertexts]
     width = msg[0]
-    assert msg[1] == -(-95 // width) and len(msg[2]) == 95 * 8
-    *full, last = (active.secret.decrypt(ct, complex_values=True)
-                   for ct in active.secret.load(msg[3]))
-    rows = last.reshape(-1, width)
-    used = 95 - len(full) * width
-    assert np.abs(rows[:, used:]).max() < 1e-5  # columns nobody asked for are zero
-    assert np.abs(rows - rows[0]).max() < 1e-5  # every row holds the same sums: no row leaks
-    for res in full:
-        assert np.abs(res.reshape(-1, width) - res[:width]).max() < 1e-5
+    groups = -(-95 // (2 * width))
+    assert msg[1] == 2 * groups and len(msg[2]) == 95 * 8
+    results = [active.secret.decrypt(ct, complex_values=True).reshape(-1, width)
+               for ct in active.secret.load(msg[3])]
+    for rows in results:  # every row holds the same sums: nothing about single rows
+        assert np.abs(rows - rows[0]).max() < 1e-5
+    used = 95 - (groups - 1) * 2 * width  # columns of the last group
+    s_last, d_last = results[-2][0], results[-1][0]
+    real_used, imag_used = min(used, width), max(0, used - width)
+    for part in (s_last.real, d_last.imag):  # first ``width`` columns of the group
+        assert np.abs(part[real_used:]).max(initial=0) < 1e-5
+    for part in (s_last.imag, d_last.real):  # the next ``width`` columns
+        assert np.abs(part[imag_used:]).max(initial=0) < 1e-5
 
 
 def test_mismatched_payloads_are_protocol_errors(active: CkksActive) -> None:

@@ -32,7 +32,7 @@ from ..he.grouped import zero_product
 from ..he.pool import KeyedPool, balanced_chunks, state, workers
 from .binning import MISSING
 
-WIDTH = 32  # slots per row: 32 candidate (feature, threshold) columns per mask
+WIDTH = 32  # slots per row: a complex mask answers 64 candidate (feature, threshold) columns
 MIN_WIDTH = 2
 SUM_BOUND = 2.0**17
 
@@ -51,8 +51,8 @@ class _Hists(msgspec.Struct, array_like=True):
 
 
 def _steps() -> list[int]:
-    """Rotation keys for every power-of-two fold, so any layout width works."""
-    steps, s = [], MIN_WIDTH
+    """Keys for complex conjugation (step 0) and every power-of-two fold."""
+    steps, s = [0], MIN_WIDTH
     while s < SLOTS:
         steps.append(s)
         s *= 2
@@ -108,17 +108,23 @@ class CkksActive:
                 cols[:, 0].min() < 0 or cols[:, 0].max() >= n_features
                 or cols[:, 1].min() < 0 or cols[:, 1].max() >= n_slots)):
             raise ProtocolError("encrypted histograms name columns outside the histogram")
-        groups = -(-len(cols) // msg.width)
-        if msg.n_results != n_nodes * groups:
-            raise ProtocolError(f"expected {n_nodes * groups} histogram groups, got "
+        groups = -(-len(cols) // (2 * msg.width))
+        if msg.n_results != 2 * n_nodes * groups:
+            raise ProtocolError(f"expected {2 * n_nodes * groups} histogram results, got "
                                 f"{msg.n_results}")
         cts = self.secret.load(msg.cts, expect=msg.n_results)
         res = np.stack([self.secret.decrypt(ct, complex_values=True)[: msg.width] for ct in cts]
                        ) if cts else np.zeros((0, msg.width), complex)
-        res = res.reshape(n_nodes, groups * msg.width)[:, : len(cols)]
+        # per group: S (real: 2G of the first w columns, imag: 2G of the next w) and
+        # D (imag: 2H of the first w columns, real: -2H of the next w)
+        res = res.reshape(n_nodes, groups, 2, msg.width) / 2
+        g_sums = np.concatenate([res[:, :, 0].real, res[:, :, 0].imag], axis=2)
+        h_sums = np.concatenate([res[:, :, 1].imag, -res[:, :, 1].real], axis=2)
+        g_sums = g_sums.reshape(n_nodes, -1)[:, : len(cols)] / self._scale[0]
+        h_sums = h_sums.reshape(n_nodes, -1)[:, : len(cols)] / self._scale[1]
         out = np.zeros((n_nodes, n_features, n_slots, 2))
-        out[:, cols[:, 0], cols[:, 1], 0] = res.real / self._scale[0]
-        out[:, cols[:, 0], cols[:, 1], 1] = res.imag / self._scale[1]
+        out[:, cols[:, 0], cols[:, 1], 0] = g_sums
+        out[:, cols[:, 0], cols[:, 1], 1] = h_sums
         return out
 
 
@@ -164,7 +170,8 @@ class CkksPassive:
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
         # only candidate slots that exist are computed, packed ``width`` to a mask
         cols = np.argwhere(thresholds >= 0).astype("<i4")  # (feature, slot) pairs
-        groups = [cols[a:a + width] for a in range(0, len(cols), width)]
+        span = 2 * width  # a complex mask carries two columns per slot
+        groups = [cols[a:a + span] for a in range(0, len(cols), span)]
         items = [(k, q) for k in range(len(nodes)) for q in range(len(groups))]
         busy = [i for i, (k, _) in enumerate(items) if msg.sizes[k]]
         chunks = balanced_chunks([counts[items[i][0]] for i in busy], workers())
@@ -174,52 +181,81 @@ class CkksPassive:
             node_data = {k: (parts[starts[k]:starts[k + 1]], codes[nodes[k]])
                          for k in {k for k, _ in mine}}
             jobs.append((node_data, mine, thresholds, groups, width))
-        out: list[bytes | None] = [None] * len(items)
+        pairs: list[list[bytes] | None] = [None] * len(items)
         for chunk, results in zip(chunks, self._pool.map(_histogram_job, jobs), strict=True):
             for i, res in zip(chunk, results, strict=True):
-                out[busy[i]] = res
-        if any(o is None for o in out):  # empty nodes: their sums are zero
-            zero = _to_bytes(self.ctx.encrypt(np.zeros(SLOTS)))
-            out = [zero if o is None else o for o in out]
+                pairs[busy[i]] = res
+        zero = _to_bytes(self.ctx.encrypt(np.zeros(SLOTS)))  # empty nodes: zero sums
+        out = [b for p in pairs for b in (p if p is not None else [zero, zero])]
         return msgspec.msgpack.encode(_Hists(width, len(out), cols.tobytes(),
                                              msgspec.msgpack.encode(out)))
 
 
 def _histogram_job(key: str, node_data: dict[int, tuple[list[bytes], np.ndarray]],
                    items: list[tuple[int, int]], thresholds: np.ndarray,
-                   groups: list[np.ndarray], width: int) -> list[bytes]:
-    """Worker: the folded, re-randomised sums of each (node, column group) in ``items``."""
+                   groups: list[np.ndarray], width: int) -> list[list[bytes]]:
+    """Worker: the folded, re-randomised (S, D) sums of each (node, column group)."""
     ctx: PublicContext = state(key)
-    loaded = {k: ctx.load(msgspec.msgpack.encode(cts)) for k, (cts, _) in node_data.items()}
+    split = {k: _split_gradients(ctx, ctx.load(msgspec.msgpack.encode(cts)))
+             for k, (cts, _) in node_data.items()}
     out = []
     for k, q in items:
         codes = node_data[k][1]
-        res = _group_sum(ctx, loaded[k], RowLayout(len(codes), width), codes, thresholds,
-                         groups[q])
-        ctx.rerandomise(res)
-        out.append(_to_bytes(res))
+        pair = _group_sums(ctx, *split[k], RowLayout(len(codes), width), codes, thresholds,
+                           groups[q])
+        for res in pair:
+            ctx.rerandomise(res)
+        out.append([_to_bytes(res) for res in pair])
     return out
 
 
-def _group_sum(ctx: PublicContext, cts: list[seal.Ciphertext], layout: RowLayout,
-               codes: np.ndarray, thresholds: np.ndarray, group: np.ndarray
-               ) -> seal.Ciphertext:
+def _split_gradients(ctx: PublicContext, cts: list[seal.Ciphertext]
+                     ) -> tuple[list[seal.Ciphertext], list[seal.Ciphertext]]:
+    """``g + i h`` -> ``2g`` and ``2ih`` (one conjugation each), so that one complex mask
+    answers two columns: ``2g (m1 + i m2)`` holds both G sums, ``2ih (m1 + i m2)`` both H."""
+    ev, gk = ctx.evaluator, ctx.galois_keys
+    twice_g, twice_ih = [], []
+    for ct in cts:
+        conj, a, b = seal.Ciphertext(), seal.Ciphertext(), seal.Ciphertext()
+        ev.complex_conjugate(ct, gk, conj)
+        ev.add(ct, conj, a)
+        ev.sub(ct, conj, b)
+        twice_g.append(a)
+        twice_ih.append(b)
+    return twice_g, twice_ih
+
+
+def _group_sums(ctx: PublicContext, twice_g: list[seal.Ciphertext],
+                twice_ih: list[seal.Ciphertext], layout: RowLayout, codes: np.ndarray,
+                thresholds: np.ndarray, group: np.ndarray) -> tuple[seal.Ciphertext, ...]:
     feats, slots = group[:, 0], group[:, 1]
     c = codes[:, feats].astype(np.int32)  # (rows, columns)
     thr = thresholds[feats, slots].astype(np.int32)
-    mask = np.zeros((layout.n_rows, layout.width))
-    mask[:, : len(group)] = (c <= thr[None, :]) & (c != MISSING)
-    ev, acc, tmp = ctx.evaluator, None, seal.Ciphertext()
-    for ct, vec in zip(cts, layout.place(mask), strict=True):
+    hit = ((c <= thr[None, :]) & (c != MISSING)).astype(float)
+    w = layout.width
+    mask = np.zeros((layout.n_rows, w), complex)
+    mask.real[:, : min(w, len(group))] = hit[:, :w]
+    if len(group) > w:
+        mask.imag[:, : len(group) - w] = hit[:, w:]
+    ev = ctx.evaluator
+    accs: list[seal.Ciphertext | None] = [None, None]
+    tmp = seal.Ciphertext()
+    for b, vec in enumerate(layout.place(mask)):
         if not vec.any():
             continue
-        ev.multiply_plain(ct, ctx.encode(vec, like=ct), tmp)
+        pt = ctx.encode(vec, like=twice_g[b])
+        for j, src in enumerate((twice_g[b], twice_ih[b])):
+            ev.multiply_plain(src, pt, tmp)
+            if accs[j] is None:
+                accs[j], tmp = tmp, seal.Ciphertext()
+            else:
+                ev.add_inplace(accs[j], tmp)
+    done = []
+    for acc in accs:
         if acc is None:
-            acc, tmp = tmp, seal.Ciphertext()
-        else:
-            ev.add_inplace(acc, tmp)
-    if acc is None:
-        return zero_product(ctx, cts[0])
-    ev.rescale_to_next_inplace(acc)
-    ctx.rotate_sum(acc, layout.fold_steps)
-    return acc
+            done.append(zero_product(ctx, twice_g[0]))
+            continue
+        ev.rescale_to_next_inplace(acc)
+        ctx.rotate_sum(acc, layout.fold_steps)
+        done.append(acc)
+    return tuple(done)
