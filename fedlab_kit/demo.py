@@ -146,12 +146,10 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
                 report["crowd_files"] = _maps(m, out, "retailer_ta_crowd")
         else:
             pois = load_pois(root=data)
-            visits = load_sample_visits(root=data).merge(pois[["poi_id", "h3_r8"]],
-                                                         on="poi_id")
+            visits, _ = joint_crowd.visit_cells(load_sample_visits(root=data), pois=pois)
             report["crowd"] = joint_crowd.crowd_for_visits(
-                party, both["user_id"], visits.rename(columns={"h3_r8": "h3"}),
-                ledger=ledger, epsilon=1.0, keys=sorted(np.unique(pois["h3_r8"])),
-                executor=pool)
+                party, both["user_id"], visits, ledger=ledger, epsilon=1.0,
+                keys=sorted(np.unique(pois["h3_r8"])), executor=pool)
     return report
 
 

@@ -204,3 +204,18 @@ def test_funnel_bad_input(tmp_path: Path) -> None:
     with pytest.raises(DPError, match="not 0/1"):
         F.outcomes_protocol([0, 3], [0, 0], ["operator", "media"])
     assert lm.remaining().epsilon == 2  # nothing spent on refused input
+
+
+def test_visit_cells_from_pois_and_coordinates() -> None:
+    pois = pd.DataFrame({"poi_id": ["p1", "p2"], "lat": [31.23, 31.30], "lon": [121.47, 121.50]})
+    visits = pd.DataFrame({"user_id": ["a", "b", "c"], "poi_id": ["p1", "p2", "p9"]})
+    with pytest.raises(DPError, match="1 visits are to POIs not in the POI table"):
+        C.visit_cells(visits, pois=pois)
+    out, report = C.visit_cells(visits, pois=pois, drop_unknown_pois=True)
+    assert report["rows_unknown_poi"] == 1 and len(out) == 2
+    assert out["h3"].str.len().eq(15).all() and out["h3"].iloc[0] != out["h3"].iloc[1]
+    coords = pd.DataFrame({"user_id": ["a", "b"], "lat": [31.2, 95.0], "lon": [121.4, 121.4]})
+    with pytest.raises(DPError, match="1 rows have a latitude/longitude"):
+        C.visit_cells(coords)
+    with pytest.raises(DPError, match="need 'lat'/'lon'"):
+        C.visit_cells(visits[["user_id"]])

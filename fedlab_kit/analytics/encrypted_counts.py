@@ -18,7 +18,8 @@ multiplier -> next ``ec-data``; grouper -> key holder ``ec-result`` (ciphertexts
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,12 +27,15 @@ import msgspec
 import numpy as np
 import tenseal.sealapi as seal
 
+from ..dp.errors import BudgetExceeded
+from ..dp.ledger import PrivacyLedger, check_epsilon
 from ..envelope import Envelope
-from ..errors import ProtocolError
+from ..errors import PeerLost, ProtocolError
 from ..he import PublicContext, RowLayout, SecretContext, SparseMask, grouped_sums
 from ..he.ckks import SLOTS
 from ..he.grouped import zero_product
 from ..protocol import Action, Compute, Protocol, Send
+from ..session import Party
 
 
 class _Plan(msgspec.Struct, array_like=True):
@@ -52,7 +56,13 @@ class _Result(msgspec.Struct, array_like=True):
     meta: bytes  # JSON from the grouper
 
 
+ABORT = "ec-abort"
+
+
 def _decode(env: Envelope, kind: str, typ: type[Any]) -> Any:
+    if env.kind == ABORT:
+        reason = bytes(env.payload).decode("utf-8", "replace")[:2000]
+        raise ProtocolError(f"{env.sender!r} stopped the joint computation: {reason}")
     if env.kind != kind:
         raise ProtocolError(f"encrypted counts: expected {kind!r}, got {env.kind!r} "
                             f"from {env.sender!r}")
@@ -60,6 +70,31 @@ def _decode(env: Envelope, kind: str, typ: type[Any]) -> Any:
         return msgspec.msgpack.decode(env.payload, type=typ)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"encrypted counts: malformed {kind!r} from {env.sender!r}") from exc
+
+
+@contextmanager
+def aborting(party: Any, peers: Sequence[str], session: str) -> Iterator[None]:
+    """On an error here (bad input, refused budget...), tell ``peers`` before raising, so
+    they stop with this reason instead of waiting for a timeout."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(party, Party) and not isinstance(exc, (ProtocolError, PeerLost)):
+            reason = f"{type(exc).__name__}: {exc}".encode()
+            for peer in peers:
+                with suppress(Exception):
+                    party.send(peer, reason, kind=ABORT, session=session)
+            with suppress(Exception):
+                party.flush(10)
+        raise
+
+
+def check_budget(ledger: PrivacyLedger, epsilon: float, query: str) -> None:
+    """Refuse before any data moves if ``ledger`` cannot pay ``epsilon``."""
+    eps = check_epsilon(epsilon)
+    left = ledger.remaining()
+    if eps > left.epsilon:
+        raise BudgetExceeded(query, ledger.party, (eps, 0.0), tuple(left), tuple(ledger.total))
 
 
 @dataclass(frozen=True)

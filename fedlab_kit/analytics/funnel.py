@@ -28,7 +28,14 @@ from ..dp.errors import DPError
 from ..dp.mechanisms import monotone_funnel, release_noise
 from ..protocol import ProgressCallback, run
 from ..session import Party
-from .encrypted_counts import CountsResult, Grouper, KeyHolder, Multiplier
+from .encrypted_counts import (
+    CountsResult,
+    Grouper,
+    KeyHolder,
+    Multiplier,
+    aborting,
+    check_budget,
+)
 from .joint_crowd import check_flags
 
 SESSION = "joint-funnel"
@@ -57,8 +64,9 @@ def funnel_for_outcomes(party: Party, purchased: Any, repeat: Any, *,
 
     ``purchased`` and ``repeat`` are 0/1 per PSI-aligned row (PSI order).
     """
-    res = run(party, outcomes_protocol(purchased, repeat, chain), session=session,
-              timeout=timeout, progress=progress, watch=list(chain))
+    with aborting(party, list(getattr(party, "peers", chain)), session):
+        res = run(party, outcomes_protocol(purchased, repeat, chain), session=session,
+                  timeout=timeout, progress=progress, watch=list(chain))
     return funnel_frame(res)
 
 
@@ -76,6 +84,16 @@ def funnel_for_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLed
                       executor: Executor | None = None) -> dict[str, Any]:
     """Operator: ``visited`` has one 0/1 column per campaign (in the media owner's campaign
     order), one row per PSI-aligned person. Pays ``epsilon`` on its ledger."""
+    with aborting(party, list(getattr(party, "peers", [key_holder, next_party])), session):
+        check_budget(ledger, epsilon, "joint funnel, visits")
+        return _serve_visits(party, visited, ledger=ledger, epsilon=epsilon,
+                             key_holder=key_holder, next_party=next_party, session=session,
+                             timeout=timeout, executor=executor)
+
+
+def _serve_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
+                  epsilon: float, key_holder: str, next_party: str, session: str,
+                  timeout: float | None, executor: Executor | None) -> dict[str, Any]:
     flags = np.stack([check_flags(visited[c], f"visited flags of {c!r}") for c in visited.columns],
                      axis=1) if len(visited.columns) else np.zeros((len(visited), 0))
     n_campaigns = flags.shape[1]
@@ -111,6 +129,19 @@ def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
                         progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Media owner: home ``district`` per aligned row and one 0/1 ``exposed`` column per
     campaign. Adds the noise and pays ``epsilon`` on its ledger. Returns a report."""
+    with aborting(party, list(getattr(party, "peers", [key_holder])), session):
+        check_budget(ledger, epsilon, "joint funnel, exposure")
+        return _serve_exposure(party, district, exposed, ledger=ledger, epsilon=epsilon,
+                               districts=districts, key_holder=key_holder,
+                               suppress_below=suppress_below, session=session,
+                               timeout=timeout, executor=executor, progress=progress)
+
+
+def _serve_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
+                    ledger: PrivacyLedger, epsilon: float, districts: Sequence[str] | None,
+                    key_holder: str, suppress_below: int, session: str,
+                    timeout: float | None, executor: Executor | None,
+                    progress: ProgressCallback | None) -> dict[str, Any]:
     dist = pd.Series(np.asarray(district, dtype=object))
     if dist.isna().any():
         raise DPError(f"{int(dist.isna().sum())} aligned rows have no district")

@@ -26,7 +26,7 @@ from ..he import SparseMask
 from ..he.ckks import SLOTS
 from ..protocol import ProgressCallback, run
 from ..session import Party
-from .encrypted_counts import CountsResult, Grouper, KeyHolder
+from .encrypted_counts import CountsResult, Grouper, KeyHolder, aborting, check_budget
 
 SESSION = "joint-crowd"
 
@@ -69,10 +69,15 @@ def crowd_for_labels(party: Party, ta: Any, *, visit_holder: str = "operator",
     ``ta`` is the 0/1 flag of each PSI-aligned row, in PSI order. Returns one row per cell:
     ``h3`` (cell id), ``count``, ``ci_low``, ``ci_high`` (95 %), ``suppressed``.
     """
-    flags = check_flags(ta, "target-audience flags")
-    res = run(party, KeyHolder(flags, [visit_holder]), session=session, timeout=timeout,
-              progress=progress, watch=[visit_holder])
+    with aborting(party, _peers(party, [visit_holder]), session):
+        flags = check_flags(ta, "target-audience flags")
+        res = run(party, KeyHolder(flags, [visit_holder]), session=session, timeout=timeout,
+                  progress=progress, watch=[visit_holder])
     return crowd_frame(res)
+
+
+def _peers(party: Any, default: list[str]) -> list[str]:
+    return list(getattr(party, "peers", default))
 
 
 def crowd_frame(res: CountsResult) -> pd.DataFrame:
@@ -112,9 +117,23 @@ def crowd_for_visits(
     ``persons`` are the PSI-aligned person ids in PSI order; ``visits`` has ``person_col``
     and ``cell_col``. Returns a report of the rows used and excluded (and why).
     """
-    prepared = prepare_visits(persons, visits, keys=keys, person_col=person_col,
-                              cell_col=cell_col, max_cells=max_cells, seed=seed)
-    rows, cells, report = prepared
+    with aborting(party, _peers(party, [label_holder]), session):
+        return _serve_crowd(party, persons, visits, ledger=ledger, epsilon=epsilon, keys=keys,
+                            label_holder=label_holder, person_col=person_col,
+                            cell_col=cell_col, max_cells=max_cells,
+                            suppress_below=suppress_below, seed=seed, session=session,
+                            timeout=timeout, executor=executor, progress=progress)
+
+
+def _serve_crowd(party: Party, persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
+                 ledger: PrivacyLedger, epsilon: float, keys: Sequence[str], label_holder: str,
+                 person_col: str, cell_col: str, max_cells: int, suppress_below: int,
+                 seed: int | None, session: str, timeout: float | None,
+                 executor: Executor | None, progress: ProgressCallback | None
+                 ) -> dict[str, Any]:
+    check_budget(ledger, epsilon, "joint TA crowd per cell")
+    rows, cells, report = prepare_visits(persons, visits, keys=keys, person_col=person_col,
+                                         cell_col=cell_col, max_cells=max_cells, seed=seed)
     n, n_keys = len(persons), len(keys)
     copies = choose_copies(n, n_keys)
     masks = cell_masks(rows, cells, n_keys, copies)
@@ -136,6 +155,46 @@ def crowd_for_visits(
     run(party, grouper, session=session, timeout=timeout, progress=progress,
         executor=executor, watch=[label_holder])
     return report
+
+
+def visit_cells(visits: pd.DataFrame, *, resolution: int = 8, pois: pd.DataFrame | None = None,
+                poi_col: str = "poi_id", lat_col: str = "lat", lon_col: str = "lon",
+                cell_col: str = "h3", drop_unknown_pois: bool = False
+                ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Visits with the H3 cell (at ``resolution``) of where they happened.
+
+    From ``lat``/``lon`` columns when the visits have them (rows out of range or missing are
+    an error, with their count), else from ``pois`` (its ``lat``/``lon``) through ``poi_col``:
+    visits to POIs missing from ``pois`` are an error with their count and examples, or
+    dropped and counted when ``drop_unknown_pois``.
+    """
+    from .own_crowd import cells_of
+
+    report = {"visit_rows": len(visits), "rows_unknown_poi": 0}
+    if {lat_col, lon_col} <= set(visits.columns):
+        out = visits.copy()
+        out[cell_col] = cells_of(out[lat_col], out[lon_col], resolution)
+        return out, report
+    if pois is None or poi_col not in visits.columns:
+        raise DPError(f"visits need {lat_col!r}/{lon_col!r} columns, or {poi_col!r} and a "
+                      "POI table with lat/lon")
+    missing = [c for c in (poi_col, lat_col, lon_col) if c not in pois.columns]
+    if missing:
+        raise DPError(f"the POI table has no column(s) {missing}")
+    poi_cells = pd.Series(cells_of(pois[lat_col], pois[lon_col], resolution).to_numpy(),
+                          index=pois[poi_col].to_numpy())
+    if poi_cells.index.has_duplicates:
+        raise DPError(f"the POI table lists some {poi_col} more than once")
+    known = visits[poi_col].isin(poi_cells.index)
+    if not known.all():
+        examples = visits.loc[~known, poi_col].drop_duplicates().head(3).tolist()
+        if not drop_unknown_pois:
+            raise DPError(f"{int((~known).sum())} visits are to POIs not in the POI table, "
+                          f"e.g. {examples}; fix them or pass drop_unknown_pois=True")
+        report["rows_unknown_poi"] = int((~known).sum())
+    out = visits[known].copy()
+    out[cell_col] = poi_cells.reindex(out[poi_col]).to_numpy()
+    return out, report
 
 
 def prepare_visits(persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
