@@ -96,3 +96,24 @@ def boost_party(key: str, invitation: str, role: str, data: dict[str, Any],
                                       "trees": len(srv.model.trees)}))
         except BoostError as exc:
             out.put((party.name, {"error": str(exc)}))
+
+
+def boost_party_reporting(key: str, invitation: str, role: str, data: dict[str, Any],
+                          params: dict[str, Any], out: Any) -> None:
+    """Encrypted training that reports each finished tree to ``out`` as ("tree", t)."""
+    from fedlab_kit import Identity, Invitation, Party
+    from fedlab_kit.boost import SecureBoostClassifier, SecureBoostPassive
+
+    with Party(Identity.load(key), Invitation.from_string(invitation)) as party:
+        if role == "active":
+            clf = SecureBoostClassifier(**params)
+            clf.fit(data["X"], data["y"], party=party, passive=data["passive"], timeout=300,
+                    progress=lambda t, n, metrics: out.put(("tree", t)))
+            proba = clf.predict_proba(data["X_test"], party=party, timeout=300)
+            out.put((party.name, {"proba": proba, "reconnects": party.aio.reconnects}))
+        else:
+            srv = SecureBoostPassive()
+            srv.fit(data["X"], party=party, active=data["active"], timeout=300)
+            srv.predict(data["X_test"], party=party, active=data["active"], timeout=300)
+            out.put((party.name, {"trees": len(srv.model.trees),
+                                  "reconnects": party.aio.reconnects}))

@@ -82,3 +82,43 @@ def test_bad_input_over_the_relay_stops_both_parties(tmp_path: Path) -> None:
     assert "non-numeric columns ['city']" in res["media"]["error"]
     assert "party 'media' aborted: 'media' cannot take part" in res["retailer"]["error"]
     assert "['city']" in res["retailer"]["error"]
+
+
+def test_encrypted_training_survives_a_relay_restart(tmp_path: Path) -> None:
+    """The relay is SIGKILLed after the first tree and restarted: training resumes (the links
+    replay what was lost) and the model equals one trained without interruption."""
+    X, y = _dataset(400)
+    params = {"n_estimators": 4, "max_depth": 3, "max_bin": 16}
+    data = {"retailer": {"X": X[:300, :3], "y": y[:300], "X_test": X[300:, :3],
+                         "passive": ["media"]},
+            "media": {"X": X[:300, 3:], "X_test": X[300:, 3:], "active": "retailer"}}
+    roles = {"retailer": "active", "media": "passive"}
+    with RelayProcess.start() as relay:
+        inv, keys = create_room(list(data), tmp_path, relay.host, relay.port)
+        q = CTX.Queue()
+        procs = [CTX.Process(target=boost_workers.boost_party_reporting,
+                             args=(str(keys[n]), inv.to_string(), roles[n], d, params, q))
+                 for n, d in data.items()]
+        for p in procs:
+            p.start()
+        assert q.get(timeout=300) == ("tree", 0)
+        relay.kill()
+        relay.restart()
+        got: dict[str, Any] = {}
+        trees = [0]
+        while len(got) < 2:
+            kind, value = q.get(timeout=300)
+            if kind == "tree":
+                trees.append(value)
+            else:
+                got[kind] = value
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    assert trees == [0, 1, 2, 3] and got["media"]["trees"] == 4
+    assert got["retailer"]["reconnects"] >= 1 and got["media"]["reconnects"] >= 1
+    central = SecureBoostClassifier(**params, insecure_plaintext=True)
+    central.fit(X[:300], y[:300], party=None, passive=[])
+    np.testing.assert_allclose(got["retailer"]["proba"], central.predict_proba(X[300:],
+                                                                               party=None),
+                               atol=1e-6)
