@@ -282,12 +282,14 @@ def bench_psi_cmd(n: int, overlap: float, vs: str | None, json_path: Path | None
 @bench.command("dp")
 @click.option("--persons", default=100_000, show_default=True, help="persons in the city")
 @click.option("--seed", default=7, show_default=True)
+@click.option("--funnel-epsilon", default=1.0, show_default=True, type=click.FloatRange(0.01),
+              help="epsilon of the funnel release (all campaigns together)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
-def bench_dp_cmd(persons: int, seed: int, json_path: Path | None) -> None:
-    """Joint DP crowd (P30) and funnel accuracy vs the generator's truth, at epsilon 1."""
+def bench_dp_cmd(persons: int, seed: int, funnel_epsilon: float, json_path: Path | None) -> None:
+    """Joint DP crowd (P30, epsilon 1) and funnel accuracy vs the generator's truth."""
     from .bench.dp import bench_dp
 
-    text = json.dumps(bench_dp(persons, seed), indent=2)
+    text = json.dumps(bench_dp(persons, seed, funnel_epsilon), indent=2)
     click.echo(text)
     if json_path:
         json_path.write_text(text + "\n")

@@ -31,7 +31,7 @@ ROLES = ("retailer", "media", "operator")
 
 
 def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
-              results: Any, draw_maps: bool = True) -> None:
+              results: Any, draw_maps: bool = True, funnel_epsilon: float = 1.0) -> None:
     """What one party process does (runs in its own OS process)."""
     from .data import load_sample
 
@@ -46,9 +46,10 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
             rollcall_s = time.monotonic() - started
             aligned = party.psi(frame["user_id"], session="demo-psi")
             rows = aligned.align(frame)
-            ledger = _fresh_ledger(Path(out), role)
+            ledger = _fresh_ledger(Path(out), role, 2.0 + max(1.0, funnel_epsilon))
             started = time.monotonic()
-            joint = joint_stages(party, role, rows, frame, ledger, Path(out), data, draw_maps)
+            joint = joint_stages(party, role, rows, frame, ledger, Path(out), data, draw_maps,
+                                 funnel_epsilon)
             joint["joint_s"] = round(time.monotonic() - started, 2)
             started = time.monotonic()
             training = training_stage(party, role, rows)
@@ -66,11 +67,11 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
         raise
 
 
-def _fresh_ledger(out: Path, role: str) -> PrivacyLedger:
-    """Each demo run starts from a fresh budget of epsilon 3 per party."""
+def _fresh_ledger(out: Path, role: str, total: float = 3.0) -> PrivacyLedger:
+    """Each demo run starts from a fresh budget (epsilon 3 per party by default)."""
     path = out / f"{role}_privacy_ledger.sqlite"
     path.unlink(missing_ok=True)
-    return PrivacyLedger(path, total_epsilon=3.0, party=role)
+    return PrivacyLedger(path, total_epsilon=total, party=role)
 
 
 def _maps(m: Any, out: Path, stem: str) -> dict[str, str]:
@@ -86,7 +87,8 @@ def _maps(m: Any, out: Path, stem: str) -> dict[str, str]:
 
 
 def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: PrivacyLedger,
-                 out: Path, data: str | None, draw_maps: bool) -> dict[str, Any]:
+                 out: Path, data: str | None, draw_maps: bool,
+                 funnel_epsilon: float = 1.0) -> dict[str, Any]:
     """Joint releases after the three-party PSI: the ad funnel (all three parties, over the
     aligned rows), then the TA crowd (retailer and operator, after their own two-party PSI).
     Every number released is DP; the retailer holds the CKKS key and gets the results."""
@@ -122,12 +124,12 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
                                     & (campaigns_table["role"] == "store"), "poi_id"]),
                 "user_id"]).astype(int).to_numpy() for c in campaigns})
             report["funnel"] = funnel.funnel_for_visits(party, visited, ledger=ledger,
-                                                        epsilon=1.0, executor=pool)
+                                                        epsilon=funnel_epsilon, executor=pool)
         else:
             report["funnel"] = funnel.funnel_for_exposure(
                 party, rows["exposure_district_id"],
                 pd.DataFrame({c: rows[f"exposed_{c}"].to_numpy() for c in campaigns}),
-                ledger=ledger, epsilon=1.0,
+                ledger=ledger, epsilon=funnel_epsilon,
                 districts=sorted(load_districts(root=data)["district_id"]), executor=pool)
         if role == "media":
             return report
@@ -173,7 +175,8 @@ def _operator_crowd_map(out: Path, data: str | None, ledger: PrivacyLedger) -> d
 
 
 def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = print, *,
-             draw_maps: bool = True, timeout: float = 900) -> dict[str, Any]:
+             draw_maps: bool = True, timeout: float = 900,
+             funnel_epsilon: float = 1.0) -> dict[str, Any]:
     """Run the demo; writes ``out/summary.json`` and per-party outputs, returns the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,7 +189,7 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
         inv, keys = create_room(ROLES, keys_dir, relay.host, relay.port, room="demo")
         procs = PartyProcesses.start(party_job, {
             r: (r, str(keys[r]), inv.to_string(), str(data) if data else None, str(out), results,
-                draw_maps)
+                draw_maps, funnel_epsilon)
             for r in ROLES})
         try:
             reports = dict(results.get(timeout=timeout) for _ in ROLES)

@@ -52,17 +52,20 @@ def funnel_accuracy(released: pd.DataFrame, truth: pd.DataFrame) -> dict[str, An
             "funnel_district_max_rel_error": round(float(drel.max()), 4)}
 
 
-def bench_dp(persons: int = 100_000, seed: int = 7) -> dict[str, Any]:
+def bench_dp(persons: int = 100_000, seed: int = 7, funnel_epsilon: float = 1.0
+             ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         city = Path(tmp) / "city"
         make_and_write(persons, seed, city)
         started = time.monotonic()
-        summary = run_demo(Path(tmp) / "out", data=city, echo=lambda _: None, draw_maps=False)
+        summary = run_demo(Path(tmp) / "out", data=city, echo=lambda _: None, draw_maps=False,
+                           funnel_epsilon=funnel_epsilon)
         seconds = time.monotonic() - started
         crowd = pd.read_csv(Path(tmp) / "out" / "retailer_ta_crowd.csv")
         funnel = pd.read_csv(Path(tmp) / "out" / "retailer_funnel.csv")
         report: dict[str, Any] = {
-            "persons": persons, "seed": seed, "epsilon": 1.0, "max_cells": 5,
+            "persons": persons, "seed": seed, "epsilon": 1.0, "funnel_epsilon": funnel_epsilon,
+            "max_cells": 5,
             "crowd_level": "h3_r8", "crowd_label": "beauty",
             **crowd_accuracy(crowd, load_truth("crowd", root=city)),
             **funnel_accuracy(funnel, load_truth("funnel", root=city)),
