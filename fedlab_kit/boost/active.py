@@ -126,9 +126,16 @@ class ActiveTrainer(_Peers):
         self.eval_margin = np.full(0 if self.eval_X is None else len(self.eval_X), self.base)
         self.t, self.tree_due = 0, False
         self.best: tuple[float, int] | None = None
+        self.stop_requested = False
 
     def progress(self) -> tuple[int, int]:
         return (len(self.model.trees), self.p.n_estimators)
+
+    def request_stop(self) -> None:
+        """End training after the tree being built, keeping the trees so far: the run then
+        finishes as early stopping does (every passive party is told how many trees to keep).
+        Safe to call from another thread; a request after the end changes nothing."""
+        self.stop_requested = True
 
     # ------------------------------------------------------------------ setup
     def start(self) -> list[Action]:
@@ -382,7 +389,7 @@ class ActiveTrainer(_Peers):
                                                          self.y, self.margin)
             self.on_tree(self.t, self.p.n_estimators, metrics)
         self.t += 1
-        if stop or self.t == self.p.n_estimators:
+        if stop or self.stop_requested or self.t == self.p.n_estimators:
             return self._finish()
         self.tree_due = True
         return []

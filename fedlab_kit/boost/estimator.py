@@ -87,6 +87,8 @@ class _ActiveEstimator:
     """The label holder's estimator (shared by the classifier and the regressor)."""
 
     _objective = LOGISTIC
+    _trainer: ActiveTrainer | None = None  # the run in progress, for request_stop()
+    _stop_requested = False
 
     def __init__(
         self, *, n_estimators: int = 100, max_depth: int = 6, learning_rate: float = 0.3,
@@ -130,10 +132,28 @@ class _ActiveEstimator:
             evals.append(EvalSet(ex, check_labels(self._objective, ye, len(ex),
                                                   f"eval_set[{i}] y")))
         backends = make_backends(self.insecure_plaintext)
-        return ActiveTrainer(me, list(passive), X, columns, labels, self.params,
-                             backends.active(), secure=backends.secure,
-                             eval_sets=evals, early_stopping_rounds=early_stopping_rounds,
-                             on_tree=progress, on_done=self._fitted)
+        trainer = ActiveTrainer(me, list(passive), X, columns, labels, self.params,
+                                backends.active(), secure=backends.secure,
+                                eval_sets=evals, early_stopping_rounds=early_stopping_rounds,
+                                on_tree=progress, on_done=self._fitted)
+        self._trainer = trainer
+        return trainer
+
+    def request_stop(self) -> None:
+        """Ask the training in progress (:meth:`fit` running in another thread, or the
+        last :meth:`fit_protocol`) to end after the current tree and keep the trees so far,
+        as early stopping does; every passive party keeps the same trees. A request made
+        while :meth:`fit` is not running has no effect on the next one."""
+        self._stop_requested = True
+        trainer = self._trainer
+        if trainer is not None:
+            trainer.request_stop()
+
+    def _armed(self, trainer: ActiveTrainer) -> ActiveTrainer:
+        """``trainer``, told to stop if that was asked while it was being built."""
+        if self._stop_requested:
+            trainer.request_stop()
+        return trainer
 
     def _fitted(self, model: ActiveModel) -> None:
         self.model_ = model
@@ -150,10 +170,14 @@ class _ActiveEstimator:
         unknown = [p for p in passive if party is not None and p not in party.peers]
         if unknown:
             raise BoostError(f"passive parties {unknown} are not in this room")
-        _drive(party, passive, lambda: self.fit_protocol(
-                   _name(party), passive, X_own, y, eval_set=eval_set,
-                   early_stopping_rounds=early_stopping_rounds, progress=progress),
-               session=f"{session}/fit", timeout=timeout)
+        self._stop_requested = False
+        try:
+            _drive(party, passive, lambda: self._armed(self.fit_protocol(
+                       _name(party), passive, X_own, y, eval_set=eval_set,
+                       early_stopping_rounds=early_stopping_rounds, progress=progress)),
+                   session=f"{session}/fit", timeout=timeout)
+        finally:
+            self._trainer, self._stop_requested = None, False
         return self
 
     # -------------------------------------------------------------- prediction
