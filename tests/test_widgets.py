@@ -25,7 +25,7 @@ from fedlab_kit.widgets import Background, ConnectPanel, PrivacyPanel, PsiPanel
 pytestmark = pytest.mark.timeout(120)
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 20, what: str = "") -> None:
+def wait_for(cond: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:

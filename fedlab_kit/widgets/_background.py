@@ -71,6 +71,26 @@ class Panel:
         display(self.widget)
 
 
+class TaskPanel(Panel):
+    """A panel whose long work runs in one :class:`Background` task (``self._task``)."""
+
+    _task: Background
+
+    @property
+    def busy(self) -> bool:
+        """Work is in progress."""
+        return self._task.busy
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the current work (for scripts and tests); ``True`` once it has ended."""
+        return self._task.join(timeout)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception of the last run, if it failed."""
+        return self._task.error
+
+
 class Background:
     """Runs one function at a time in a daemon thread; failures go into ``status``.
 

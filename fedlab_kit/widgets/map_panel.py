@@ -16,14 +16,14 @@ import pandas as pd
 from .. import maps
 from ..errors import FedlabError
 from ..maps.layers import DEFAULT_CENTER, DEFAULT_ZOOM
-from ._background import Background, Panel, box_html, describe_error, error_html
+from ._background import Background, TaskPanel, box_html, describe_error, error_html
 
 LayerBuilder = Callable[[folium.Map], Any]
 
 CROWD, HEAT, FUNNEL, DISTRICTS = "Crowd counts", "Crowd heat", "Campaign funnel", "Districts"
 
 
-class MapPanel(Panel):
+class MapPanel(TaskPanel):
     """Checkboxes for the released layers, the map, and Export HTML / Export PNG buttons.
 
     Layers come from released frames (each drawn by :mod:`fedlab_kit.maps`, which refuses
@@ -115,19 +115,6 @@ class MapPanel(Panel):
         """The ticked layers, in drawing order."""
         return [name for name, box in self.layer_boxes.items() if box.value]
 
-    @property
-    def busy(self) -> bool:
-        """An export is in progress."""
-        return self._task.busy
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the current export (for scripts and tests); ``True`` once it has ended."""
-        return self._task.join(timeout)
-
-    @property
-    def error(self) -> BaseException | None:
-        """The exception of the last export, if it failed."""
-        return self._task.error
 
     # -------------------------------------------------------------------- map
     def _start_view(self) -> tuple[list[float], list[list[float]] | None]:

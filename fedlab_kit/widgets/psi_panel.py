@@ -11,14 +11,14 @@ import pandas as pd
 
 from ..errors import FedlabError
 from ..session import Party
-from ._background import Background, Panel, box_html, error_html
+from ._background import Background, TaskPanel, box_html, error_html
 
 _BUCKET = re.compile(r"bucket (\d+)/(\d+)")
 _STEPS = 100  # progress bar steps per bucket
 _OWN_OPTIONS = {"reveal", "duplicates", "normalize", "progress", "peers", "session"}
 
 
-class PsiPanel(Panel):
+class PsiPanel(TaskPanel):
     """Pick the ID column and the options, press Run: PSI runs in the background.
 
     ``party`` is a connected :class:`~fedlab_kit.session.Party` or a
@@ -91,19 +91,6 @@ class PsiPanel(Panel):
         guesses = [c for c in columns if str(c).lower().replace("-", "_").endswith("id")]
         self.id_column.value = guesses[0] if len(guesses) == 1 else None
 
-    @property
-    def busy(self) -> bool:
-        """A run is in progress."""
-        return self._task.busy
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the current run (for scripts and tests); ``True`` once it has ended."""
-        return self._task.join(timeout)
-
-    @property
-    def error(self) -> BaseException | None:
-        """The exception of the last run, if it failed."""
-        return self._task.error
 
     # -------------------------------------------------------------------- run
     def _party(self) -> Party:

@@ -26,7 +26,7 @@ from ..boost import (
 from ..boost.params import LOGISTIC, MAXIMIZE, METRICS, SQUARED
 from ..errors import FedlabError
 from ..session import Party
-from ._background import Background, Panel, box_html, error_html
+from ._background import Background, TaskPanel, box_html, error_html
 
 log = logging.getLogger("fedlab.widgets")
 
@@ -77,7 +77,7 @@ def _table(rows: Sequence[tuple[str, str]], css: str) -> str:
     return f'<table class="{css}">{body}</table>'
 
 
-class TrainingPanel(Panel):
+class TrainingPanel(TaskPanel):
     """The label holder's SecureBoost training: hyperparameters, partners, Train / Stop.
 
     ``party`` is a connected :class:`~fedlab_kit.session.Party`, a
@@ -185,19 +185,6 @@ class TrainingPanel(Panel):
         ])
 
     # ------------------------------------------------------------------ state
-    @property
-    def busy(self) -> bool:
-        """Training is in progress."""
-        return self._task.busy
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for the current run (for scripts and tests); ``True`` once it has ended."""
-        return self._task.join(timeout)
-
-    @property
-    def error(self) -> BaseException | None:
-        """The exception of the last run, if it failed."""
-        return self._task.error
 
     def hyperparameters(self) -> dict[str, Any]:
         """The estimator's keyword arguments as the widgets (and fixed options) say."""
@@ -377,7 +364,7 @@ def result_html(estimator: Any, trained: int, seconds: float) -> str:
     return _table(rows, "fedlab-training-result")
 
 
-class PassiveTrainingPanel(Panel):
+class PassiveTrainingPanel(TaskPanel):
     """A feature holder's side of a SecureBoost run: press Serve while the label holder
     presses Train (same ``session``). ``party`` is a connected Party or a ConnectPanel;
     ``active`` the label holder's name (default: the only peer, if there is one).
@@ -424,16 +411,6 @@ class PassiveTrainingPanel(Panel):
             self.active, self.serve_button, self.status, self.result_html,
         ])
 
-    @property
-    def busy(self) -> bool:
-        return self._task.busy
-
-    def join(self, timeout: float | None = None) -> bool:
-        return self._task.join(timeout)
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._task.error
 
     def _on_serve(self, _: Any = None) -> None:
         if self._task.busy:
