@@ -115,6 +115,9 @@ async def drive(
             computing[loop.run_in_executor(executor, job.fn, *job.args)] = job.key
 
     party.on_presence(on_presence)
+    for peer in sorted(watched):  # a peer that left before we started watching
+        if party.presence.get(peer) == "left":
+            on_presence(peer, "left")
     lost_task = asyncio.ensure_future(lost_event.wait())
     receiving: asyncio.Future[Envelope] | None = None
     try:

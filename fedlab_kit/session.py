@@ -90,8 +90,11 @@ class AsyncParty:
     async def close(self, flush_timeout: float | None = 30.0) -> None:
         """Wait (up to ``flush_timeout``) until peers acknowledged everything, then leave."""
         if flush_timeout and self._error is None:
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError, FedlabError):
-                await self.flush(flush_timeout)
+            # peers that have left the room will not acknowledge: do not wait for them
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._until(lambda: all(
+                    k.idle for p, k in self._links.items() if self.presence.get(p) != "left")),
+                    flush_timeout)
             with contextlib.suppress(asyncio.TimeoutError):  # our last acks to the peers
                 await asyncio.wait_for(self._until(lambda: not self._control), 5)
         if self._pump_task is not None:
@@ -224,6 +227,7 @@ class AsyncParty:
     def _on_presence(self, party: str, event: str) -> None:
         if party in self.presence:
             self.presence[party] = "present" if event == "joined" else event
+        asyncio.get_running_loop().create_task(self._notify())  # e.g. close() stops waiting
         for cb in self._presence_callbacks:
             try:
                 cb(party, event)

@@ -38,3 +38,26 @@ def test_invitation_from_file_or_text(tmp_path) -> None:
     assert Invitation.parse(inv.to_string()) == inv
     with pytest.raises(InvitationError, match="cannot read the invitation file"):
         Invitation.parse(f"@{tmp_path / 'missing.txt'}")
+
+
+def test_a_peer_that_left_before_a_protocol_starts_is_reported(tmp_path) -> None:
+    """drive() watches presence from its start; a watched peer already gone is PeerLost at
+    once, not a wait for a timeout."""
+    import time
+
+    from fedlab_kit import RollCall, run
+    from fedlab_kit.errors import PeerLost
+    from fedlab_kit.local import RelayProcess, create_room
+
+    with RelayProcess.start() as relay:
+        inv, keys = create_room(["a", "b"], tmp_path, relay.host, relay.port)
+        a = Party(Identity.load(keys["a"]), inv)
+        b = Party(Identity.load(keys["b"]), inv)
+        b.close()
+        deadline = time.monotonic() + 60
+        while a.presence.get("b") != "left" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert a.presence["b"] == "left"
+        with pytest.raises(PeerLost, match="b"):
+            run(a, RollCall("a", ["b"], {}), timeout=600, watch=["b"])
+        a.close()
