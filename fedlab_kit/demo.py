@@ -114,8 +114,12 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
                 m = maps.base_map()
                 shown = result[(result["campaign"] == campaigns[0])
                                & (result["group"] == "exposed")]
-                maps.funnel_layer(m, load_districts(root=data), shown,
-                                  stage_order=list(funnel.STAGES))
+                districts = load_districts(root=data)
+                maps.districts_outline(m, districts)
+                maps.funnel_layer(m, districts, shown, stage_order=list(funnel.STAGES),
+                                  color_by="lift", color_stage="purchased",
+                                  caption=f"Purchase lift, exposed vs control "
+                                          f"({campaigns[0]}, DP)")
                 report["funnel_files"] = _maps(m, out, "retailer_funnel")
         elif role == "operator":
             visits = load_sample_visits(root=data)

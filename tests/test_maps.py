@@ -560,3 +560,23 @@ def test_png_with_a_missing_or_broken_browser(monkeypatch: pytest.MonkeyPatch, t
 def test_png_reader_rejects_non_png() -> None:
     with pytest.raises(MapExportError, match="valid PNG"):
         snapshot_mod._png_size(io.BytesIO(b"GIF89a....").getvalue())
+
+
+def test_funnel_layer_shades_districts_by_lift(districts: gpd.GeoDataFrame,
+                                               funnel: pd.DataFrame) -> None:
+    frame = funnel.copy()
+    frame["lift"] = np.where(frame["district_id"] == "D01", 0.5, -0.25)
+    m = maps.base_map()
+    group = maps.funnel_layer(m, districts, frame, stage_order=STAGES, color_by="lift",
+                              color_stage="visit", caption="Lift of visits")
+    fills = {shape.data["features"][0]["properties"]["district_id"]:
+             shape.style_function(None)["fillColor"] for shape in group._children.values()}
+    assert fills["D01"] != fills["D02"]
+    assert fills["D01"].lower().startswith("#1a9641")  # the top of the green end
+    assert "Lift of visits" in m.get_root().render()
+    plain = maps.funnel_layer(maps.base_map(), districts, frame, stage_order=STAGES)
+    assert {s.style_function(None)["fillColor"] for s in plain._children.values()} == {
+        "#3182bd"}
+    with pytest.raises(ValueError, match="color_stage 'bought' is not a stage"):
+        maps.funnel_layer(maps.base_map(), districts, frame, color_by="lift",
+                          color_stage="bought")

@@ -437,9 +437,33 @@ def _stage_order(funnel: pd.DataFrame, stage_order: Sequence[str] | None) -> lis
     return stages
 
 
+def _funnel_shades(m: folium.Map, funnel: pd.DataFrame, suppressed: pd.Series,
+                   stages: list[str], color_by: str | None, color_stage: str | None,
+                   caption: str | None, what: str) -> dict[str, str]:
+    """{district: fill colour} from ``color_by`` at one stage, and its legend on ``m``."""
+    if color_by is None:
+        return {}
+    _require(funnel, [color_by], what)
+    stage = color_stage if color_stage is not None else stages[-1]
+    if stage not in stages:
+        raise ValueError(f"{what}: color_stage {stage!r} is not a stage; stages: {stages}")
+    rows = funnel[(funnel["stage"] == stage) & ~suppressed]
+    values = {str(d): float(v) for d, v in zip(rows["district_id"], rows[color_by], strict=True)
+              if _finite(v)}
+    if not values:
+        return {}
+    bound = max(abs(v) for v in values.values()) or 1.0
+    colormap = cm.LinearColormap(["#d7191c", "#f7f7f7", "#1a9641"], vmin=-bound, vmax=bound,
+                                 caption=caption or f"{color_by} at stage {stage!r}")
+    colormap.add_to(m)
+    return {d: colormap(v) for d, v in values.items()}
+
+
 def funnel_layer(m: folium.Map, districts: Any, funnel: pd.DataFrame, *,
                  name: str = "Campaign funnel (DP)", stage_order: Sequence[str] | None = None,
-                 fill_color: str = "#3182bd", show: bool = True) -> folium.FeatureGroup:
+                 fill_color: str = "#3182bd", show: bool = True,
+                 color_by: str | None = None, color_stage: str | None = None,
+                 caption: str | None = None) -> folium.FeatureGroup:
     """District polygons whose popup is a small funnel chart of released stage counts.
 
     ``funnel`` has one row per (district, stage): ``district_id``, ``stage``, ``count``,
@@ -448,7 +472,9 @@ def funnel_layer(m: folium.Map, districts: Any, funnel: pd.DataFrame, *,
     ``rate_ci_high``, ``lift`` (relative uplift vs control, a fraction: 0.12 = +12 %) with
     ``lift_ci_low``/``lift_ci_high``, and ``suppressed`` (bool). Stages are drawn in
     ``stage_order``, else the categorical order, else the order of first appearance.
-    Districts with no funnel rows are not drawn.
+    Districts with no funnel rows are not drawn. With ``color_by`` (e.g. ``"lift"``) the
+    districts are shaded by that column at ``color_stage`` (default: the last stage) on a
+    diverging scale centred on 0, with a legend, so a static snapshot shows the effect.
     """
     what = "funnel_layer"
     assert_released(funnel, keys=("district_id", "stage"), what=f"{what} funnel")
@@ -465,6 +491,8 @@ def funnel_layer(m: folium.Map, districts: Any, funnel: pd.DataFrame, *,
     order = {stage: i for i, stage in enumerate(_stage_order(funnel, stage_order))}
     group = folium.FeatureGroup(name=name, show=show)
     by_district = {str(k): v for k, v in funnel.groupby(funnel["district_id"].astype(str))}
+    shade = _funnel_shades(m, funnel, suppressed, list(order), color_by, color_stage, caption,
+                           what)
     cols = ["district_id", *(["name"] if "name" in gdf.columns else []), "geometry"]
     for row in gdf[cols].itertuples(index=False):
         rows = by_district.get(str(row.district_id))
@@ -478,10 +506,13 @@ def funnel_layer(m: folium.Map, districts: Any, funnel: pd.DataFrame, *,
         feature = {"type": "Feature", "id": str(row.district_id),
                    "properties": {"district_id": str(row.district_id), "name": label},
                    "geometry": row.geometry.__geo_interface__}
+        color = shade.get(str(row.district_id))
+        style = ({"fillColor": color, "color": "#555555", "weight": 1.5, "fillOpacity": 0.6}
+                 if color else {"fillColor": fill_color, "color": fill_color, "weight": 1.5,
+                                "fillOpacity": 0.18})
         shape = folium.GeoJson(
             {"type": "FeatureCollection", "features": [feature]},
-            style_function=lambda _: {"fillColor": fill_color, "color": fill_color,
-                                      "weight": 1.5, "fillOpacity": 0.18},
+            style_function=lambda _, style=style: style,
             highlight_function=lambda _: {"fillOpacity": 0.35, "weight": 2.5},
             tooltip=folium.Tooltip(_js_template_safe(html.escape(f"{title}: click for the "
                                                                  "funnel"))),
