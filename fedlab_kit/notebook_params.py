@@ -112,6 +112,21 @@ def run_psi_and_wait(psi: Any, timeout: float = 300.0) -> Any:
     return psi.result
 
 
+def press_and_wait(panel: Any, button: Any, what: str, timeout: float = 600.0) -> Any:
+    """Press ``button`` of a background panel (training, serving) and wait for its model.
+
+    Returns ``panel.model``; raises with the panel's own message if the run fails, or
+    :class:`TimeoutError` after ``timeout`` seconds.
+    """
+    button.click()
+    if not panel.join(timeout):
+        raise TimeoutError(f"timed out after {timeout:g} s waiting for {what} (did every "
+                           "party press its button?)")
+    if panel.error is not None or panel.model is None:
+        raise FedlabError(f"{what} failed: {status_text(panel.status.value)}") from panel.error
+    return panel.model
+
+
 def save_aligned(aligned: pd.DataFrame | None, workspace: str | os.PathLike[str],
                  role: str) -> Path | None:
     """Write ``<workspace>/<role>_aligned.parquet``; ``None`` if nothing was revealed."""
