@@ -74,6 +74,7 @@ class Protocol(abc.ABC):
 
 
 ProgressCallback = Callable[[str, int, int], None]
+LOST_GRACE = 1.0  # seconds to take in messages a departed peer sent before it left
 
 
 async def drive(
@@ -132,7 +133,12 @@ async def drive(
                 raise TimeoutError(f"{protocol.name}: no message from the peers within "
                                    f"{timeout} s")
             if lost_task in done:
-                raise PeerLost(protocol.name, *lost[0])
+                # what the peer sent before leaving (e.g. why it stopped) comes first
+                if receiving is not None and not receiving.done():
+                    await asyncio.wait({receiving}, timeout=LOST_GRACE)
+                if receiving is None or not receiving.done():
+                    raise PeerLost(protocol.name, *lost[0])
+                done = {receiving, *(f for f in done if f in computing)}
             for fut in done:
                 if fut is receiving:
                     receiving = None

@@ -188,7 +188,17 @@ def test_three_role_notebooks_run_at_the_same_time(tmp_path: Path) -> None:
         assert list(aligned[role].columns) == list(samples[role].columns), \
             f"{role}: the aligned table should hold exactly its own columns"
         ledger = PrivacyLedger.open(tmp_path / role / "privacy_ledger.sqlite")
-        assert ledger.party == role and ledger.spent().epsilon == 0
+        spent = {"retailer": 0.0, "media": 1.0, "operator": 2.0}[role]  # funnel 1, crowd 1
+        assert ledger.party == role and ledger.spent().epsilon == pytest.approx(spent)
+
+    released = texts(books["retailer"])
+    assert "Released: 240 funnel numbers and 300 crowd cells" in released
+    assert "Maps written: ta_crowd.html funnel.html" in released
+    funnel = pd.read_csv(tmp_path / "retailer" / "funnel.csv")
+    assert (funnel.groupby(["campaign", "district_id", "group"])["count"]
+            .apply(lambda c: (c.diff().dropna() <= 0).all()).all())  # monotone funnels
+    assert "Funnel served over" in texts(books["media"])
+    assert "Funnel and crowd served" in texts(books["operator"])
 
     order = {role: aligned[role]["user_id"].astype(str).tolist() for role in ROLES}
     assert order["retailer"] == order["media"] == order["operator"], \
