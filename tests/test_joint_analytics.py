@@ -219,3 +219,35 @@ def test_visit_cells_from_pois_and_coordinates() -> None:
         C.visit_cells(coords)
     with pytest.raises(DPError, match="need 'lat'/'lon'"):
         C.visit_cells(visits[["user_id"]])
+
+
+def test_serialisation_leaves_no_scratch_files(
+        keys16: tuple[SecretContext, PublicContext, RowLayout]) -> None:
+    import glob
+    import tempfile
+    import threading
+    from typing import Any
+
+    import msgspec
+
+    from fedlab_kit.he import ckks
+
+    pattern = f"{ckks._SCRATCH_DIR or tempfile.gettempdir()}/fedlab-seal-*"
+    before = set(glob.glob(pattern))
+    _, public, layout = keys16
+    seen: list[Any] = []
+
+    def round_trip() -> None:  # in a new thread: no per-thread scratch file may stay behind
+        cts = public.load(public.dump(encrypt_rows(public, layout,
+                                                   np.ones((layout.n_rows, 16)))))
+        seen.append(len(cts))
+        try:
+            public.load(msgspec.msgpack.encode([b"\x00" * 64]))
+        except ProtocolError as exc:
+            seen.append(exc)
+
+    worker = threading.Thread(target=round_trip)
+    worker.start()
+    worker.join(120)
+    assert seen[0] == layout.n_cts and isinstance(seen[1], ProtocolError)
+    assert set(glob.glob(pattern)) <= before

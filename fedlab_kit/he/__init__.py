@@ -8,10 +8,9 @@ from .grouped import (
     encrypt_rows,
     grouped_sums,
     replicate,
-    rows_for_groups,
 )
 
 __all__ = [
     "SLOTS", "PublicContext", "RowLayout", "SecretContext", "SparseMask", "decrypt_rows",
-    "encrypt_rows", "grouped_sums", "power_of_two_steps", "replicate", "rows_for_groups",
+    "encrypt_rows", "grouped_sums", "power_of_two_steps", "replicate",
 ]

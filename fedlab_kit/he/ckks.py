@@ -5,7 +5,7 @@ The key owner (:class:`SecretContext`) decrypts; everyone else gets a :class:`Pu
 high-level vectors re-encode plaintexts on every call, so hot paths use SEAL directly.
 
 SEAL objects save and load through file paths only; :func:`_to_bytes` / :func:`_from_bytes`
-go through a scratch file on tmpfs (``/dev/shm``) when there is one.
+go through a scratch file on tmpfs (``/dev/shm``) when there is one, removed right after.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import msgspec
@@ -29,34 +29,37 @@ SCALE = 2.0**40
 #: coefficient modulus per multiplicative depth; at N=8192, 128-bit security allows 218 bits
 _CHAINS = {1: [60, 40, 60], 2: [60, 40, 40, 60]}
 
-_scratch = threading.local()
+_SCRATCH_DIR = ("/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
+                else None)
 
 
-def _scratch_path() -> str:
-    path = getattr(_scratch, "path", None)
-    if path is None:
-        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        fd, path = tempfile.mkstemp(prefix="fedlab-seal-", dir=base)
-        os.close(fd)
-        _scratch.path = path
-    return path
+@contextmanager
+def _scratch() -> Iterator[str]:
+    """A fresh scratch file (tmpfs when there is one), removed afterwards whatever happens."""
+    fd, path = tempfile.mkstemp(prefix="fedlab-seal-", dir=_SCRATCH_DIR)
+    os.close(fd)
+    try:
+        yield path
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def _to_bytes(obj: Any) -> bytes:
-    path = _scratch_path()
-    obj.save(path)
-    with open(path, "rb") as f:
-        return f.read()
+    with _scratch() as path:
+        obj.save(path)
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def _from_bytes(obj: Any, data: bytes | memoryview, *context: Any) -> Any:
-    path = _scratch_path()
-    with open(path, "wb") as f:
-        f.write(data)
-    try:
-        obj.load(*context, path)
-    except (RuntimeError, ValueError) as exc:
-        raise ProtocolError(f"invalid CKKS object from peer: {exc}") from exc
+    with _scratch() as path:
+        with open(path, "wb") as f:
+            f.write(data)
+        try:
+            obj.load(*context, path)
+        except (RuntimeError, ValueError) as exc:
+            raise ProtocolError(f"invalid CKKS object from peer: {exc}") from exc
     return obj
 
 

@@ -126,9 +126,3 @@ def decrypt_rows(ctx: SecretContext, cts: Iterable[seal.Ciphertext], width: int)
     """The first row of each folded ciphertext: (n_masks, width) sums."""
     out = [ctx.decrypt(ct)[:width] for ct in cts]
     return np.stack(out) if out else np.zeros((0, width))
-
-
-def rows_for_groups(n_groups: int, values_per_row: int) -> int:
-    """Smallest power-of-two width holding ``n_groups`` groups of ``values_per_row`` values."""
-    need = max(1, n_groups * values_per_row)
-    return 1 << (need - 1).bit_length()
