@@ -59,10 +59,14 @@ class _Result(msgspec.Struct, array_like=True):
 ABORT = "ec-abort"
 
 
+class PeerStopped(ProtocolError):
+    """Another party stopped the joint computation and said why."""
+
+
 def _decode(env: Envelope, kind: str, typ: type[Any]) -> Any:
     if env.kind == ABORT:
         reason = bytes(env.payload).decode("utf-8", "replace")[:2000]
-        raise ProtocolError(f"{env.sender!r} stopped the joint computation: {reason}")
+        raise PeerStopped(f"{env.sender!r} stopped the joint computation: {reason}")
     if env.kind != kind:
         raise ProtocolError(f"encrypted counts: expected {kind!r}, got {env.kind!r} "
                             f"from {env.sender!r}")
@@ -79,7 +83,7 @@ def aborting(party: Any, peers: Sequence[str], session: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if isinstance(party, Party) and not isinstance(exc, (ProtocolError, PeerLost)):
+        if isinstance(party, Party) and not isinstance(exc, (PeerStopped, PeerLost)):
             reason = f"{type(exc).__name__}: {exc}".encode()
             for peer in peers:
                 with suppress(Exception):
