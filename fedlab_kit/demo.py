@@ -122,11 +122,8 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
                                           f"({campaigns[0]}, DP)")
                 report["funnel_files"] = _maps(m, out, "retailer_funnel")
         elif role == "operator":
-            visits = load_sample_visits(root=data)
-            visited = pd.DataFrame({c: rows["user_id"].isin(visits.loc[visits["poi_id"].isin(
-                campaigns_table.loc[(campaigns_table["campaign"] == c)
-                                    & (campaigns_table["role"] == "store"), "poi_id"]),
-                "user_id"]).astype(int).to_numpy() for c in campaigns})
+            visited = funnel.campaign_visitors(rows["user_id"], load_sample_visits(root=data),
+                                               campaigns_table)
             report["funnel"] = funnel.funnel_for_visits(party, visited, ledger=ledger,
                                                         epsilon=funnel_epsilon, executor=pool)
         else:

@@ -77,15 +77,15 @@ def _decode(env: Envelope, kind: str, typ: type[Any]) -> Any:
 
 
 @contextmanager
-def aborting(party: Any, peers: Sequence[str], session: str) -> Iterator[None]:
-    """On an error here (bad input, refused budget...), tell ``peers`` before raising, so
-    they stop with this reason instead of waiting for a timeout."""
+def aborting(party: Any, session: str) -> Iterator[None]:
+    """On an error here (bad input, refused budget...), tell the other parties in the room
+    before raising, so they stop with this reason instead of waiting for a timeout."""
     try:
         yield
     except Exception as exc:
         if isinstance(party, Party) and not isinstance(exc, (PeerStopped, PeerLost)):
             reason = f"{type(exc).__name__}: {exc}".encode()
-            for peer in peers:
+            for peer in party.peers:
                 with suppress(Exception):
                     party.send(peer, reason, kind=ABORT, session=session)
             with suppress(Exception):

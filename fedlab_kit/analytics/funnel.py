@@ -64,7 +64,7 @@ def funnel_for_outcomes(party: Party, purchased: Any, repeat: Any, *,
 
     ``purchased`` and ``repeat`` are 0/1 per PSI-aligned row (PSI order).
     """
-    with aborting(party, list(getattr(party, "peers", chain)), session):
+    with aborting(party, session):
         res = run(party, outcomes_protocol(purchased, repeat, chain), session=session,
                   timeout=timeout, progress=progress, watch=list(chain))
     return funnel_frame(res)
@@ -78,13 +78,25 @@ def outcomes_protocol(purchased: Any, repeat: Any, chain: Sequence[str]) -> KeyH
     return KeyHolder(values, list(chain))
 
 
+def campaign_visitors(persons: pd.Series, visits: pd.DataFrame, campaign_sites: pd.DataFrame,
+                      *, person_col: str = "user_id") -> pd.DataFrame:
+    """0/1 per person (in the order of ``persons``) and campaign (sorted names): did the
+    person visit one of the campaign's stores (``campaign_sites`` rows with role "store")?"""
+    campaigns = sorted(campaign_sites["campaign"].unique())
+    stores = campaign_sites[campaign_sites["role"] == "store"]
+    return pd.DataFrame({
+        c: pd.Series(persons).isin(visits.loc[visits["poi_id"].isin(
+            stores.loc[stores["campaign"] == c, "poi_id"]), person_col]).astype(int).to_numpy()
+        for c in campaigns})
+
+
 def funnel_for_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
                       epsilon: float, key_holder: str = "retailer", next_party: str = "media",
                       session: str = SESSION, timeout: float | None = 600,
                       executor: Executor | None = None) -> dict[str, Any]:
     """Operator: ``visited`` has one 0/1 column per campaign (in the media owner's campaign
     order), one row per PSI-aligned person. Pays ``epsilon`` on its ledger."""
-    with aborting(party, list(getattr(party, "peers", [key_holder, next_party])), session):
+    with aborting(party, session):
         check_budget(ledger, epsilon, "joint funnel, visits")
         return _serve_visits(party, visited, ledger=ledger, epsilon=epsilon,
                              key_holder=key_holder, next_party=next_party, session=session,
@@ -129,7 +141,7 @@ def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
                         progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Media owner: home ``district`` per aligned row and one 0/1 ``exposed`` column per
     campaign. Adds the noise and pays ``epsilon`` on its ledger. Returns a report."""
-    with aborting(party, list(getattr(party, "peers", [key_holder])), session):
+    with aborting(party, session):
         check_budget(ledger, epsilon, "joint funnel, exposure")
         return _serve_exposure(party, district, exposed, ledger=ledger, epsilon=epsilon,
                                districts=districts, key_holder=key_holder,

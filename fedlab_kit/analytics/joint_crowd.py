@@ -69,15 +69,12 @@ def crowd_for_labels(party: Party, ta: Any, *, visit_holder: str = "operator",
     ``ta`` is the 0/1 flag of each PSI-aligned row, in PSI order. Returns one row per cell:
     ``h3`` (cell id), ``count``, ``ci_low``, ``ci_high`` (95 %), ``suppressed``.
     """
-    with aborting(party, _peers(party, [visit_holder]), session):
+    with aborting(party, session):
         flags = check_flags(ta, "target-audience flags")
         res = run(party, KeyHolder(flags, [visit_holder]), session=session, timeout=timeout,
                   progress=progress, watch=[visit_holder])
     return crowd_frame(res)
 
-
-def _peers(party: Any, default: list[str]) -> list[str]:
-    return list(getattr(party, "peers", default))
 
 
 def crowd_frame(res: CountsResult) -> pd.DataFrame:
@@ -117,7 +114,7 @@ def crowd_for_visits(
     ``persons`` are the PSI-aligned person ids in PSI order; ``visits`` has ``person_col``
     and ``cell_col``. Returns a report of the rows used and excluded (and why).
     """
-    with aborting(party, _peers(party, [label_holder]), session):
+    with aborting(party, session):
         return _serve_crowd(party, persons, visits, ledger=ledger, epsilon=epsilon, keys=keys,
                             label_holder=label_holder, person_col=person_col,
                             cell_col=cell_col, max_cells=max_cells,

@@ -28,7 +28,7 @@ import tenseal.sealapi as seal
 from ..errors import ProtocolError
 from ..he import PublicContext, RowLayout, SecretContext
 from ..he.ckks import SLOTS, SymmetricEncryptor, _to_bytes
-from ..he.grouped import zero_product
+from ..he.grouped import masked_sums
 from ..he.pool import KeyedPool, balanced_chunks, state, workers
 from .binning import MISSING
 
@@ -237,25 +237,5 @@ def _group_sums(ctx: PublicContext, twice_g: list[seal.Ciphertext],
     mask.real[:, : min(w, len(group))] = hit[:, :w]
     if len(group) > w:
         mask.imag[:, : len(group) - w] = hit[:, w:]
-    ev = ctx.evaluator
-    accs: list[seal.Ciphertext | None] = [None, None]
-    tmp = seal.Ciphertext()
-    for b, vec in enumerate(layout.place(mask)):
-        if not vec.any():
-            continue
-        pt = ctx.encode(vec, like=twice_g[b])
-        for j, src in enumerate((twice_g[b], twice_ih[b])):
-            ev.multiply_plain(src, pt, tmp)
-            if accs[j] is None:
-                accs[j], tmp = tmp, seal.Ciphertext()
-            else:
-                ev.add_inplace(accs[j], tmp)
-    done = []
-    for acc in accs:
-        if acc is None:
-            done.append(zero_product(ctx, twice_g[0]))
-            continue
-        ev.rescale_to_next_inplace(acc)
-        ctx.rotate_sum(acc, layout.fold_steps)
-        done.append(acc)
-    return tuple(done)
+    blocks = ((b, vec) for b, vec in enumerate(layout.place(mask)) if vec.any())
+    return tuple(masked_sums(ctx, [twice_g, twice_ih], blocks, layout.fold_steps))

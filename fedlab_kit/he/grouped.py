@@ -95,6 +95,37 @@ def zero_product(ctx: PublicContext, like: seal.Ciphertext) -> seal.Ciphertext:
     return ct
 
 
+def masked_sums(ctx: PublicContext, sources: Sequence[Sequence[seal.Ciphertext]],
+                blocks: Iterable[tuple[int, np.ndarray]], steps: Sequence[int]
+                ) -> list[seal.Ciphertext]:
+    """For each list of ciphertexts in ``sources``: the sum over ``blocks`` ``(b, vector)``
+    of ciphertext ``b`` times the plaintext ``vector``, rescaled and folded with ``steps``.
+
+    Each vector is encoded once and serves every source. A source no block touches gives
+    an encryption of zero at the level of a product.
+    """
+    ev = ctx.evaluator
+    accs: list[seal.Ciphertext | None] = [None] * len(sources)
+    tmp = seal.Ciphertext()
+    for b, vec in blocks:
+        pt = ctx.encode(vec, like=sources[0][b])
+        for j, src in enumerate(sources):
+            ev.multiply_plain(src[b], pt, tmp)
+            if accs[j] is None:
+                accs[j], tmp = tmp, seal.Ciphertext()
+            else:
+                ev.add_inplace(accs[j], tmp)
+    out = []
+    for src, acc in zip(sources, accs, strict=True):
+        if acc is None:
+            out.append(zero_product(ctx, src[0]))
+            continue
+        ev.rescale_to_next_inplace(acc)
+        ctx.rotate_sum(acc, steps)
+        out.append(acc)
+    return out
+
+
 def grouped_sums(ctx: PublicContext, cts: Sequence[seal.Ciphertext], layout: RowLayout,
                  masks: Iterable[SparseMask]) -> Iterator[seal.Ciphertext]:
     """For each mask, a ciphertext whose every row holds the masked column sums.
@@ -104,21 +135,8 @@ def grouped_sums(ctx: PublicContext, cts: Sequence[seal.Ciphertext], layout: Row
     """
     if len(cts) != layout.n_cts:
         raise ValueError(f"layout has {layout.n_cts} ciphertexts, got {len(cts)}")
-    ev = ctx.evaluator
     for mask in masks:
-        acc: seal.Ciphertext | None = None
-        tmp = seal.Ciphertext()
-        for b, vec in layout.place_sparse(mask).items():
-            ev.multiply_plain(cts[b], ctx.encode(vec, like=cts[b]), tmp)
-            if acc is None:
-                acc, tmp = tmp, seal.Ciphertext()
-            else:
-                ev.add_inplace(acc, tmp)
-        if acc is None:
-            yield zero_product(ctx, cts[0])
-            continue
-        ev.rescale_to_next_inplace(acc)
-        ctx.rotate_sum(acc, layout.fold_steps)
+        (acc,) = masked_sums(ctx, [cts], layout.place_sparse(mask).items(), layout.fold_steps)
         yield acc
 
 
