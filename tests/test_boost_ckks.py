@@ -117,3 +117,40 @@ def test_encrypted_regression_three_parties_equals_plaintext() -> None:
             preds[secure] = predict_local(reg, X[:, :2], parties)
     np.testing.assert_allclose(preds[True], preds[False], rtol=1e-9, atol=1e-3)
     assert np.std(preds[True]) > 1e5  # the model learned something at that scale
+
+
+def test_width_follows_the_request_shape() -> None:
+    from fedlab_kit.boost.ckks import WIDTH, choose_width
+    root = choose_width([100_000], 640)
+    deep = choose_width([5_000] * 8, 640)
+    assert root < deep  # one big node: few ciphertexts; many small nodes: few results
+    assert choose_width([100_000], 0) == WIDTH  # no column hint: the default layout
+    assert choose_width([0, 0], 640) == WIDTH
+
+
+def test_pieces_cover_each_ciphertext_once() -> None:
+    from fedlab_kit.boost.ckks import _pieces
+    counts = [40, 0, 3, 17]
+    pieces = _pieces(counts, 2)
+    for k, c in enumerate(counts):
+        mine = sorted((lo, hi) for n, lo, hi in pieces if n == k)
+        covered = [i for lo, hi in mine for i in range(lo, hi)]
+        assert covered == list(range(c))
+    assert sum(1 for p in pieces if p[0] == 0) == 2  # the biggest node is split in two
+
+
+@pytest.mark.parametrize("cache_mb", ["1024", "0"])
+def test_root_masks_served_from_the_cache_give_the_same_sums(
+        active: CkksActive, cache_mb: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDLAB_MASK_CACHE_MB", cache_mb)
+    n = 6000
+    _, _, codes, thr = _case(n, 4, 32)
+    passive = CkksPassive(active.setup_payload())
+    root = [np.arange(n)]
+    for _ in range(3):  # new gradients every tree, the same root
+        g, h = RNG.normal(size=n), RNG.random(n)
+        payload = passive.histograms(active.encrypt_nodes(g, h, root, 4 * 32), root, codes,
+                                     thr)
+        got = active.decrypt_histograms(payload, 1, 4, 32)
+        assert active.tolerance < 1e-3  # far below one row's gradient: a wrong mask shows
+        assert np.abs(got - node_histograms(g, h, root, codes, thr)).max() < active.tolerance

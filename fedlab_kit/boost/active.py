@@ -110,7 +110,6 @@ class ActiveTrainer(_Peers):
         if early_stopping_rounds is not None and (not eval_sets or early_stopping_rounds < 1):
             raise BoostError("early_stopping_rounds needs an eval_set and must be >= 1")
         self.p, self.backend, self.secure = params, backend, secure
-        self.tolerance = float(getattr(backend, "tolerance", 0.0))
         self.X, self.y, self.n = X, y, len(y)
         self.codes, self.edges = bin_matrix(X, params.max_bin)
         self.slots = slot_table(self.edges, params.max_bin)
@@ -237,6 +236,11 @@ class ActiveTrainer(_Peers):
         self.open = [0] if self._can_split(0) else []
         return self._level()
 
+    @property
+    def tolerance(self) -> float:
+        """The backend's error bound of decrypted sums (it may grow with the request)."""
+        return float(getattr(self.backend, "tolerance", 0.0))
+
     def _can_split(self, nid: int) -> bool:
         return (self.nodes[nid].depth < self.p.max_depth and len(self.rows[nid]) >= 2
                 and self.sums[nid][1] > self.tolerance)
@@ -255,8 +259,9 @@ class ActiveTrainer(_Peers):
         self.own_hist = node_histograms(self.g, self.h, nodes, self.own_codes, self.own_slots)
         if not self.participants:
             return self._score({})
+        columns = max(len(self.p_feats[q]) for q in self.participants) * self.p.max_bin
         return [Compute(("encrypt", self.t, self.depth), encrypt,
-                        (self.backend, self.g, self.h, nodes))]
+                        (self.backend, self.g, self.h, nodes, columns))]
 
     def _partitions_for(self, peer: str) -> list[m.Partition]:
         return [m.Partition(node, left, right, b"" if owner == peer else mask)

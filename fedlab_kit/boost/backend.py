@@ -30,14 +30,17 @@ class InsecurePlaintextWarning(UserWarning):
 
 class ActiveBackend(Protocol):
     """The label holder's side. An optional attribute ``tolerance`` (float, default 0)
-    bounds the absolute error of decrypted sums: hessian sums within it count as empty."""
+    bounds the absolute error of decrypted sums: hessian sums within it count as empty. It
+    is read after each :meth:`encrypt_nodes`, which may update it for that request."""
 
     def setup_payload(self) -> bytes:
         """Sent once to every passive party (public keys, parameters)."""
         ...
 
-    def encrypt_nodes(self, g: np.ndarray, h: np.ndarray, nodes: list[np.ndarray]) -> bytes:
-        """The gradients of the rows of ``nodes`` (int64 row indices), for the passives."""
+    def encrypt_nodes(self, g: np.ndarray, h: np.ndarray, nodes: list[np.ndarray],
+                      columns: int = 0) -> bytes:
+        """The gradients of the rows of ``nodes`` (int64 row indices), for the passives;
+        ``columns`` is the most candidate columns any passive may have (a layout hint)."""
         ...
 
     def decrypt_histograms(self, payload: bytes, n_nodes: int, n_features: int,
@@ -101,7 +104,8 @@ class PlaintextActive:
     def setup_payload(self) -> bytes:
         return PLAINTEXT_SETUP
 
-    def encrypt_nodes(self, g: np.ndarray, h: np.ndarray, nodes: list[np.ndarray]) -> bytes:
+    def encrypt_nodes(self, g: np.ndarray, h: np.ndarray, nodes: list[np.ndarray],
+                      columns: int = 0) -> bytes:
         rows = np.concatenate(nodes) if nodes else np.zeros(0, np.int64)
         return np.stack([g[rows], h[rows]], axis=1).astype("<f8").tobytes()
 
@@ -165,8 +169,8 @@ def make_backends(insecure_plaintext: bool) -> Backends:
 
 # top-level functions, so that the protocol driver can run them in a pool
 def encrypt(backend: ActiveBackend, g: np.ndarray, h: np.ndarray,
-            nodes: list[np.ndarray]) -> bytes:
-    return backend.encrypt_nodes(g, h, nodes)
+            nodes: list[np.ndarray], columns: int = 0) -> bytes:
+    return backend.encrypt_nodes(g, h, nodes, columns)
 
 
 def decrypt_all(backend: ActiveBackend, payloads: list[bytes], n_nodes: int,

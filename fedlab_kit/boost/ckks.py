@@ -18,7 +18,9 @@ stays inside the CKKS range, and unscaled after decryption.
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 from typing import Any
 
 import msgspec
@@ -32,9 +34,21 @@ from ..he.grouped import masked_sums
 from ..he.pool import KeyedPool, balanced_chunks, state, workers
 from .binning import MISSING
 
-WIDTH = 32  # slots per row: a complex mask answers 64 candidate (feature, threshold) columns
+WIDTH = 32  # slots per row when the column count is unknown: a complex mask answers 64
 MIN_WIDTH = 2
+MAX_WIDTH = 64
 SUM_BOUND = 2.0**17
+#: CKKS noise of a decrypted (scaled) sum per row and slot of its node: measured 5e-11 to
+#: 6e-11 (e.g. 2e-4 for 100,000 rows at width 32); bounds use ten times that
+NOISE_PER_ROW_SLOT = 6e-10
+# measured costs (ms, sealapi, N=8192) that choose the width of a request: a ciphertext
+# (encode + encrypt + save at the label holder; load + conjugate at a feature holder), a
+# result (rescale, re-randomise, save, load, decrypt) and one fold rotation
+CT_MS, RESULT_MS, ROTATION_MS = 6.5, 6.0, 0.95
+#: memory (MB, all workers of a feature holder) for the encoded masks of the root, which
+#: are the same in every tree without row subsampling; ``FEDLAB_MASK_CACHE_MB`` overrides
+MASK_CACHE_MB = 1024
+PLAINTEXT_BYTES = 2 * SLOTS * 2 * 8  # an encoded mask at the data level: 2 primes x N
 
 
 class _Grads(msgspec.Struct, array_like=True):
@@ -48,6 +62,29 @@ class _Hists(msgspec.Struct, array_like=True):
     n_results: int
     columns: bytes  # int32 (feature, slot) of each packed column, in order
     cts: bytes
+
+
+def choose_width(sizes: list[int], columns: int) -> int:
+    """The row width (slots per row) that minimises the cost of one histogram request.
+
+    Mask work (rows x columns / 8192 plaintext encodings) does not depend on the width;
+    what does: wider rows mean more ciphertexts to encrypt, send and conjugate, narrower
+    rows more results to fold (``log2(4096 / width)`` rotations each) and decrypt. A root
+    with 100,000 rows and 620 columns takes width 8; eight small nodes take 32.
+    """
+    busy = [n for n in sizes if n]
+    if not busy or columns <= 0:
+        return WIDTH
+    best, best_cost = WIDTH, math.inf
+    w = MIN_WIDTH
+    while w <= MAX_WIDTH:
+        cts = sum(-(-n * w // SLOTS) for n in busy)
+        results = len(busy) * 2 * -(-columns // (2 * w))
+        cost = cts * CT_MS + results * (RESULT_MS + ROTATION_MS * math.log2(SLOTS // w))
+        if cost < best_cost:
+            best, best_cost = w, cost
+        w *= 2
+    return best
 
 
 def _steps() -> list[int]:
@@ -65,10 +102,11 @@ class CkksActive:
     Encryption runs in a pool of this party's own worker processes (which get the secret
     key through the spawn pipe, never over the network)."""
 
-    tolerance = 1e-5  # absolute error bound of decrypted sums (measured ~1e-6 at 30k rows)
+    #: absolute error bound of the decrypted sums of the last request (see encrypt_nodes)
+    tolerance = 1e-5
 
-    def __init__(self, width: int = WIDTH) -> None:
-        self.width = width
+    def __init__(self, width: int | None = None) -> None:
+        self.width = width  # None: chosen per request (:func:`choose_width`)
         self.secret = SecretContext(depth=1, rotations=_steps())
         self._scale = (1.0, 1.0)
         self._pool = KeyedPool(f"boost-enc-{id(self)}", SymmetricEncryptor,
@@ -80,20 +118,26 @@ class CkksActive:
     def setup_payload(self) -> bytes:
         return self.secret.to_bytes()
 
-    def encrypt_nodes(self, g: np.ndarray, h: np.ndarray, nodes: list[np.ndarray]) -> bytes:
+    def encrypt_nodes(self, g: np.ndarray, h: np.ndarray, nodes: list[np.ndarray],
+                      columns: int = 0) -> bytes:
+        """The rows of ``nodes``; ``columns`` (the most candidate columns a feature holder
+        may have, 0 if unknown) picks the layout width."""
+        width = self.width or choose_width([len(r) for r in nodes], columns)
         every = np.concatenate(nodes) if nodes else np.zeros(0, np.int64)
         # keep every sum well inside CKKS's range (|x| < 2**19 at the last level)
         self._scale = tuple(min(1.0, SUM_BOUND / max(float(np.abs(v[every]).sum()), 1e-300))
                             for v in (g, h))
-        per_ct = SLOTS // self.width
+        biggest = max((len(r) for r in nodes), default=0)
+        self.tolerance = max(1e-5, NOISE_PER_ROW_SLOT * biggest * width / self._scale[1])
+        per_ct = SLOTS // width
         n_cts = sum(-(-len(r) // per_ct) for r in nodes)
         step = per_ct * max(1, math.ceil(n_cts / (4 * workers())))  # rows per job
         jobs = []
         for rows in nodes:
             values = g[rows] * self._scale[0] + 1j * h[rows] * self._scale[1]
-            jobs += [(values[a:a + step], self.width) for a in range(0, len(rows), step)]
+            jobs += [(values[a:a + step], width) for a in range(0, len(rows), step)]
         parts = [b for chunk in self._pool.map(_encrypt_job, jobs) for b in chunk]
-        return msgspec.msgpack.encode(_Grads(self.width, [len(r) for r in nodes],
+        return msgspec.msgpack.encode(_Grads(width, [len(r) for r in nodes],
                                              msgspec.msgpack.encode(parts)))
 
     def decrypt_histograms(self, payload: bytes, n_nodes: int, n_features: int,
@@ -172,39 +216,104 @@ class CkksPassive:
         cols = np.argwhere(thresholds >= 0).astype("<i4")  # (feature, slot) pairs
         span = 2 * width  # a complex mask carries two columns per slot
         groups = [cols[a:a + span] for a in range(0, len(cols), span)]
-        items = [(k, q) for k in range(len(nodes)) for q in range(len(groups))]
-        busy = [i for i, (k, _) in enumerate(items) if msg.sizes[k]]
-        chunks = balanced_chunks([counts[items[i][0]] for i in busy], workers())
+        # a big node is cut into pieces of whole ciphertexts, one per worker, so that no
+        # two workers load and conjugate the same ciphertexts; pieces are added up below
+        pieces = _pieces(counts, workers())
+        items = [(i, q) for i in range(len(pieces)) for q in range(len(groups))]
+        chunks = balanced_chunks([pieces[i][2] - pieces[i][1] for i, _ in items], workers())
         jobs = []
         for chunk in chunks:
-            mine = [items[busy[i]] for i in chunk]
-            node_data = {k: (parts[starts[k]:starts[k + 1]], codes[nodes[k]])
-                         for k in {k for k, _ in mine}}
-            jobs.append((node_data, mine, thresholds, groups, width))
-        pairs: list[list[bytes] | None] = [None] * len(items)
+            mine = [items[i] for i in chunk]
+            piece_data = {}
+            for i in {i for i, _ in mine}:
+                k, lo, hi = pieces[i]
+                rows = nodes[k][lo * per_ct:hi * per_ct]
+                # a node with every row (a root without subsampling) recurs in every tree
+                key = (width, lo, hi) if len(nodes[k]) == len(codes) and np.array_equal(
+                    nodes[k], np.arange(len(codes))) else None
+                piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows], lo == 0,
+                                 key)
+            jobs.append((piece_data, mine, thresholds, groups, width, _cache_budget()))
+        sums: dict[tuple[int, int], list[list[bytes]]] = {}
         for chunk, results in zip(chunks, self._pool.map(_histogram_job, jobs), strict=True):
             for i, res in zip(chunk, results, strict=True):
-                pairs[busy[i]] = res
+                piece, q = items[i]
+                sums.setdefault((pieces[piece][0], q), []).append(res)
         zero = _to_bytes(self.ctx.encrypt(np.zeros(SLOTS)))  # empty nodes: zero sums
-        out = [b for p in pairs for b in (p if p is not None else [zero, zero])]
+        out = []
+        for k in range(len(nodes)):
+            for q in range(len(groups)):
+                out += self._add_pieces(sums[k, q]) if (k, q) in sums else [zero, zero]
         return msgspec.msgpack.encode(_Hists(width, len(out), cols.tobytes(),
                                              msgspec.msgpack.encode(out)))
 
+    def _add_pieces(self, pairs: list[list[bytes]]) -> list[bytes]:
+        """The (S, D) sums of a node from those of its pieces (the first is re-randomised)."""
+        if len(pairs) == 1:
+            return pairs[0]
+        total = [self.ctx.load(msgspec.msgpack.encode(list(p))) for p in zip(*pairs, strict=True)]
+        for cts in total:
+            for ct in cts[1:]:
+                self.ctx.evaluator.add_inplace(cts[0], ct)
+        return [_to_bytes(cts[0]) for cts in total]
 
-def _histogram_job(key: str, node_data: dict[int, tuple[list[bytes], np.ndarray]],
-                   items: list[tuple[int, int]], thresholds: np.ndarray,
-                   groups: list[np.ndarray], width: int) -> list[list[bytes]]:
-    """Worker: the folded, re-randomised (S, D) sums of each (node, column group)."""
-    ctx: PublicContext = state(key)
-    split = {k: _split_gradients(ctx, ctx.load(msgspec.msgpack.encode(cts)))
-             for k, (cts, _) in node_data.items()}
+
+def _pieces(counts: list[int], n_workers: int) -> list[tuple[int, int, int]]:
+    """(node, first ciphertext, end) pieces: a node with more than one worker's share of
+    all ciphertexts is cut into equal pieces of at most about one share."""
+    total = sum(counts)
     out = []
-    for k, q in items:
-        codes = node_data[k][1]
-        pair = _group_sums(ctx, *split[k], RowLayout(len(codes), width), codes, thresholds,
-                           groups[q])
-        for res in pair:
-            ctx.rerandomise(res)
+    for k, c in enumerate(counts):
+        if not c:
+            continue
+        n = max(1, min(c, math.ceil(c * n_workers / total - 1e-9)))
+        bounds = np.linspace(0, c, n + 1).round().astype(int)
+        out += [(k, int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+    return out
+
+
+def _cache_budget() -> int:
+    """Bytes of encoded masks each worker may keep."""
+    mb = float(os.environ.get("FEDLAB_MASK_CACHE_MB", MASK_CACHE_MB))
+    return int(mb * 2**20 / workers())
+
+
+#: a worker's encoded root masks: (pool key, width, piece, group) -> [(ciphertext, mask)]
+_MASKS: dict[tuple[Any, ...], list[tuple[int, seal.Plaintext]]] = {}
+
+
+def _cached_bytes(key: str) -> int:
+    """Bytes of masks cached for pool ``key``; masks of other (finished) trainings go."""
+    for k in [k for k in _MASKS if k[0] != key]:
+        del _MASKS[k]
+    return sum(len(v) for v in _MASKS.values()) * PLAINTEXT_BYTES
+
+
+def _histogram_job(key: str, piece_data: dict[int, tuple[list[bytes], np.ndarray, bool,
+                                                         tuple[int, ...] | None]],
+                   items: list[tuple[int, int]], thresholds: np.ndarray,
+                   groups: list[np.ndarray], width: int, budget: int) -> list[list[bytes]]:
+    """Worker: the folded (S, D) sums of each (piece, column group); a node's first piece
+    is re-randomised (the others are added to it before anything is sent). Masks of pieces
+    that recur (``piece_data[i][3]``) are kept, within ``budget`` bytes, for the next tree."""
+    ctx: PublicContext = state(key)
+    split = {i: _split_gradients(ctx, ctx.load(msgspec.msgpack.encode(cts)))
+             for i, (cts, *_) in piece_data.items()}
+    out = []
+    for i, q in items:
+        _, codes, first, recurs = piece_data[i]
+        layout = RowLayout(len(codes), width)
+        cache_key = (key, *recurs, q, thresholds.tobytes()) if recurs else None
+        blocks = _MASKS.get(cache_key) if cache_key else None
+        if blocks is None:
+            blocks = _masks(codes, thresholds, groups[q], layout)
+            if cache_key and _cached_bytes(key) + len(blocks) * PLAINTEXT_BYTES <= budget:
+                blocks = [(b, ctx.encode(vec, like=split[i][0][b])) for b, vec in blocks]
+                _MASKS[cache_key] = blocks
+        pair = masked_sums(ctx, split[i], blocks, layout.fold_steps)
+        if first:
+            for res in pair:
+                ctx.rerandomise(res)
         out.append([_to_bytes(res) for res in pair])
     return out
 
@@ -225,9 +334,11 @@ def _split_gradients(ctx: PublicContext, cts: list[seal.Ciphertext]
     return twice_g, twice_ih
 
 
-def _group_sums(ctx: PublicContext, twice_g: list[seal.Ciphertext],
-                twice_ih: list[seal.Ciphertext], layout: RowLayout, codes: np.ndarray,
-                thresholds: np.ndarray, group: np.ndarray) -> tuple[seal.Ciphertext, ...]:
+def _masks(codes: np.ndarray, thresholds: np.ndarray, group: np.ndarray,
+           layout: RowLayout) -> list[tuple[int, np.ndarray]]:
+    """(ciphertext, complex 0/1 mask) of a column group: slot j of a row is 1 when the row's
+    code of column j's feature is at most its threshold (real part: the group's first
+    ``width`` columns, imaginary part: the next ``width``); all-zero masks are left out."""
     feats, slots = group[:, 0], group[:, 1]
     c = codes[:, feats].astype(np.int32)  # (rows, columns)
     thr = thresholds[feats, slots].astype(np.int32)
@@ -237,5 +348,4 @@ def _group_sums(ctx: PublicContext, twice_g: list[seal.Ciphertext],
     mask.real[:, : min(w, len(group))] = hit[:, :w]
     if len(group) > w:
         mask.imag[:, : len(group) - w] = hit[:, w:]
-    blocks = ((b, vec) for b, vec in enumerate(layout.place(mask)) if vec.any())
-    return tuple(masked_sums(ctx, [twice_g, twice_ih], blocks, layout.fold_steps))
+    return [(b, vec) for b, vec in enumerate(layout.place(mask)) if vec.any()]

@@ -96,19 +96,20 @@ def zero_product(ctx: PublicContext, like: seal.Ciphertext) -> seal.Ciphertext:
 
 
 def masked_sums(ctx: PublicContext, sources: Sequence[Sequence[seal.Ciphertext]],
-                blocks: Iterable[tuple[int, np.ndarray]], steps: Sequence[int]
+                blocks: Iterable[tuple[int, np.ndarray | seal.Plaintext]], steps: Sequence[int]
                 ) -> list[seal.Ciphertext]:
     """For each list of ciphertexts in ``sources``: the sum over ``blocks`` ``(b, vector)``
     of ciphertext ``b`` times the plaintext ``vector``, rescaled and folded with ``steps``.
 
-    Each vector is encoded once and serves every source. A source no block touches gives
-    an encryption of zero at the level of a product.
+    Each vector is encoded once (unless given encoded at the ciphertexts' level) and serves
+    every source. A source no block touches gives an encryption of zero at the level of a
+    product.
     """
     ev = ctx.evaluator
     accs: list[seal.Ciphertext | None] = [None] * len(sources)
     tmp = seal.Ciphertext()
     for b, vec in blocks:
-        pt = ctx.encode(vec, like=sources[0][b])
+        pt = vec if isinstance(vec, seal.Plaintext) else ctx.encode(vec, like=sources[0][b])
         for j, src in enumerate(sources):
             ev.multiply_plain(src[b], pt, tmp)
             if accs[j] is None:

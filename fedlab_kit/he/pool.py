@@ -3,7 +3,8 @@
 Each pool loads its keys once per worker (initializer) and jobs then move only ciphertext
 bytes and small numpy arrays. A label holder's pool holds its secret key in its own worker
 processes (same machine, same organisation); a feature holder's pool holds public keys only.
-Small jobs run inline: starting workers costs about a second.
+Small jobs run inline: starting workers costs about a second. Job ``i`` of a batch always
+goes to worker ``i % n``, so a worker may keep per-job caches across batches.
 """
 
 from __future__ import annotations
@@ -37,28 +38,33 @@ def state(key: str) -> Any:
 
 
 class KeyedPool:
-    """A lazily started process pool whose workers each build ``factory(*args)`` once."""
+    """Lazily started worker processes that each build ``factory(*args)`` once."""
 
     def __init__(self, key: str, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.key, self.factory, self.args = key, factory, args
-        self._pool: Executor | None = None
+        self._workers: list[Executor] = []
 
-    def executor(self) -> Executor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                workers(), mp_context=mp.get_context("spawn"), initializer=_init,
-                initargs=(self.key, self.factory, self.args))
-            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
-        return self._pool
+    def executors(self) -> list[Executor]:
+        """One single-process executor per worker (jobs are routed, not queued)."""
+        if not self._workers:
+            ctx = mp.get_context("spawn")
+            self._workers = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_init,
+                                                 initargs=(self.key, self.factory, self.args))
+                             for _ in range(workers())]
+            for ex in self._workers:
+                weakref.finalize(self, ex.shutdown, wait=False, cancel_futures=True)
+        return self._workers
 
     def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """``fn(key, *job)`` for every job, in a worker pool when there is more than one."""
+        """``fn(key, *job)`` for every job, job ``i`` in worker ``i % n`` when there is more
+        than one job, inline otherwise."""
         if len(jobs) <= 1 or workers() == 1:
             if self.key not in _STATE:
                 _init(self.key, self.factory, self.args)
             return [fn(self.key, *job) for job in jobs]
-        pool = self.executor()
-        return [f.result() for f in [pool.submit(fn, self.key, *job) for job in jobs]]
+        pool = self.executors()
+        futures = [pool[i % len(pool)].submit(fn, self.key, *job) for i, job in enumerate(jobs)]
+        return [f.result() for f in futures]
 
 
 def balanced_chunks(costs: Sequence[float], n: int) -> list[list[int]]:
