@@ -275,6 +275,7 @@ def test_two_parties_train_encrypted_from_the_panels(pair: tuple[Party, Party]) 
     assert len(panel.model.model.trees) == len(serve.model.model.trees) == 2
     assert "2 trees kept" in serve.status.value
     assert "Trees kept</th><td>2" in serve.result_html.value
+    assert serve.progress_label.value.startswith("tree 2 done")  # live progress, last tree
     assert "retailer, media" in panel.result_html.value
     splits = sum(1 for t in panel.model.model.trees for n in t
                  if not n.is_leaf and n.owner == "media")

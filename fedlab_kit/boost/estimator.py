@@ -285,8 +285,11 @@ class SecureBoostPassive:
         self.model_: PassiveModel | None = None
 
     def fit_protocol(self, me: str, active: str, X_own: Any, *,
-                     eval_set: Sequence[Any] | None = None) -> PassiveTrainer:
-        """The protocol serving one training run; when it finishes, this holds the model."""
+                     eval_set: Sequence[Any] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> PassiveTrainer:
+        """The protocol serving one training run; when it finishes, this holds the model.
+        ``progress(trees, splits)``: after each tree, the trees so far and the splits held
+        here."""
         X, columns = as_matrix(X_own, "X_own")
         evals = [select(Xe, columns, f"eval_set[{i}]") for i, Xe in enumerate(eval_set or [])]
         if self.insecure_plaintext:
@@ -294,16 +297,18 @@ class SecureBoostPassive:
         rng = (None if self.random_state is None
                else np.random.default_rng(self.random_state))
         return PassiveTrainer(me, active, X, columns, allow_plaintext=self.insecure_plaintext,
-                              eval_sets=evals, rng=rng, on_done=self._fitted)
+                              eval_sets=evals, rng=rng, on_done=self._fitted, on_tree=progress)
 
     def _fitted(self, model: PassiveModel) -> None:
         self.model_ = model
 
     def fit(self, X_own: Any, *, party: Any, active: str, eval_set: Sequence[Any] | None = None,
-            session: str = "boost", timeout: float | None = None) -> SecureBoostPassive:
-        """Serve the training run of ``active`` (same ``session``, at the same time)."""
+            session: str = "boost", timeout: float | None = None,
+            progress: Callable[[int, int], None] | None = None) -> SecureBoostPassive:
+        """Serve the training run of ``active`` (same ``session``, at the same time);
+        ``progress(trees, splits)`` after each tree."""
         _drive(party, [active], lambda: self.fit_protocol(_name(party), active, X_own,
-                                                          eval_set=eval_set),
+                                                          eval_set=eval_set, progress=progress),
                session=f"{session}/fit", timeout=timeout)
         return self
 

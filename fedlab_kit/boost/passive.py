@@ -72,14 +72,17 @@ class PassiveTrainer(_Active):
         allow_plaintext: bool, eval_sets: Sequence[np.ndarray] = (),
         rng: np.random.Generator | None = None,
         on_done: Callable[[PassiveModel], None] | None = None,
+        on_tree: Callable[[int, int], None] | None = None,
     ) -> None:
+        """``on_tree(trees, splits)`` is called after each tree with the trees received so
+        far and the splits this party holds."""
         super().__init__(me, active)
         self.X, self.columns, self.n = X, columns, len(X)
         self.allow_plaintext = allow_plaintext
         self.evals = list(eval_sets)
         self.eval_X = np.concatenate(self.evals) if self.evals else None
         self.rng = rng or np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
-        self.on_done = on_done
+        self.on_done, self.on_tree = on_done, on_tree
         self.model: PassiveModel | None = None
         self.backend: PassiveBackend | None = None
         self.t, self.depth = -1, -1
@@ -204,6 +207,8 @@ class PassiveTrainer(_Active):
             raise ProtocolError(f"SecureBoost: tree {r.tree} out of turn")
         check_tree(r.nodes, self.model.records, self.active)
         self.model.trees.append(r.nodes)
+        if self.on_tree is not None:
+            self.on_tree(len(self.model.trees), len(self.model.records))
         if self.eval_X is None:
             return []
         masks = self.model.leaf_masks(self.eval_X, [r.nodes])

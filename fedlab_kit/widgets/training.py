@@ -402,13 +402,14 @@ class PassiveTrainingPanel(TaskPanel):
             box_html("insecure_plaintext=True: this party accepts UNENCRYPTED gradients. "
                      "For tests and benchmarks only.", "warning") if insecure_plaintext else "")
         self.status = widgets.HTML("")
+        self.progress_label = widgets.HTML("")
         self.result_html = widgets.HTML("")
         self._task = Background(self.status, name="fedlab-boost-serve")
         self._started = 0.0
         self.serve_button.on_click(self._on_serve)
         self.widget = widgets.VBox([
             widgets.HTML("<b>SecureBoost training (feature holder)</b>"), self.security_note,
-            self.active, self.serve_button, self.status, self.result_html,
+            self.active, self.serve_button, self.status, self.progress_label, self.result_html,
         ])
 
 
@@ -433,7 +434,7 @@ class PassiveTrainingPanel(TaskPanel):
         estimator = SecureBoostPassive(insecure_plaintext=self.insecure_plaintext,
                                        random_state=self.random_state)
         self.model = None
-        self.result_html.value = ""
+        self.result_html.value = self.progress_label.value = ""
         self.status.value = box_html(f"Serving the training run of {active!r} (session "
                                      f"{self.session!r}); waiting for it to press Train…",
                                      "info")
@@ -444,7 +445,17 @@ class PassiveTrainingPanel(TaskPanel):
 
     def _serve(self, estimator: SecureBoostPassive, party: Party, active: str) -> Any:
         return estimator.fit(self.X_own, party=party, active=active, eval_set=self.eval_set,
-                             session=self.session, timeout=self.timeout)
+                             session=self.session, timeout=self.timeout,
+                             progress=self._on_tree)
+
+    def _on_tree(self, trees: int, splits: int) -> None:
+        """Live progress (called from the training thread)."""
+        try:
+            self.progress_label.value = html.escape(
+                f"tree {trees} done · {splits} split{'s' * (splits != 1)} held here · "
+                f"{time.monotonic() - self._started:.0f} s")
+        except Exception:  # a display problem must not stop the training
+            log.debug("training progress display failed", exc_info=True)
 
     def _finished(self) -> None:
         self.serve_button.disabled = False
