@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .demo_training import training_stage
+from .demo_training import poi_crowd_stage, training_stage
 from .dp import PrivacyLedger
 from .errors import FedlabError
 from .identity import Identity, Invitation
@@ -54,11 +54,15 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
             started = time.monotonic()
             training = training_stage(party, role, rows)
             training["training_s"] = round(time.monotonic() - started, 2)
+            started = time.monotonic()
+            poi = poi_crowd_stage(party, role, data)
+            poi["poi_crowd_s"] = round(time.monotonic() - started, 2)
         (Path(out) / f"{role}_rollcall.json").write_text(json.dumps(roll, indent=2) + "\n")
         rows.to_parquet(Path(out) / f"{role}_aligned.parquet", index=False)
         report = {"ok": True, "rollcall_s": round(rollcall_s, 3),
                   "psi_s": round(aligned.seconds, 2), "intersection": aligned.size,
-                  "psi_report": aligned.report.summary(), "joint": joint, "training": training}
+                  "psi_report": aligned.report.summary(), "joint": joint, "training": training,
+                  "poi_crowd": poi}
         if role == "operator" and draw_maps:
             report["crowd"] = _operator_crowd_map(Path(out), data, ledger)
         results.put((role, report))
@@ -211,8 +215,10 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
         "parties": {r: {"rows": roll[r]["rows"], "columns": len(roll[r]["columns"]),
                         "psi": reports[r]["psi_report"]} for r in ROLES},
         "stages": ["rollcall", "psi", "dp-funnel-joint", "psi-retailer-operator",
-                   "dp-ta-crowd-joint", "secureboost", *(["dp-crowd-own"] if draw_maps else [])],
+                   "dp-ta-crowd-joint", "secureboost", "poi-crowd-regression",
+                   *(["dp-crowd-own"] if draw_maps else [])],
         "training": reports["retailer"]["training"],
+        "poi_crowd": reports["retailer"]["poi_crowd"],
         "operator_crowd": reports["operator"].get("crowd"),
         "joint": {r: rep["joint"] for r, rep in reports.items()},
         "psi": {"intersection": sizes.pop(), "protocol": "ECDH-PSI over Curve25519, 3 parties",
@@ -221,7 +227,8 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
                     **{f"{r}_rollcall_s": rep["rollcall_s"] for r, rep in reports.items()},
                     **{f"{r}_psi_s": rep["psi_s"] for r, rep in reports.items()},
                     **{f"{r}_joint_s": rep["joint"]["joint_s"] for r, rep in reports.items()},
-                    "training_s": reports["retailer"]["training"]["training_s"]},
+                    "training_s": reports["retailer"]["training"]["training_s"],
+                    "poi_crowd_s": reports["retailer"]["poi_crowd"]["poi_crowd_s"]},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     for r in ROLES:
@@ -239,6 +246,10 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
     tr = summary["training"]
     echo(f"SecureBoost (CKKS, {tr['train_rows']} rows, 3 parties): test AUC "
          f"{tr['auc_federated']} vs {tr['auc_retailer_only']} on the retailer's columns alone")
+    poi = summary["poi_crowd"]
+    echo(f"POI crowd regression (CKKS, {poi['train_pois']} counted POIs, 3 parties): P30 "
+         f"{poi['p30_federated']} vs {poi['p30_retailer_only']} on the retailer's columns "
+         f"alone ({poi['test_pois']} held-out POIs)")
     crowd = summary["operator_crowd"]
     if crowd:
         echo(f"DP crowd (operator's own visits, epsilon {crowd['epsilon']}): "

@@ -1,9 +1,13 @@
-"""The demo's training stage: encrypted SecureBoost on the three-party aligned rows.
+"""The demo's training stages: encrypted SecureBoost on aligned rows.
 
-The retailer predicts its ``converted`` label from its own columns plus the media owner's
-(exposure, interests, engagement) and the operator's (mobility, spend) columns, and compares
-with a model on its own columns alone: the value of federation. Rows split 80/20 by PSI
-position, the same split at every party.
+1. Conversion: the retailer predicts its ``converted`` label from its own columns plus the
+   media owner's (exposure, interests, engagement) and the operator's (mobility, spend)
+   columns, and compares with a model on its own columns alone: the value of federation.
+   Rows split 80/20 by PSI position, the same split at every party.
+2. POI crowd regression: rows are the POIs where the retailer counts footfall (aligned by
+   PSI on POI ids); the retailer's public POI attributes, the operator's subscriber visits
+   and the media owner's billboards and audience predict footfall per day; P30 on held-out
+   POIs, with and without the partners.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ FEATURES = {
 }
 PARAMS = {"n_estimators": 10, "max_depth": 4, "learning_rate": 0.3, "max_bin": 32}
 TRAIN_SHARE = 0.8
+POI_PARAMS = {"n_estimators": 30, "max_depth": 4, "learning_rate": 0.3, "max_bin": 32}
+POI_TRAIN_SHARE = 0.75
 
 
 def features(role: str, rows: pd.DataFrame) -> pd.DataFrame:
@@ -60,3 +66,54 @@ def training_stage(party: Any, role: str, rows: pd.DataFrame) -> dict[str, Any]:
             "auc_federated": round(float(roc_auc_score(y[cut:], federated)), 4),
             "auc_retailer_only": round(float(roc_auc_score(y[cut:], own)), 4),
             "top_features": [clf.feature_names_[i] for i in top]}
+
+
+def poi_frame(role: str, data: str | None = None) -> pd.DataFrame:
+    """A party's per-POI columns (``poi_id`` first) from its own sample files."""
+    from .analytics import poi_crowd
+    from .data import load_campaigns, load_pois, load_sample, load_sample_visits
+
+    pois, campaigns = load_pois(data), load_campaigns(data)
+    if role == "retailer":
+        return poi_crowd.retailer_features(pois, campaigns)
+    if role == "operator":
+        return poi_crowd.operator_features(pois, load_sample_visits(data),
+                                           load_sample("operator", data))
+    return poi_crowd.media_features(pois, load_sample("media", data), campaigns)
+
+
+def poi_crowd_stage(party: Any, role: str, data: str | None = None,
+                    session: str = "demo-poi") -> dict[str, Any]:
+    """PSI on POI ids (the retailer's counted POIs x every POI at the partners), then the
+    encrypted crowd regression; the retailer's report has P30 with and without partners."""
+    from .analytics import poi_crowd
+    from .boost import SecureBoostPassive, SecureBoostRegressor
+    from .data import load_footfall, load_pois
+
+    frame = poi_frame(role, data)
+    if role == "retailer":
+        counted = load_footfall(data)
+        y_all = poi_crowd.footfall_label(counted, load_pois(data))
+        frame = frame.set_index("poi_id").loc[counted["poi_id"]].reset_index()
+        frame["label"] = y_all.to_numpy()
+    aligned = party.psi(frame["poi_id"], session=f"{session}-psi")
+    rows = aligned.align(frame)
+    X = rows.drop(columns=["poi_id", "label"], errors="ignore").astype(float)
+    cut = int(POI_TRAIN_SHARE * len(X))
+    if role != "retailer":
+        srv = SecureBoostPassive().fit(X.iloc[:cut], party=party, active="retailer",
+                                       session=session, timeout=900)
+        srv.predict(X.iloc[cut:], party=party, active="retailer", session=session, timeout=900)
+        return {"pois": len(X), "splits_held": len(srv.model.records)}
+    y = rows["label"].to_numpy()
+    reg = SecureBoostRegressor(**POI_PARAMS)
+    reg.fit(X.iloc[:cut], y[:cut], party=party, passive=["media", "operator"],
+            session=session, timeout=900)
+    federated = np.expm1(reg.predict(X.iloc[cut:], party=party, session=session, timeout=900))
+    alone = SecureBoostRegressor(**POI_PARAMS).fit(X.iloc[:cut], y[:cut], party=None,
+                                                   passive=[])
+    own = np.expm1(alone.predict(X.iloc[cut:], party=None))
+    true = np.expm1(y[cut:])
+    return {"train_pois": cut, "test_pois": len(X) - cut,
+            "p30_federated": round(poi_crowd.p30(federated, true), 4),
+            "p30_retailer_only": round(poi_crowd.p30(own, true), 4)}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedlab_kit.data import load_sample
+from fedlab_kit.data import load_footfall, load_sample
 from fedlab_kit.demo import run_demo
 
 pytestmark = pytest.mark.e2e
@@ -18,10 +18,15 @@ def test_demo_writes_aligned_rows_and_a_dp_map(tmp_path: Path) -> None:
     lines: list[str] = []
     summary = run_demo(tmp_path, echo=lines.append)
     assert summary["stages"] == ["rollcall", "psi", "dp-funnel-joint", "psi-retailer-operator",
-                                 "dp-ta-crowd-joint", "secureboost", "dp-crowd-own"]
+                                 "dp-ta-crowd-joint", "secureboost", "poi-crowd-regression",
+                                 "dp-crowd-own"]
     training = summary["training"]
     assert training["auc_federated"] > training["auc_retailer_only"] + 0.03  # partners help
     assert any(f.startswith(("media:", "operator:")) for f in training["top_features"])
+    poi = summary["poi_crowd"]
+    assert poi["train_pois"] + poi["test_pois"] == len(load_footfall())  # every counted POI
+    assert poi["p30_federated"] >= 0.9 and poi["p30_federated"] > poi["p30_retailer_only"]
+    assert any("P30" in line for line in lines)
     common = set.intersection(*(set(load_sample(r)["user_id"])
                                 for r in ("retailer", "media", "operator")))
     assert summary["psi"]["intersection"] == len(common)

@@ -15,6 +15,7 @@ from fedlab_kit.data.city import (
 from fedlab_kit.data.sample import (
     load_campaigns,
     load_districts,
+    load_footfall,
     load_pois,
     load_sample,
     load_sample_visits,
@@ -27,6 +28,7 @@ __all__ = [
     "City",
     "load_campaigns",
     "load_districts",
+    "load_footfall",
     "load_pois",
     "load_sample",
     "load_sample_visits",

@@ -19,7 +19,7 @@ from shapely.geometry import Polygon
 from fedlab_kit.data import geography, parties, people, truth, visits
 from fedlab_kit.data.people import CAMPAIGNS, PARTY_SHARE
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 MIN_PERSONS = 100
 MIN_POIS = 10
 DISTRICT_RANGE = (8, 12)
@@ -33,7 +33,9 @@ PARQUET_FILES = {
     "media": "media.parquet",
     "operator_users": "operator_users.parquet",
     "operator_visits": "operator_visits.parquet",
+    "retailer_footfall": "retailer_footfall.parquet",
     "crowd_truth": "truth/crowd_truth.parquet",
+    "poi_crowd_truth": "truth/poi_crowd_truth.parquet",
     "funnel_truth": "truth/funnel_truth.parquet",
     "persons": "truth/persons.parquet",
 }
@@ -56,6 +58,8 @@ class City:
     persons: pd.DataFrame
     crowd_truth: pd.DataFrame
     funnel_truth: pd.DataFrame
+    retailer_footfall: pd.DataFrame
+    poi_crowd_truth: pd.DataFrame
     effect_truth: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -195,6 +199,7 @@ def make_city(
     media = parties.media_table(u, exposed, district_ids, rng)
     users = parties.operator_table(u, log, pois, district_ids, rng)
     visit_rows = parties.visits_table(u, log, pois)
+    footfall, poi_crowd = parties.footfall_tables(log, pois, int(seed))
     city = City(
         districts=world.districts,
         boundary=world.boundary,
@@ -209,6 +214,8 @@ def make_city(
         funnel_truth=truth.funnel_truth(
             retailer, media, users, visit_rows, world.sites, list(district_ids), world.multiplier
         ),
+        retailer_footfall=footfall,
+        poi_crowd_truth=poi_crowd,
         effect_truth=_effect_json(world.multiplier),
     )
     args = {"persons": persons, "seed": seed, "n_pois": n_pois, "n_districts": n_districts}
@@ -231,6 +238,7 @@ def _meta(city: City, **args: int) -> dict[str, Any]:
         "truth_population": {
             "crowd_truth": "persons present at both the retailer and the operator",
             "funnel_truth": "persons present at the retailer, the media owner and the operator",
+            "poi_crowd_truth": "every person (visits per day per POI)",
         },
         "rows": rows,
     }

@@ -9,7 +9,7 @@ import pandas as pd
 
 from fedlab_kit.data.geography import to_km
 from fedlab_kit.data.people import AGE_BANDS, CAMPAIGNS, INTERESTS, TA_LABELS, Universe
-from fedlab_kit.data.visits import NIGHT_HOURS, WEEKEND, WINDOW_START, VisitLog
+from fedlab_kit.data.visits import NIGHT_HOURS, WEEKEND, WINDOW_DAYS, WINDOW_START, VisitLog
 
 CONVERSION_UPLIFT = 0.8  # logit uplift of exposure, only in a campaign's effect districts
 _AGE_CONVERSION = np.array([0.1, 0.3, 0.3, 0.1, -0.2, -0.4])
@@ -180,3 +180,29 @@ def operator_table(
     )
     idx = _members(u, "operator", rng)
     return frame.iloc[idx].reset_index(drop=True)
+
+
+#: share of POIs with a retailer door counter, and the counters' multiplicative error
+COUNTED_SHARE = 0.6
+COUNTER_ERROR = 0.05
+
+
+def footfall_tables(
+    log: VisitLog, pois: pd.DataFrame, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(retailer footfall counts, true crowd per POI).
+
+    The true crowd is every person's visits per day over the window (all persons, not only
+    a party's). The retailer counts footfall with door counters at a random ~60% of POIs
+    (its stores, the malls it rents in, partner venues), each count off by a few percent.
+    Draws come from their own generator, so the other tables do not change.
+    """
+    rng = np.random.default_rng([int(seed), 0xF00])
+    per_day = np.bincount(log.poi, minlength=len(pois)) / WINDOW_DAYS
+    true = pd.DataFrame({"poi_id": pois["poi_id"].to_numpy(),
+                         "visits_per_day": per_day.round(4)})
+    counted = np.flatnonzero(rng.random(len(pois)) < COUNTED_SHARE)
+    noise = rng.lognormal(0.0, COUNTER_ERROR, len(counted))
+    counts = pd.DataFrame({"poi_id": pois["poi_id"].to_numpy()[counted],
+                           "footfall_per_day": (per_day[counted] * noise).round(2)})
+    return counts, true

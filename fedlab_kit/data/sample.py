@@ -20,9 +20,11 @@ PARTY_FILES = {
     "media": "media.parquet",
     "operator": "operator_users.parquet",
 }
+OTHER_FILES = {"footfall": "retailer_footfall.parquet"}
 TRUTH_FILES = {
     "crowd": "truth/crowd_truth.parquet",
     "funnel": "truth/funnel_truth.parquet",
+    "poi_crowd": "truth/poi_crowd_truth.parquet",
     "persons": "truth/persons.parquet",
     "effect": "truth/effect_truth.json",
     "meta": "truth/meta.json",
@@ -74,6 +76,11 @@ def load_sample(party: str, root: str | Path | None = None) -> pd.DataFrame:
 def load_sample_visits(root: str | Path | None = None) -> pd.DataFrame:
     """The operator's visit table (one row per visit)."""
     return pd.read_parquet(_root(root) / "operator_visits.parquet")
+
+
+def load_footfall(root: str | Path | None = None) -> pd.DataFrame:
+    """The retailer's door-counter footfall per day at the POIs it counts."""
+    return pd.read_parquet(_root(root) / OTHER_FILES["footfall"])
 
 
 def load_pois(root: str | Path | None = None) -> pd.DataFrame:
