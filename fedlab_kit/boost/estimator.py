@@ -155,9 +155,10 @@ class _ActiveEstimator:
 
     def request_stop(self) -> None:
         """Ask the training in progress (:meth:`fit` running in another thread, or the
-        last :meth:`fit_protocol`) to end after the current tree and keep the trees so far,
-        as early stopping does; every passive party keeps the same trees. A request made
-        while :meth:`fit` is not running has no effect on the next one."""
+        last :meth:`fit_protocol`) to end after the current tree (round, for multiclass)
+        and keep the trees so far, as early stopping does; every passive party keeps the
+        same trees. A request made while :meth:`fit` is not running has no effect on the
+        next one."""
         self._stop_requested = True
         trainer = self._trainer
         if trainer is not None:
@@ -179,7 +180,8 @@ class _ActiveEstimator:
         progress: TreeCallback | None = None, timeout: float | None = None,
     ) -> _ActiveEstimator:
         """Train with the ``passive`` parties (``party=None`` and ``passive=[]`` trains
-        alone). ``progress(tree, n_trees, metrics)`` is called after every tree."""
+        alone). ``progress(tree, n_trees, metrics)`` is called after every tree
+        (every round of K trees for multiclass)."""
         passive = list(passive)
         unknown = [p for p in passive if party is not None and p not in party.peers]
         if unknown:

@@ -162,7 +162,7 @@ def check_classes(y: Any, n_rows: int | None, what: str = "y",
 def base_margin(objective: str, y: np.ndarray, base_score: float | None,
                 num_class: int | None = None) -> Margin:
     """The starting margin: logit(mean label) for logistic, the mean for squared error;
-    for multi:softprob the log class priors centred on 0 (as XGBoost >= 3.1 estimates
+    for multi:softprob the log class priors centred on 0 (as XGBoost 3.2 estimates
     them), or ``base_score`` for every class."""
     if objective == SOFTPROB:
         assert num_class is not None
