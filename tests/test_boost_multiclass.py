@@ -16,6 +16,7 @@ from sklearn.model_selection import train_test_split
 
 from fedlab_kit.boost import (
     BoostError,
+    BoostParams,
     SecureBoostClassifier,
     SecureBoostPassive,
     SecureBoostRegressor,
@@ -189,3 +190,12 @@ def test_a_stop_request_keeps_whole_rounds() -> None:
                   "media": srv.fit_protocol("media", "retailer", X[:, 3:])}).run()
     assert len(clf.model.trees) == len(srv.model.trees) == 2 * 4
     assert trainer.progress() == (2, 10)
+
+
+def test_num_class_goes_with_softprob_only() -> None:
+    with pytest.raises(BoostError, match="num_class must be an integer >= 3"):
+        BoostParams(objective=SOFTPROB)
+    with pytest.raises(BoostError, match="num_class is for multi:softprob only"):
+        BoostParams(num_class=3)
+    p = BoostParams(objective=SOFTPROB, num_class=4)
+    assert p.n_groups == 4 and p.metric == "mlogloss" and BoostParams().n_groups == 1
