@@ -4,7 +4,9 @@ Training, per tree, level by level: the active party computes gradients, asks ev
 party for the cumulative histograms of the nodes it cannot get by subtraction (the smaller
 child of each pair; the larger is parent minus smaller), scores every candidate of every
 party, partitions its own winning nodes itself and asks passive winners for the rows that
-go left. After each tree it sends the passives the tree's shape (no thresholds, no leaf
+go left. With ``multi:softprob`` (K classes) a boosting round is K trees, tree k fitted to
+the softmax gradients of class k, all from the margins before the round; to the passives
+they are just trees. After each tree it sends the passives the tree's shape (no thresholds, no leaf
 values); with an eval set they answer with leaf masks of the eval rows.
 
 What the active party learns from a passive one: its column names, the per-candidate
@@ -118,20 +120,26 @@ class ActiveTrainer(_Peers):
         self.rounds = early_stopping_rounds
         self.on_tree, self.on_done = on_tree, on_done
         self.rng = np.random.default_rng(params.random_state)
-        self.base = base_margin(params.objective, y, params.base_score)
-        self.model = ActiveModel(model_id or uuid.uuid4().hex, me, params, self.base, columns,
-                                 {})
-        self.margin = np.full(self.n, self.base)
-        self.eval_margin = np.full(0 if self.eval_X is None else len(self.eval_X), self.base)
+        self.k = params.n_groups  # trees per round
+        base = base_margin(params.objective, y, params.base_score, params.num_class)
+        self.model = ActiveModel(model_id or uuid.uuid4().hex, me, params, base, columns, {})
+        n_eval = 0 if self.eval_X is None else len(self.eval_X)
+        shape = () if self.k == 1 else (self.k,)
+        self.margin = np.broadcast_to(base, (self.n, *shape)).astype(np.float64)
+        self.eval_margin = np.broadcast_to(base, (n_eval, *shape)).astype(np.float64)
         self.t, self.tree_due = 0, False
         self.best: tuple[float, int] | None = None
         self.stop_requested = False
 
     def progress(self) -> tuple[int, int]:
-        return (len(self.model.trees), self.p.n_estimators)
+        return (len(self.model.trees) // self.k, self.p.n_estimators)
+
+    def _column(self, margin: np.ndarray) -> np.ndarray:
+        """The margins that the current tree adds to (a view): its class's, or all."""
+        return margin if self.k == 1 else margin[:, self.t % self.k]
 
     def request_stop(self) -> None:
-        """End training after the tree being built, keeping the trees so far: the run then
+        """End training after the round being built, keeping the trees so far: the run then
         finishes as early stopping does (every passive party is told how many trees to keep).
         Safe to call from another thread; a request after the end changes nothing."""
         self.stop_requested = True
@@ -203,7 +211,12 @@ class ActiveTrainer(_Peers):
     # ------------------------------------------------------------------- trees
     def _start_tree(self) -> list[Action]:
         p = self.p
-        g, h = gradients(p.objective, self.margin, self.y)
+        if self.k == 1:
+            g, h = gradients(p.objective, self.margin, self.y)
+        else:  # every tree of a round learns from the margins before the round
+            if self.t % self.k == 0:
+                self.round_gh = gradients(p.objective, self.margin, self.y)
+            g, h = (a[:, self.t % self.k] for a in self.round_gh)
         self.keep: np.ndarray | None = None
         if p.subsample < 1:  # as XGBoost: rows left out of this tree get zero gradients
             self.keep = self.rng.random(self.n) < p.subsample
@@ -361,8 +374,9 @@ class ActiveTrainer(_Peers):
         for node in tree:
             if node.is_leaf:
                 node.weight = leaf_weight(*self.sums[node.id], self.p)
-                self.margin[self.rows[node.id]] += node.weight
+                self._column(self.margin)[self.rows[node.id]] += node.weight
         self.model.trees.append(tree)
+        self.model.tree_class.append(self.t % self.k)
         out: list[Action] = []
         for q in self.passives:
             view = [m.TreeNode(n.id, n.left, n.right, n.record if n.owner == q else -1)
@@ -387,20 +401,25 @@ class ActiveTrainer(_Peers):
             if len(X) and (masks.sum(axis=0) != 1).any():
                 raise ProtocolError("SecureBoost: the parties' leaf masks of the eval rows do "
                                     "not single out one leaf per row")
-            self.eval_margin += weights @ masks
-            stop = self._record_evals(metrics)
+            self._column(self.eval_margin)[:] += weights @ masks
+        self.t += 1
+        if self.t % self.k:  # the round goes on: metrics and stopping are per round
+            self.tree_due = True
+            return []
+        rnd = self.t // self.k - 1
+        if self.eval_X is not None:
+            stop = self._record_evals(metrics, rnd)
         if self.on_tree is not None:
             metrics[f"train-{self.p.metric}"] = evaluate(self.p.metric, self.p.objective,
                                                          self.y, self.margin)
-            self.on_tree(self.t, self.p.n_estimators, metrics)
-        self.t += 1
-        if stop or self.stop_requested or self.t == self.p.n_estimators:
+            self.on_tree(rnd, self.p.n_estimators, metrics)
+        if stop or self.stop_requested or rnd + 1 == self.p.n_estimators:
             return self._finish()
         self.tree_due = True
         return []
 
-    def _record_evals(self, metrics: dict[str, float]) -> bool:
-        """Append this tree's eval metrics; True when early stopping says stop."""
+    def _record_evals(self, metrics: dict[str, float], rnd: int) -> bool:
+        """Append this round's eval metrics; True when early stopping says stop."""
         start, value = 0, float("nan")
         for i, e in enumerate(self.evals):
             value = evaluate(self.p.metric, self.p.objective, e.y,
@@ -414,15 +433,16 @@ class ActiveTrainer(_Peers):
         better = (self.best is None or (value > self.best[0] if self.p.metric in MAXIMIZE
                                         else value < self.best[0]))
         if better:
-            self.best = (value, self.t)
+            self.best = (value, rnd)
         assert self.best is not None
-        return self.t - self.best[1] >= self.rounds
+        return rnd - self.best[1] >= self.rounds
 
     def _finish(self) -> list[Action]:
         model = self.model
         if self.best is not None:
             model.best_score, model.best_iteration = self.best
-            model.trees = model.trees[: model.best_iteration + 1]
+            model.trees = model.trees[: (model.best_iteration + 1) * self.k]
+            model.tree_class = model.tree_class[: len(model.trees)]
         self.done, self.result = True, model
         if self.on_done is not None:
             self.on_done(model)
@@ -443,7 +463,7 @@ class ActivePredictor(_Peers):
         self.batch = batch_rows or max(8, (PREDICT_BUDGET * 8 // n_leaves) // 8 * 8)
         self.starts = list(range(0, self.n, self.batch)) or [0]
         self.k = 0
-        self.margin = np.zeros(self.n)
+        self.margin = np.zeros((self.n, *(() if model.n_groups == 1 else (model.n_groups,))))
 
     def progress(self) -> tuple[int, int]:
         return (self.k, len(self.starts))

@@ -18,6 +18,7 @@ is the same person everywhere)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,15 @@ from .backend import make_backends
 from .binning import as_matrix, select
 from .errors import BoostError
 from .model import ActiveModel, PassiveModel
-from .params import LOGISTIC, SQUARED, BoostParams, check_labels, transform
+from .params import (
+    LOGISTIC,
+    SOFTPROB,
+    SQUARED,
+    BoostParams,
+    check_classes,
+    check_labels,
+    transform,
+)
 from .passive import PassivePredictor, PassiveTrainer
 
 LOCAL = "local"
@@ -87,6 +96,7 @@ class _ActiveEstimator:
     """The label holder's estimator (shared by the classifier and the regressor)."""
 
     _objective = LOGISTIC
+    _objectives: tuple[str, ...] = (LOGISTIC,)  # what load() accepts
     _trainer: ActiveTrainer | None = None  # the run in progress, for request_stop()
     _stop_requested = False
 
@@ -117,33 +127,38 @@ class _ActiveEstimator:
         ``X_own`` may be None when the label holder brings no features."""
         if isinstance(passive, str):
             raise BoostError("passive must be a list of party names")
-        labels = check_labels(self._objective, y, None)
+        labels, params = self._labels(y, None)
         if X_own is None:
             X, columns = np.zeros((len(labels), 0)), []
         else:
             X, columns = as_matrix(X_own, "X_own")
-        check_labels(self._objective, labels, len(X))
+        self._labels(labels, len(X))
         if not columns and not passive:
             raise BoostError("no features: the label holder has none and no passive party")
         evals = []
         for i, (Xe, ye) in enumerate(eval_set or []):
             ex = (np.zeros((len(np.asarray(ye)), 0)) if X_own is None
                   else select(Xe, columns, f"eval_set[{i}] X"))
-            evals.append(EvalSet(ex, check_labels(self._objective, ye, len(ex),
-                                                  f"eval_set[{i}] y")))
+            evals.append(EvalSet(ex, self._labels(ye, len(ex), f"eval_set[{i}] y", params)[0]))
         backends = make_backends(self.insecure_plaintext)
-        trainer = ActiveTrainer(me, list(passive), X, columns, labels, self.params,
+        trainer = ActiveTrainer(me, list(passive), X, columns, labels, params,
                                 backends.active(), secure=backends.secure,
                                 eval_sets=evals, early_stopping_rounds=early_stopping_rounds,
                                 on_tree=progress, on_done=self._fitted)
         self._trainer = trainer
         return trainer
 
+    def _labels(self, y: Any, n_rows: int | None, what: str = "y",
+                fitted: BoostParams | None = None) -> tuple[np.ndarray, BoostParams]:
+        """Checked labels and the parameters to train with (eval labels: ``fitted``'s)."""
+        return check_labels(self._objective, y, n_rows, what), self.params
+
     def request_stop(self) -> None:
         """Ask the training in progress (:meth:`fit` running in another thread, or the
-        last :meth:`fit_protocol`) to end after the current tree and keep the trees so far,
-        as early stopping does; every passive party keeps the same trees. A request made
-        while :meth:`fit` is not running has no effect on the next one."""
+        last :meth:`fit_protocol`) to end after the current tree (round, for multiclass)
+        and keep the trees so far, as early stopping does; every passive party keeps the
+        same trees. A request made while :meth:`fit` is not running has no effect on the
+        next one."""
         self._stop_requested = True
         trainer = self._trainer
         if trainer is not None:
@@ -165,7 +180,8 @@ class _ActiveEstimator:
         progress: TreeCallback | None = None, timeout: float | None = None,
     ) -> _ActiveEstimator:
         """Train with the ``passive`` parties (``party=None`` and ``passive=[]`` trains
-        alone). ``progress(tree, n_trees, metrics)`` is called after every tree."""
+        alone). ``progress(tree, n_trees, metrics)`` is called after every tree
+        (every round of K trees for multiclass)."""
         passive = list(passive)
         unknown = [p for p in passive if party is not None and p not in party.peers]
         if unknown:
@@ -200,7 +216,8 @@ class _ActiveEstimator:
 
     def predict_margin(self, X_own: Any, *, party: Any, session: str = "boost",
                        timeout: float | None = None) -> np.ndarray:
-        """Raw margins (log-odds for the classifier), one federated round."""
+        """Raw margins (log-odds for the classifier; (n, K) for multiclass), one federated
+        round."""
         return _drive(party, list(self.model.passives),
                       lambda: self.predict_protocol(_name(party), X_own),
                       session=f"{session}/predict", timeout=timeout)
@@ -234,9 +251,9 @@ class _ActiveEstimator:
     @classmethod
     def load(cls, path: str | Path, *, insecure_plaintext: bool = False) -> Any:
         model = ActiveModel.load(path)
-        if model.params.objective != cls._objective:
+        if model.params.objective not in cls._objectives:
             raise BoostError(f"{str(path)!r} holds a {model.params.objective} model, not "
-                             f"{cls._objective}")
+                             f"{' or '.join(cls._objectives)}")
         est = cls.__new__(cls)
         est.params, est.model_ = model.params, model
         est.insecure_plaintext = insecure_plaintext
@@ -244,21 +261,43 @@ class _ActiveEstimator:
 
 
 class SecureBoostClassifier(_ActiveEstimator):
-    """Binary classifier (``binary:logistic``) trained with the feature holders."""
+    """Classifier trained with the feature holders, on labels 0..K-1 as XGBClassifier:
+    ``binary:logistic`` for two classes, ``multi:softprob`` (K trees a round, ``n_estimators``
+    rounds) for more."""
 
     _objective = LOGISTIC
+    _objectives = (LOGISTIC, SOFTPROB)
+
+    def _labels(self, y: Any, n_rows: int | None, what: str = "y",
+                fitted: BoostParams | None = None) -> tuple[np.ndarray, BoostParams]:
+        k = None if fitted is None else max(2, fitted.n_groups)
+        labels, k = check_classes(y, n_rows, what, k)
+        if fitted is not None:
+            return labels, fitted
+        params = (dataclasses.replace(self.params, objective=LOGISTIC, num_class=None) if k == 2
+                  else dataclasses.replace(self.params, objective=SOFTPROB, num_class=k))
+        return labels, params
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The class labels, 0..K-1."""
+        return np.arange(max(2, self.model.n_groups))
 
     def predict_proba(self, X_own: Any, *, party: Any, session: str = "boost",
                       timeout: float | None = None) -> np.ndarray:
-        """(n, 2) class probabilities, one federated round."""
-        p1 = transform(LOGISTIC, self.predict_margin(X_own, party=party, session=session,
-                                                     timeout=timeout))
+        """(n, K) class probabilities, one federated round."""
+        margin = self.predict_margin(X_own, party=party, session=session, timeout=timeout)
+        if self.model.n_groups > 1:
+            return transform(SOFTPROB, margin)
+        p1 = transform(LOGISTIC, margin)
         return np.stack([1 - p1, p1], axis=1)
 
     def predict(self, X_own: Any, *, party: Any, session: str = "boost",
                 timeout: float | None = None) -> np.ndarray:
-        """Class labels 0/1, one federated round."""
+        """Class labels, one federated round."""
         margin = self.predict_margin(X_own, party=party, session=session, timeout=timeout)
+        if self.model.n_groups > 1:
+            return np.argmax(margin, axis=1).astype(np.int64)
         return (margin > 0).astype(np.int64)
 
 
@@ -266,6 +305,7 @@ class SecureBoostRegressor(_ActiveEstimator):
     """Regressor (``reg:squarederror``) trained with the feature holders."""
 
     _objective = SQUARED
+    _objectives = (SQUARED,)
 
     def predict(self, X_own: Any, *, party: Any, session: str = "boost",
                 timeout: float | None = None) -> np.ndarray:

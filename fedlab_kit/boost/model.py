@@ -13,7 +13,7 @@ from ..errors import ProtocolError
 from .binning import goes_left
 from .errors import BoostError
 from .messages import TreeNode
-from .params import BoostParams
+from .params import BoostParams, Margin
 from .tree import Node, leaf_masks
 
 FORMAT = "fedlab-secureboost"
@@ -43,18 +43,26 @@ def _read(path: str | Path, role: str) -> dict[str, Any]:
 
 @dataclass
 class ActiveModel:
-    """The label holder's part: tree shapes, own splits, leaf values, who holds the rest."""
+    """The label holder's part: tree shapes, own splits, leaf values, who holds the rest.
+    With ``multi:softprob`` the margin has one column per class (``base_margin`` is then
+    an array) and ``tree_class[i]`` is the class whose margin tree ``i`` adds to."""
 
     model_id: str
     party: str
     params: BoostParams
-    base_margin: float
+    base_margin: Margin
     columns: list[str]
     passives: dict[str, list[str]]  # passive party -> its column names, in party order
     trees: list[list[Node]] = field(default_factory=list, repr=False)
     evals_result: dict[str, dict[str, list[float]]] = field(default_factory=dict, repr=False)
     best_iteration: int | None = None
     best_score: float | None = None
+    tree_class: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def n_groups(self) -> int:
+        """Margin columns: the number of classes for multi:softprob, else 1."""
+        return self.params.n_groups
 
     def own_masks(self, X: np.ndarray) -> np.ndarray:
         """(all leaves, rows): rows that the own splits let reach each leaf."""
@@ -64,9 +72,11 @@ class ActiveModel:
     def combine(self, masks: np.ndarray) -> np.ndarray:
         """Margins from the ANDed (all leaves, rows) masks of all parties; each row must
         reach exactly one leaf of every tree."""
-        margin = np.full(masks.shape[1], self.base_margin)
+        k = self.n_groups
+        margin = np.broadcast_to(self.base_margin, (masks.shape[1], *(() if k == 1 else (k,))))
+        margin = margin.astype(np.float64)
         start = 0
-        for tree in self.trees:
+        for tree, cls in zip(self.trees, self.classes_of_trees(), strict=True):
             weights = np.array([n.weight for n in tree if n.is_leaf])
             sub = masks[start : start + len(weights)]
             start += len(weights)
@@ -75,8 +85,19 @@ class ActiveModel:
                 raise ProtocolError(f"the parties' leaf masks do not single out one leaf per "
                                     f"tree for {bad} rows: the parts of the model do not "
                                     "belong together")
-            margin += weights[np.argmax(sub, axis=0)]
+            (margin if k == 1 else margin[:, cls])[:] += weights[np.argmax(sub, axis=0)]
         return margin
+
+    def classes_of_trees(self) -> list[int]:
+        """The class of every tree (all 0 unless multi:softprob); checked, as a file may
+        be damaged."""
+        k = self.n_groups
+        classes = self.tree_class if k > 1 else [0] * len(self.trees)
+        if (len(classes) != len(self.trees) or len(self.trees) % k
+                or any(c != i % k for i, c in enumerate(classes))):
+            raise BoostError(f"the model's {len(self.trees)} trees do not make whole rounds "
+                             f"of {k} classes (tree_class {classes[:6]}...)")
+        return classes
 
     @property
     def n_leaves(self) -> int:
@@ -103,25 +124,37 @@ class ActiveModel:
         return dict(zip(names, (avg / s if s > 0 else avg).tolist(), strict=True))
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "role": "active",
-                "model_id": self.model_id, "party": self.party,
-                "params": self.params.to_dict(), "base_margin": self.base_margin,
-                "columns": self.columns, "passives": self.passives,
-                "trees": [[n.to_json() for n in t] for t in self.trees],
-                "evals_result": self.evals_result, "best_iteration": self.best_iteration,
-                "best_score": self.best_score}
+        doc = {"format": FORMAT, "version": FORMAT_VERSION, "role": "active",
+               "model_id": self.model_id, "party": self.party,
+               "params": self.params.to_dict(),
+               "base_margin": np.asarray(self.base_margin).tolist(),
+               "columns": self.columns, "passives": self.passives,
+               "trees": [[n.to_json() for n in t] for t in self.trees],
+               "evals_result": self.evals_result, "best_iteration": self.best_iteration,
+               "best_score": self.best_score}
+        if self.n_groups > 1:
+            doc |= {"num_class": self.n_groups, "tree_class": self.classes_of_trees()}
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ActiveModel:
         try:
-            return cls(doc["model_id"], doc["party"], BoostParams.from_dict(doc["params"]),
-                       float(doc["base_margin"]), list(doc["columns"]),
-                       {p: list(c) for p, c in doc["passives"].items()},
-                       [[Node.from_json(n) for n in t] for t in doc["trees"]],
-                       doc.get("evals_result") or {}, doc.get("best_iteration"),
-                       doc.get("best_score"))
+            params = BoostParams.from_dict(doc["params"])
+            base = doc["base_margin"]
+            base = float(base) if params.n_groups == 1 else np.array(base, dtype=np.float64)
+            if np.shape(base) != (() if params.n_groups == 1 else (params.n_groups,)):
+                raise ValueError(f"base_margin {doc['base_margin']!r} for "
+                                 f"{params.n_groups} classes")
+            model = cls(doc["model_id"], doc["party"], params, base, list(doc["columns"]),
+                        {p: list(c) for p, c in doc["passives"].items()},
+                        [[Node.from_json(n) for n in t] for t in doc["trees"]],
+                        doc.get("evals_result") or {}, doc.get("best_iteration"),
+                        doc.get("best_score"),
+                        [int(c) for c in doc.get("tree_class") or []])
         except (KeyError, TypeError, ValueError) as exc:
             raise BoostError(f"the model file is damaged: {exc!r}") from None
+        model.classes_of_trees()
+        return model
 
     def save(self, path: str | Path) -> None:
         _dump(self.to_json(), path)

@@ -12,11 +12,14 @@ from .errors import BoostError
 
 LOGISTIC = "binary:logistic"
 SQUARED = "reg:squarederror"
-METRICS = {LOGISTIC: ("logloss", "auc", "error"), SQUARED: ("rmse", "mae")}
+SOFTPROB = "multi:softprob"
+METRICS = {LOGISTIC: ("logloss", "auc", "error"), SQUARED: ("rmse", "mae"),
+           SOFTPROB: ("mlogloss", "merror")}
 MAXIMIZE = {"auc"}
 MAX_BIN = 255  # bin codes are uint8; 255 marks a missing value
 MAX_DEPTH = 20
 EPS = 1e-16  # XGBoost's floor for the logistic hessian and the logloss clip
+Margin = float | np.ndarray  # one margin, or one per class (multi:softprob)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class BoostParams:
     random_state: int | None = None
     base_score: float | None = None
     eval_metric: str | None = None
+    num_class: int | None = None  # multi:softprob only (set by the classifier from the labels)
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -72,9 +76,23 @@ class BoostParams:
                  f"base_score must be a finite number, got {bs!r}")
             need(self.objective != LOGISTIC or 0 < bs < 1,
                  f"base_score must be in (0, 1) for {LOGISTIC}, got {bs}")
-        need(self.eval_metric is None or self.eval_metric in METRICS[self.objective],
-             f"eval_metric for {self.objective} must be one of {METRICS[self.objective]}, "
+        nc = self.num_class
+        if self.objective == SOFTPROB:
+            need(isinstance(nc, int | np.integer) and not isinstance(nc, bool) and nc >= 3,
+                 f"num_class must be an integer >= 3 for {SOFTPROB}, got {nc!r}")
+        else:
+            need(nc is None, f"num_class is for {SOFTPROB} only, got {nc!r}")
+        # a classifier learns whether it is binary from the labels: it takes either metric
+        allowed = METRICS[self.objective] + (METRICS[SOFTPROB] if self.objective == LOGISTIC
+                                             else ())
+        need(self.eval_metric is None or self.eval_metric in allowed,
+             f"eval_metric for {self.objective} must be one of {allowed}, "
              f"got {self.eval_metric!r}")
+
+    @property
+    def n_groups(self) -> int:
+        """Trees per boosting round: one per class for multi:softprob, else one."""
+        return self.num_class if self.objective == SOFTPROB and self.num_class else 1
 
     @property
     def metric(self) -> str:
@@ -112,8 +130,49 @@ def check_labels(objective: str, y: Any, n_rows: int | None, what: str = "y") ->
     return arr
 
 
-def base_margin(objective: str, y: np.ndarray, base_score: float | None) -> float:
-    """The starting margin: logit(mean label) for logistic, the mean for squared error."""
+def check_classes(y: Any, n_rows: int | None, what: str = "y",
+                  n_classes: int | None = None) -> tuple[np.ndarray, int]:
+    """Class labels 0..K-1 (K >= 2, every class present unless ``n_classes`` is given, as
+    for an eval set) and K; anything else is an error naming the bad values."""
+    arr = check_labels(SQUARED, y, n_rows, what)
+    odd = (arr != np.round(arr)) | (arr < 0)
+    if odd.any():
+        vals = sorted(set(arr[odd].tolist()))[:5]
+        raise BoostError(f"{what} must hold integer class labels 0, 1, ..., K-1 (binary "
+                         f"labels 0/1 for two classes); found {vals} ({int(odd.sum())} rows)")
+    k = int(arr.max()) + 1 if n_classes is None else n_classes
+    if n_classes is None:
+        if len(np.unique(arr)) < 2:
+            raise BoostError(f"the training labels are all one class ({int(arr[0])}); the "
+                             "classifier needs at least two classes")
+        missing = sorted(set(range(k)) - set(arr.astype(np.int64).tolist()))
+        if missing:
+            bad = arr > missing[0]
+            vals = sorted(set(arr[bad].astype(np.int64).tolist()))[:5]
+            raise BoostError(f"{what} must hold consecutive class labels 0, 1, ..., K-1 "
+                             f"(binary labels 0/1 for two classes); found {vals} "
+                             f"({int(bad.sum())} rows) but no class {missing[:5]}")
+    elif (arr >= k).any():
+        vals = sorted(set(arr[arr >= k].astype(np.int64).tolist()))[:5]
+        raise BoostError(f"{what} has classes {vals} that the training labels (0..{k - 1}) "
+                         "do not have")
+    return arr, k
+
+
+def base_margin(objective: str, y: np.ndarray, base_score: float | None,
+                num_class: int | None = None) -> Margin:
+    """The starting margin: logit(mean label) for logistic, the mean for squared error;
+    for multi:softprob the log class priors centred on 0 (as XGBoost 3.2 estimates
+    them), or ``base_score`` for every class."""
+    if objective == SOFTPROB:
+        assert num_class is not None
+        if base_score is not None:
+            return np.full(num_class, float(base_score))
+        prior = np.bincount(y.astype(np.int64), minlength=num_class) / len(y)
+        if (prior == 0).any():
+            raise BoostError("a class has no training rows")
+        logp = np.log(prior)
+        return logp - logp.mean()
     if objective == LOGISTIC:
         p = float(y.mean()) if base_score is None else float(base_score)
         if not 0 < p < 1:
@@ -128,19 +187,34 @@ def gradients(objective: str, margin: np.ndarray, y: np.ndarray) -> tuple[np.nda
     if objective == LOGISTIC:
         p = transform(objective, margin)
         return p - y, np.maximum(p * (1 - p), EPS)
+    if objective == SOFTPROB:  # margin (n, K); XGBoost's softmax hessian has a factor 2
+        p = transform(objective, margin)
+        onehot = y.astype(np.int64)[:, None] == np.arange(margin.shape[1])
+        return p - onehot, np.maximum(2 * p * (1 - p), EPS)
     return margin - y, np.ones_like(margin)
 
 
 def transform(objective: str, margin: np.ndarray) -> np.ndarray:
-    """Margin to prediction: the probability of class 1, or the value itself."""
+    """Margin to prediction: the probability of class 1, the (n, K) class probabilities
+    (softmax) for multi:softprob, or the value itself."""
     if objective == LOGISTIC:
         return 1.0 / (1.0 + np.exp(-margin))
+    if objective == SOFTPROB:
+        e = np.exp(margin - margin.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
     return margin
 
 
 def evaluate(metric: str, objective: str, y: np.ndarray, margin: np.ndarray) -> float:
     """One evaluation metric, as XGBoost defines it."""
     pred = transform(objective, margin)
+    if metric in ("mlogloss", "merror"):
+        proba = pred if pred.ndim == 2 else np.stack([1 - pred, pred], axis=1)
+        cls = y.astype(np.int64)
+        if metric == "merror":
+            return float(np.mean(np.argmax(proba, axis=1) != cls))
+        p = np.clip(proba[np.arange(len(cls)), cls], EPS, None)
+        return float(-np.mean(np.log(p)))
     if metric == "logloss":
         p = np.clip(pred, EPS, 1 - EPS)
         return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
