@@ -462,3 +462,14 @@ def test_map_panel_refuses_person_level_frames_and_takes_custom_layers(
         MapPanel()
     with pytest.raises(ValueError, match="unknown layers"):
         MapPanel(districts=districts, shown=["Crowd counts"])
+
+
+def test_a_multiclass_result_counts_rounds_not_trees() -> None:
+    from sklearn.datasets import load_wine
+
+    from fedlab_kit.widgets.training import result_html
+    X, y = load_wine(return_X_y=True)
+    clf = SecureBoostClassifier(n_estimators=2, max_depth=2, max_bin=16)
+    clf.fit(X, y, party=None, passive=[])
+    assert len(clf.model.trees) == 6  # 2 rounds x 3 classes
+    assert "2 rounds x 3 classes (built 2 of 2)" in result_html(clf, 2, 1.0)

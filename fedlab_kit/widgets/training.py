@@ -305,7 +305,7 @@ class TrainingPanel(TaskPanel):
     def _show_result(self, estimator: Any) -> None:
         self.model = estimator
         model = estimator.model
-        kept, n = len(model.trees), estimator.params.n_estimators
+        kept, n = len(model.trees) // model.n_groups, estimator.params.n_estimators
         seconds = time.monotonic() - self._started
         self.stopped = self._stop_requested and len(self.history) < n
         if self.stopped:
@@ -338,8 +338,10 @@ def _best(estimator: Any) -> tuple[int, str, float] | None:
 def result_html(estimator: Any, trained: int, seconds: float) -> str:
     """What a fitted active estimator says: trees, best iteration, top importances."""
     model = estimator.model
-    rows = [("Trees kept", f"{len(model.trees)} (built {trained} of "
-                           f"{estimator.params.n_estimators})")]
+    per_round = model.n_groups  # multi:softprob: one tree per class and round
+    kept = f"{len(model.trees)}" if per_round == 1 else \
+        f"{len(model.trees) // per_round} rounds x {per_round} classes"
+    rows = [("Trees kept", f"{kept} (built {trained} of {estimator.params.n_estimators})")]
     best = _best(estimator)
     if best is None:
         rows.append(("Best iteration", "— (give an eval_set to measure it)"))
