@@ -154,3 +154,19 @@ def test_root_masks_served_from_the_cache_give_the_same_sums(
         got = active.decrypt_histograms(payload, 1, 4, 32)
         assert active.tolerance < 1e-3  # far below one row's gradient: a wrong mask shows
         assert np.abs(got - node_histograms(g, h, root, codes, thr)).max() < active.tolerance
+
+
+def test_cached_masks_follow_the_columns(active: CkksActive) -> None:
+    """colsample_bytree hands the same root other columns: the cache must not serve them
+    the masks of the previous ones, even when the thresholds look alike."""
+    n = 3000
+    _, _, codes, thr = _case(n, 4, 16)
+    thr = np.tile(thr[:1], (2, 1))  # identical threshold tables for both column pairs
+    passive = CkksPassive(active.setup_payload())
+    root = [np.arange(n)]
+    for cols in ([0, 1], [2, 3], [0, 1]):
+        g, h = RNG.normal(size=n), RNG.random(n)
+        sub = np.ascontiguousarray(codes[:, cols])
+        payload = passive.histograms(active.encrypt_nodes(g, h, root, 2 * 16), root, sub, thr)
+        got = active.decrypt_histograms(payload, 1, 2, 16)
+        assert np.abs(got - node_histograms(g, h, root, sub, thr)).max() < active.tolerance

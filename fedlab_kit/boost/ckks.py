@@ -18,6 +18,7 @@ stays inside the CKKS range, and unscaled after decryption.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
@@ -221,6 +222,12 @@ class CkksPassive:
         pieces = _pieces(counts, workers())
         items = [(i, q) for i in range(len(pieces)) for q in range(len(groups))]
         chunks = balanced_chunks([pieces[i][2] - pieces[i][1] for i, _ in items], workers())
+        # a node with every row (a root without subsampling) recurs in every tree, with the
+        # same masks as long as the columns are the same (colsample may change them)
+        full = [k for k, r in enumerate(nodes)
+                if len(r) == len(codes) and np.array_equal(r, np.arange(len(codes)))]
+        columns = hashlib.blake2b(np.ascontiguousarray(codes).tobytes() + thresholds.tobytes(),
+                                  digest_size=16).hexdigest() if full else ""
         jobs = []
         for chunk in chunks:
             mine = [items[i] for i in chunk]
@@ -228,9 +235,7 @@ class CkksPassive:
             for i in {i for i, _ in mine}:
                 k, lo, hi = pieces[i]
                 rows = nodes[k][lo * per_ct:hi * per_ct]
-                # a node with every row (a root without subsampling) recurs in every tree
-                key = (width, lo, hi) if len(nodes[k]) == len(codes) and np.array_equal(
-                    nodes[k], np.arange(len(codes))) else None
+                key = (columns, width, lo, hi) if k in full else None
                 piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows], lo == 0,
                                  key)
             jobs.append((piece_data, mine, thresholds, groups, width, _cache_budget()))
@@ -278,19 +283,21 @@ def _cache_budget() -> int:
     return int(mb * 2**20 / workers())
 
 
-#: a worker's encoded root masks: (pool key, width, piece, group) -> [(ciphertext, mask)]
+#: a worker's encoded root masks: (pool key, columns digest, width, piece start, piece end,
+#: group) -> [(ciphertext index, mask)]
 _MASKS: dict[tuple[Any, ...], list[tuple[int, seal.Plaintext]]] = {}
 
 
-def _cached_bytes(key: str) -> int:
-    """Bytes of masks cached for pool ``key``; masks of other (finished) trainings go."""
-    for k in [k for k in _MASKS if k[0] != key]:
+def _cached_bytes(key: str, columns: str) -> int:
+    """Bytes of masks cached for pool ``key`` and these columns; the masks of other
+    trainings or other columns go."""
+    for k in [k for k in _MASKS if k[:2] != (key, columns)]:
         del _MASKS[k]
     return sum(len(v) for v in _MASKS.values()) * PLAINTEXT_BYTES
 
 
 def _histogram_job(key: str, piece_data: dict[int, tuple[list[bytes], np.ndarray, bool,
-                                                         tuple[int, ...] | None]],
+                                                         tuple[Any, ...] | None]],
                    items: list[tuple[int, int]], thresholds: np.ndarray,
                    groups: list[np.ndarray], width: int, budget: int) -> list[list[bytes]]:
     """Worker: the folded (S, D) sums of each (piece, column group); a node's first piece
@@ -303,11 +310,12 @@ def _histogram_job(key: str, piece_data: dict[int, tuple[list[bytes], np.ndarray
     for i, q in items:
         _, codes, first, recurs = piece_data[i]
         layout = RowLayout(len(codes), width)
-        cache_key = (key, *recurs, q, thresholds.tobytes()) if recurs else None
+        cache_key = (key, *recurs, q) if recurs else None
         blocks = _MASKS.get(cache_key) if cache_key else None
         if blocks is None:
             blocks = _masks(codes, thresholds, groups[q], layout)
-            if cache_key and _cached_bytes(key) + len(blocks) * PLAINTEXT_BYTES <= budget:
+            if cache_key and _cached_bytes(key, cache_key[1]) + len(blocks) * PLAINTEXT_BYTES \
+                    <= budget:
                 blocks = [(b, ctx.encode(vec, like=split[i][0][b])) for b, vec in blocks]
                 _MASKS[cache_key] = blocks
         pair = masked_sums(ctx, split[i], blocks, layout.fold_steps)
