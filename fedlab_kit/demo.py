@@ -33,7 +33,7 @@ ROLES = ("retailer", "media", "operator")
 def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
               results: Any, draw_maps: bool = True, funnel_epsilon: float = 1.0) -> None:
     """What one party process does (runs in its own OS process)."""
-    from .data import load_sample
+    from .data import load_campaigns, load_footfall, load_pois, load_sample, load_sample_visits
 
     try:
         frame = load_sample(role, root=data)
@@ -55,7 +55,10 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
             training = training_stage(party, role, rows)
             training["training_s"] = round(time.monotonic() - started, 2)
             started = time.monotonic()
-            poi = poi_crowd_stage(party, role, data)
+            poi = poi_crowd_stage(
+                party, role, frame, pois=load_pois(data), campaigns=load_campaigns(data),
+                footfall=load_footfall(data) if role == "retailer" else None,
+                visits=load_sample_visits(data) if role == "operator" else None)
             poi["poi_crowd_s"] = round(time.monotonic() - started, 2)
         (Path(out) / f"{role}_rollcall.json").write_text(json.dumps(roll, indent=2) + "\n")
         rows.to_parquet(Path(out) / f"{role}_aligned.parquet", index=False)

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .errors import FedlabError
+
 FEATURES = {
     "retailer": ["past_spend", "tenure_days", "age_band"],
     "media": ["exposed_beauty_launch", "exposed_auto_expo", "exposed_sports_sale",
@@ -68,36 +70,39 @@ def training_stage(party: Any, role: str, rows: pd.DataFrame) -> dict[str, Any]:
             "top_features": [clf.feature_names_[i] for i in top]}
 
 
-def poi_frame(role: str, data: str | None = None) -> pd.DataFrame:
-    """A party's per-POI columns (``poi_id`` first) from its own sample files."""
+def poi_columns(role: str, own: pd.DataFrame, pois: pd.DataFrame, campaigns: pd.DataFrame,
+                visits: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A party's per-POI columns (``poi_id`` first) from its own table ``own`` (the
+    operator's subscribers, the media owner's users; unused for the retailer)."""
     from .analytics import poi_crowd
-    from .data import load_campaigns, load_pois, load_sample, load_sample_visits
 
-    pois, campaigns = load_pois(data), load_campaigns(data)
     if role == "retailer":
         return poi_crowd.retailer_features(pois, campaigns)
     if role == "operator":
-        return poi_crowd.operator_features(pois, load_sample_visits(data),
-                                           load_sample("operator", data))
-    return poi_crowd.media_features(pois, load_sample("media", data), campaigns)
+        if visits is None:
+            raise FedlabError("the operator's POI columns need its visit table")
+        return poi_crowd.operator_features(pois, visits, own)
+    return poi_crowd.media_features(pois, own, campaigns)
 
 
-def poi_crowd_stage(party: Any, role: str, data: str | None = None,
+def poi_crowd_stage(party: Any, role: str, own: pd.DataFrame, *, pois: pd.DataFrame,
+                    campaigns: pd.DataFrame, footfall: pd.DataFrame | None = None,
+                    visits: pd.DataFrame | None = None,
                     session: str = "demo-poi") -> dict[str, Any]:
     """PSI on POI ids (the retailer's counted POIs x every POI at the partners), then the
-    encrypted crowd regression; the retailer's report has P30 with and without partners."""
+    encrypted crowd regression; the retailer (who passes its ``footfall`` counts) gets P30
+    with and without the partners, the others what they served."""
     from .analytics import poi_crowd
     from .boost import SecureBoostPassive, SecureBoostRegressor
-    from .data import load_footfall, load_pois
 
-    frame = poi_frame(role, data)
+    frame = poi_columns(role, own, pois, campaigns, visits)
     if role == "retailer":
-        counted = load_footfall(data)
-        y_all = poi_crowd.footfall_label(counted, load_pois(data))
-        frame = frame.set_index("poi_id").loc[counted["poi_id"]].reset_index()
-        frame["label"] = y_all.to_numpy()
-    aligned = party.psi(frame["poi_id"], session=f"{session}-psi")
-    rows = aligned.align(frame)
+        if footfall is None:
+            raise FedlabError("the retailer's POI crowd model needs its footfall counts")
+        label = poi_crowd.footfall_label(footfall, pois)
+        frame = frame.set_index("poi_id").loc[footfall["poi_id"]].reset_index()
+        frame["label"] = label.to_numpy()
+    rows = party.psi(frame["poi_id"], session=f"{session}-psi").align(frame)
     X = rows.drop(columns=["poi_id", "label"], errors="ignore").astype(float)
     cut = int(POI_TRAIN_SHARE * len(X))
     if role != "retailer":
@@ -112,8 +117,8 @@ def poi_crowd_stage(party: Any, role: str, data: str | None = None,
     federated = np.expm1(reg.predict(X.iloc[cut:], party=party, session=session, timeout=900))
     alone = SecureBoostRegressor(**POI_PARAMS).fit(X.iloc[:cut], y[:cut], party=None,
                                                    passive=[])
-    own = np.expm1(alone.predict(X.iloc[cut:], party=None))
+    own_only = np.expm1(alone.predict(X.iloc[cut:], party=None))
     true = np.expm1(y[cut:])
     return {"train_pois": cut, "test_pois": len(X) - cut,
             "p30_federated": round(poi_crowd.p30(federated, true), 4),
-            "p30_retailer_only": round(poi_crowd.p30(own, true), 4)}
+            "p30_retailer_only": round(poi_crowd.p30(own_only, true), 4)}

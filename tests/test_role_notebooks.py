@@ -198,6 +198,10 @@ def test_three_role_notebooks_run_at_the_same_time(tmp_path: Path) -> None:
     assert (funnel.groupby(["campaign", "district_id", "group"])["count"]
             .apply(lambda c: (c.diff().dropna() <= 0).all()).all())  # monotone funnels
     assert "Funnel served over" in texts(books["media"])
+    p30 = float(released.split("P30 ")[1].split(" ")[0])
+    assert p30 >= 0.9, released  # the shipped sample: ~1.0 with the partners
+    for role in ("media", "operator"):
+        assert "POI crowd model served" in texts(books[role]), f"{role}: no POI crowd stage"
     assert "Funnel and crowd served" in texts(books["operator"])
 
     order = {role: aligned[role]["user_id"].astype(str).tolist() for role in ROLES}

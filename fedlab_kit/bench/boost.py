@@ -5,12 +5,13 @@ with the same hyperparameters, and of XGBoost on the label holder's columns alon
 federation adds), seconds per tree split into encrypt / histogram / decrypt / the rest
 (communication, plaintext histograms of the label holder's own columns, split finding),
 bytes sent, peak RSS per party (and the RSS of its CKKS worker pool), CPU seconds of each
-party's process tree.
+party's process tree, and the feature holders' mask cache budget (``FEDLAB_MASK_CACHE_MB``).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from ..boost.ckks import MASK_CACHE_MB
 from ..identity import Identity, Invitation
 from ..local import RelayProcess, create_room
 from ..session import Party
@@ -184,4 +186,5 @@ def bench_boost(rows: int = 100_000, features: int = 40, parties: int = 2, trees
         "peak_rss_mb": {n: res[n]["peak_rss_mb"] for n in names},
         "worker_rss_mb": {n: res[n]["worker_rss_mb"] for n in names},
         "cpu_seconds": {n: res[n]["cpu_seconds"] for n in names},
+        "mask_cache_mb": float(os.environ.get("FEDLAB_MASK_CACHE_MB", MASK_CACHE_MB)),
     }
