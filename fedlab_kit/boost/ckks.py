@@ -228,6 +228,7 @@ class CkksPassive:
                 if len(r) == len(codes) and np.array_equal(r, np.arange(len(codes)))]
         columns = hashlib.blake2b(np.ascontiguousarray(codes).tobytes() + thresholds.tobytes(),
                                   digest_size=16).hexdigest() if full else ""
+        split_nodes = {k for k, _, _ in pieces if sum(p[0] == k for p in pieces) > 1}
         jobs = []
         for chunk in chunks:
             mine = [items[i] for i in chunk]
@@ -236,31 +237,34 @@ class CkksPassive:
                 k, lo, hi = pieces[i]
                 rows = nodes[k][lo * per_ct:hi * per_ct]
                 key = (columns, width, lo, hi) if k in full else None
-                piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows], lo == 0,
-                                 key)
+                piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows],
+                                 k not in split_nodes, key)
             jobs.append((piece_data, mine, thresholds, groups, width, _cache_budget()))
         sums: dict[tuple[int, int], list[list[bytes]]] = {}
         for chunk, results in zip(chunks, self._pool.map(_histogram_job, jobs), strict=True):
             for i, res in zip(chunk, results, strict=True):
                 piece, q = items[i]
                 sums.setdefault((pieces[piece][0], q), []).append(res)
+        # the pieces of a split node come back rescaled but not folded: add them up, fold
+        # and re-randomise, each result once, spread over the workers
+        todo = [(kq, j) for kq in sorted(sums) if kq[0] in split_nodes for j in range(2)]
+        if todo:
+            steps = RowLayout(1, width).fold_steps
+            fold_chunks = balanced_chunks([1.0] * len(todo), workers())
+            fold_jobs = [([[pair[j] for pair in sums[kq]] for kq, j in (todo[t] for t in chunk)],
+                          steps) for chunk in fold_chunks]
+            folded = [b for res in self._pool.map(_fold_job, fold_jobs) for b in res]
+            whole: dict[tuple[int, int], list[bytes]] = {}
+            for (kq, j), b in zip(todo, folded, strict=True):
+                whole.setdefault(kq, [b"", b""])[j] = b
+            sums.update({kq: [pair] for kq, pair in whole.items()})
         zero = _to_bytes(self.ctx.encrypt(np.zeros(SLOTS)))  # empty nodes: zero sums
         out = []
         for k in range(len(nodes)):
             for q in range(len(groups)):
-                out += self._add_pieces(sums[k, q]) if (k, q) in sums else [zero, zero]
+                out += sums[k, q][0] if (k, q) in sums else [zero, zero]
         return msgspec.msgpack.encode(_Hists(width, len(out), cols.tobytes(),
                                              msgspec.msgpack.encode(out)))
-
-    def _add_pieces(self, pairs: list[list[bytes]]) -> list[bytes]:
-        """The (S, D) sums of a node from those of its pieces (the first is re-randomised)."""
-        if len(pairs) == 1:
-            return pairs[0]
-        total = [self.ctx.load(msgspec.msgpack.encode(list(p))) for p in zip(*pairs, strict=True)]
-        for cts in total:
-            for ct in cts[1:]:
-                self.ctx.evaluator.add_inplace(cts[0], ct)
-        return [_to_bytes(cts[0]) for cts in total]
 
 
 def _pieces(counts: list[int], n_workers: int) -> list[tuple[int, int, int]]:
@@ -300,15 +304,16 @@ def _histogram_job(key: str, piece_data: dict[int, tuple[list[bytes], np.ndarray
                                                          tuple[Any, ...] | None]],
                    items: list[tuple[int, int]], thresholds: np.ndarray,
                    groups: list[np.ndarray], width: int, budget: int) -> list[list[bytes]]:
-    """Worker: the folded (S, D) sums of each (piece, column group); a node's first piece
-    is re-randomised (the others are added to it before anything is sent). Masks of pieces
-    that recur (``piece_data[i][3]``) are kept, within ``budget`` bytes, for the next tree."""
+    """Worker: the (S, D) sums of each (piece, column group): folded and re-randomised when
+    the piece is its whole node (``piece_data[i][2]``), else only rescaled (see
+    :func:`_fold_job`). Masks of pieces that recur (``piece_data[i][3]``) are kept, within
+    ``budget`` bytes, for the next tree."""
     ctx: PublicContext = state(key)
     split = {i: _split_gradients(ctx, ctx.load(msgspec.msgpack.encode(cts)))
              for i, (cts, *_) in piece_data.items()}
     out = []
     for i, q in items:
-        _, codes, first, recurs = piece_data[i]
+        _, codes, whole, recurs = piece_data[i]
         layout = RowLayout(len(codes), width)
         cache_key = (key, *recurs, q) if recurs else None
         blocks = _MASKS.get(cache_key) if cache_key else None
@@ -318,11 +323,25 @@ def _histogram_job(key: str, piece_data: dict[int, tuple[list[bytes], np.ndarray
                     <= budget:
                 blocks = [(b, ctx.encode(vec, like=split[i][0][b])) for b, vec in blocks]
                 _MASKS[cache_key] = blocks
-        pair = masked_sums(ctx, split[i], blocks, layout.fold_steps)
-        if first:
+        pair = masked_sums(ctx, split[i], blocks, layout.fold_steps if whole else [])
+        if whole:
             for res in pair:
                 ctx.rerandomise(res)
         out.append([_to_bytes(res) for res in pair])
+    return out
+
+
+def _fold_job(key: str, results: list[list[bytes]], steps: list[int]) -> list[bytes]:
+    """Worker: each result from its pieces' rescaled sums: added, folded, re-randomised."""
+    ctx: PublicContext = state(key)
+    out = []
+    for partials in results:
+        cts = ctx.load(msgspec.msgpack.encode(partials))
+        for ct in cts[1:]:
+            ctx.evaluator.add_inplace(cts[0], ct)
+        ctx.rotate_sum(cts[0], steps)
+        ctx.rerandomise(cts[0])
+        out.append(_to_bytes(cts[0]))
     return out
 
 
