@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from pathlib import Path
 from typing import Any
 
 import boost_workers
 import numpy as np
 import pytest
+from party_processes import party_processes, run_parties
 
 from fedlab_kit.boost import SecureBoostClassifier
-from fedlab_kit.local import RelayProcess, create_room
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.filterwarnings("ignore::fedlab_kit.boost.InsecurePlaintextWarning")]
-CTX = mp.get_context("spawn")
 PARAMS = {"n_estimators": 6, "max_depth": 3, "max_bin": 16}
 
 
+def _role(d: dict[str, Any]) -> str:
+    return "active" if "y" in d else "passive"
+
+
 def _run(tmp_path: Path, data: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    roles = {n: "active" if "y" in d else "passive" for n, d in data.items()}
-    with RelayProcess.start() as relay:
-        inv, keys = create_room(list(data), tmp_path, relay.host, relay.port)
-        q = CTX.Queue()
-        procs = [CTX.Process(target=boost_workers.boost_party,
-                             args=(str(keys[n]), inv.to_string(), roles[n], d, PARAMS, q))
-                 for n, d in data.items()]
-        for p in procs:
-            p.start()
-        results = dict(q.get(timeout=300) for _ in procs)
-        for p in procs:
-            p.join(60)
-            assert p.exitcode == 0
-    return results
+    return dict(run_parties(tmp_path, list(data), lambda n, key, inv, q: (
+        boost_workers.boost_party, (key, inv, _role(data[n]), data[n], PARAMS, q))))
 
 
 def _dataset(n: int = 300):
@@ -92,15 +82,9 @@ def test_encrypted_training_survives_a_relay_restart(tmp_path: Path) -> None:
     data = {"retailer": {"X": X[:300, :3], "y": y[:300], "X_test": X[300:, :3],
                          "passive": ["media"]},
             "media": {"X": X[:300, 3:], "X_test": X[300:, 3:], "active": "retailer"}}
-    roles = {"retailer": "active", "media": "passive"}
-    with RelayProcess.start() as relay:
-        inv, keys = create_room(list(data), tmp_path, relay.host, relay.port)
-        q = CTX.Queue()
-        procs = [CTX.Process(target=boost_workers.boost_party_reporting,
-                             args=(str(keys[n]), inv.to_string(), roles[n], d, params, q))
-                 for n, d in data.items()]
-        for p in procs:
-            p.start()
+    with party_processes(tmp_path, list(data), lambda n, key, inv, q: (
+            boost_workers.boost_party_reporting,
+            (key, inv, _role(data[n]), data[n], params, q))) as (relay, q, procs):
         assert q.get(timeout=300) == ("tree", 0)
         relay.kill()
         relay.restart()

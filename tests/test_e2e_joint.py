@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from pathlib import Path
 
 import joint_workers
 import pytest
-
-from fedlab_kit.local import RelayProcess, create_room
+from party_processes import run_parties
 
 pytestmark = pytest.mark.e2e
-CTX = mp.get_context("spawn")
+
+
+ROLES = ("retailer", "operator")
 
 
 def _run(tmp_path: Path, budget: float) -> dict[str, tuple]:
-    with RelayProcess.start() as relay:
-        inv, keys = create_room(["retailer", "operator"], tmp_path, relay.host, relay.port)
-        q = CTX.Queue()
-        procs = [CTX.Process(target=joint_workers.crowd_party,
-                             args=(r, str(keys[r]), inv.to_string(), str(tmp_path), budget, q))
-                 for r in ("retailer", "operator")]
-        for p in procs:
-            p.start()
-        results = {r: tuple(rest) for r, *rest in (q.get(timeout=300) for _ in procs)}
-        for p in procs:
-            p.join(60)
-    return results
+    items = run_parties(tmp_path, ROLES, lambda r, key, inv, q: (
+        joint_workers.crowd_party, (r, key, inv, str(tmp_path), budget, q)), clean_exit=False)
+    return {r: tuple(rest) for r, *rest in items}
 
 
 def test_joint_crowd_over_the_relay(tmp_path: Path) -> None:
@@ -45,17 +36,9 @@ def test_refused_budget_stops_the_label_holder_with_the_reason(tmp_path: Path) -
 
 
 def test_misaligned_rows_stop_both_parties_with_the_reason(tmp_path: Path) -> None:
-    with RelayProcess.start() as relay:
-        inv, keys = create_room(["retailer", "operator"], tmp_path, relay.host, relay.port)
-        q = CTX.Queue()
-        procs = [CTX.Process(target=joint_workers.misaligned_party,
-                             args=(r, str(keys[r]), inv.to_string(), str(tmp_path), q))
-                 for r in ("retailer", "operator")]
-        for p in procs:
-            p.start()
-        res = {r: (kind, msg) for r, kind, msg in (q.get(timeout=300) for _ in procs)}
-        for p in procs:
-            p.join(60)
+    items = run_parties(tmp_path, ROLES, lambda r, key, inv, q: (
+        joint_workers.misaligned_party, (r, key, inv, str(tmp_path), q)), clean_exit=False)
+    res = {r: (kind, msg) for r, kind, msg in items}
     assert res["retailer"][0] == "ProtocolError" and "run PSI first" in res["retailer"][1]
     assert res["operator"][0] == "PeerStopped"  # told why, not left waiting for a timeout
     assert "'retailer' stopped the joint computation" in res["operator"][1]

@@ -9,27 +9,16 @@ from typing import Any
 
 import psi_workers
 import pytest
+from party_processes import CTX, party_processes, run_parties
 
 from fedlab_kit.local import RelayProcess, create_room
 
 pytestmark = pytest.mark.e2e
-CTX = mp.get_context("spawn")
 
 
 def _run(tmp_path: Path, sets: dict[str, list[Any]], **kwargs: Any) -> dict[str, dict]:
-    with RelayProcess.start() as relay:
-        inv, keys = create_room(list(sets), tmp_path, relay.host, relay.port)
-        q = CTX.Queue()
-        procs = [CTX.Process(target=psi_workers.psi_party,
-                             args=(str(keys[n]), inv.to_string(), ids, kwargs, q))
-                 for n, ids in sets.items()]
-        for p in procs:
-            p.start()
-        results = dict(q.get(timeout=300) for _ in procs)
-        for p in procs:
-            p.join(60)
-            assert p.exitcode == 0
-    return results
+    return dict(run_parties(tmp_path, list(sets), lambda n, key, inv, q: (
+        psi_workers.psi_party, (key, inv, sets[n], kwargs, q))))
 
 
 def _sets(rng: random.Random, names: list[str], universe: list[Any]) -> dict[str, list[Any]]:
@@ -127,15 +116,9 @@ def test_relay_restart_during_psi(tmp_path: Path) -> None:
     universe = [f"k{i}" for i in range(100_000)]
     sets = {"a": rng.sample(universe, 50_000), "b": rng.sample(universe, 50_000)}
     truth = set(sets["a"]) & set(sets["b"])
-    relay = RelayProcess.start()
-    try:
-        inv, keys = create_room(list(sets), tmp_path, relay.host, relay.port)
-        q = CTX.Queue()
-        procs = [CTX.Process(target=psi_workers.psi_party,
-                             args=(str(keys[n]), inv.to_string(), ids, {"batch": 512}, q, True))
-                 for n, ids in sets.items()]
-        for p in procs:
-            p.start()
+    with party_processes(tmp_path, list(sets), lambda n, key, inv, q: (
+            psi_workers.psi_party, (key, inv, sets[n], {"batch": 512}, q, True))
+            ) as (relay, q, procs):
         assert sorted(q.get(timeout=120) for _ in procs) == [("started", "a"), ("started", "b")]
         time.sleep(1.0)  # 200k scalar multiplications take several seconds on 2 cores
         relay.kill()
@@ -146,8 +129,6 @@ def test_relay_restart_during_psi(tmp_path: Path) -> None:
         for p in procs:
             p.join(60)
             assert p.exitcode == 0
-    finally:
-        relay.stop()
     for r in results.values():
         assert r["t0"] < killed_at < r["t1"], "the relay was not killed during the PSI"
     assert results["a"]["aligned"] == results["b"]["aligned"]
