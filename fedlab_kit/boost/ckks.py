@@ -198,6 +198,7 @@ class CkksPassive:
 
     def histograms(self, payload: bytes, nodes: list[np.ndarray], codes: np.ndarray,
                    thresholds: np.ndarray) -> bytes:
+        """The encrypted cumulative (G, H) sums of ``nodes`` for the label holder."""
         try:
             msg = msgspec.msgpack.decode(payload, type=_Grads)
             parts = msgspec.msgpack.decode(msg.cts, type=list[bytes])
@@ -222,13 +223,8 @@ class CkksPassive:
         pieces = _pieces(counts, workers())
         items = [(i, q) for i in range(len(pieces)) for q in range(len(groups))]
         chunks = balanced_chunks([pieces[i][2] - pieces[i][1] for i, _ in items], workers())
-        # a node with every row (a root without subsampling) recurs in every tree, with the
-        # same masks as long as the columns are the same (colsample may change them)
-        full = [k for k, r in enumerate(nodes)
-                if len(r) == len(codes) and np.array_equal(r, np.arange(len(codes)))]
-        columns = hashlib.blake2b(np.ascontiguousarray(codes).tobytes() + thresholds.tobytes(),
-                                  digest_size=16).hexdigest() if full else ""
         split_nodes = {k for k, _, _ in pieces if sum(p[0] == k for p in pieces) > 1}
+        recurring = _recurring(nodes, codes, thresholds)
         jobs = []
         for chunk in chunks:
             mine = [items[i] for i in chunk]
@@ -236,7 +232,7 @@ class CkksPassive:
             for i in {i for i, _ in mine}:
                 k, lo, hi = pieces[i]
                 rows = nodes[k][lo * per_ct:hi * per_ct]
-                key = (columns, width, lo, hi) if k in full else None
+                key = (recurring[k], width, lo, hi) if k in recurring else None
                 piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows],
                                  k not in split_nodes, key)
             jobs.append((piece_data, mine, thresholds, groups, width, _cache_budget()))
@@ -245,19 +241,8 @@ class CkksPassive:
             for i, res in zip(chunk, results, strict=True):
                 piece, q = items[i]
                 sums.setdefault((pieces[piece][0], q), []).append(res)
-        # the pieces of a split node come back rescaled but not folded: add them up, fold
-        # and re-randomise, each result once, spread over the workers
-        todo = [(kq, j) for kq in sorted(sums) if kq[0] in split_nodes for j in range(2)]
-        if todo:
-            steps = RowLayout(1, width).fold_steps
-            fold_chunks = balanced_chunks([1.0] * len(todo), workers())
-            fold_jobs = [([[pair[j] for pair in sums[kq]] for kq, j in (todo[t] for t in chunk)],
-                          steps) for chunk in fold_chunks]
-            folded = [b for res in self._pool.map(_fold_job, fold_jobs) for b in res]
-            whole: dict[tuple[int, int], list[bytes]] = {}
-            for (kq, j), b in zip(todo, folded, strict=True):
-                whole.setdefault(kq, [b"", b""])[j] = b
-            sums.update({kq: [pair] for kq, pair in whole.items()})
+        sums.update(self._fold_pieces({kq: v for kq, v in sums.items() if kq[0] in split_nodes},
+                                      width))
         zero = _to_bytes(self.ctx.encrypt(np.zeros(SLOTS)))  # empty nodes: zero sums
         out = []
         for k in range(len(nodes)):
@@ -265,6 +250,37 @@ class CkksPassive:
                 out += sums[k, q][0] if (k, q) in sums else [zero, zero]
         return msgspec.msgpack.encode(_Hists(width, len(out), cols.tobytes(),
                                              msgspec.msgpack.encode(out)))
+
+
+    def _fold_pieces(self, sums: dict[tuple[int, int], list[list[bytes]]], width: int
+                     ) -> dict[tuple[int, int], list[list[bytes]]]:
+        """The pieces of a split node come back rescaled but not folded: add them up, fold
+        and re-randomise each (node, group) result once, spread over the workers."""
+        todo = [(kq, j) for kq in sorted(sums) for j in range(2)]
+        if not todo:
+            return {}
+        steps = RowLayout(1, width).fold_steps
+        chunks = balanced_chunks([1.0] * len(todo), workers())
+        jobs = [([[pair[j] for pair in sums[kq]] for kq, j in (todo[t] for t in chunk)], steps)
+                for chunk in chunks]
+        folded = [b for res in self._pool.map(_fold_job, jobs) for b in res]
+        whole: dict[tuple[int, int], list[bytes]] = {}
+        for (kq, j), b in zip(todo, folded, strict=True):
+            whole.setdefault(kq, [b"", b""])[j] = b
+        return {kq: [pair] for kq, pair in whole.items()}
+
+
+def _recurring(nodes: list[np.ndarray], codes: np.ndarray, thresholds: np.ndarray
+               ) -> dict[int, str]:
+    """Nodes with every row (a root without subsampling), which recur in every tree, with a
+    digest of the columns (colsample may change them): the key of their cached masks."""
+    n = len(codes)
+    full = [k for k, r in enumerate(nodes) if len(r) == n and np.array_equal(r, np.arange(n))]
+    if not full:
+        return {}
+    digest = hashlib.blake2b(np.ascontiguousarray(codes).tobytes() + thresholds.tobytes(),
+                             digest_size=16).hexdigest()
+    return dict.fromkeys(full, digest)
 
 
 def _pieces(counts: list[int], n_workers: int) -> list[tuple[int, int, int]]:
