@@ -18,6 +18,7 @@ stays inside the CKKS range, and unscaled after decryption.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import math
@@ -223,8 +224,10 @@ class CkksPassive:
         pieces = _pieces(counts, workers())
         items = [(i, q) for i in range(len(pieces)) for q in range(len(groups))]
         chunks = balanced_chunks([pieces[i][2] - pieces[i][1] for i, _ in items], workers())
-        split_nodes = {k for k, _, _ in pieces if sum(p[0] == k for p in pieces) > 1}
+        per_node = collections.Counter(k for k, _, _ in pieces)
+        split_nodes = {k for k, n in per_node.items() if n > 1}
         recurring = _recurring(nodes, codes, thresholds)
+        budget = _cache_budget()
         jobs = []
         for chunk in chunks:
             mine = [items[i] for i in chunk]
@@ -235,7 +238,7 @@ class CkksPassive:
                 key = (recurring[k], width, lo, hi) if k in recurring else None
                 piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows],
                                  k not in split_nodes, key)
-            jobs.append((piece_data, mine, thresholds, groups, width, _cache_budget()))
+            jobs.append((piece_data, mine, thresholds, groups, width, budget))
         sums: dict[tuple[int, int], list[list[bytes]]] = {}
         for chunk, results in zip(chunks, self._pool.map(_histogram_job, jobs), strict=True):
             for i, res in zip(chunk, results, strict=True):

@@ -62,6 +62,15 @@ def _resolve_party(source: Any, what: str) -> Party | None:
     return party
 
 
+def _known_peers(source: Any) -> list[str]:
+    """The peers of the room ``source`` is connected to (none if it is not connected yet)."""
+    try:
+        party = _resolve_party(source, "peers")
+    except FedlabError:
+        return []
+    return [] if party is None else list(party.peers)
+
+
 def _names(text: str) -> list[str]:
     names = [n.strip() for n in text.replace(";", ",").split(",")]
     return [n for n in names if n]
@@ -151,11 +160,7 @@ class TrainingPanel(TaskPanel):
                                 "trees (0 = off; needs an eval_set)",
             disabled=self.eval_set is None, style=_STYLE, layout=widgets.Layout(width="220px"))
         if passive is None:
-            try:
-                known = _resolve_party(party, "partners")
-            except FedlabError:
-                known = None
-            passive = [] if known is None else list(known.peers)
+            passive = _known_peers(party)
         self.partners = widgets.Text(
             value=", ".join(passive), description="Partners", style=_STYLE,
             placeholder="feature holders, e.g. media, operator (empty: every peer)",
@@ -390,11 +395,7 @@ class PassiveTrainingPanel(TaskPanel):
         self.session, self.timeout = session, timeout
         self.model: SecureBoostPassive | None = None
         if active is None:
-            try:
-                known = _resolve_party(party, "label holder")
-            except FedlabError:
-                known = None
-            peers = [] if known is None else list(known.peers)
+            peers = _known_peers(party)
             active = peers[0] if len(peers) == 1 else ""
         self.active = widgets.Text(value=active, description="Label holder", style=_STYLE,
                                    placeholder="the party that trains, e.g. retailer")
