@@ -30,16 +30,15 @@ from folium.plugins import HeatMap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from released_frames import HIDDEN_COUNT, SHOWN_COUNT, crowd_cells, district_funnel
 
 from fedlab_kit import maps
-from fedlab_kit.data import load_districts, load_pois
+from fedlab_kit.data import load_districts
 from fedlab_kit.errors import FedlabError
 from fedlab_kit.maps import assets as assets_mod
 from fedlab_kit.maps.errors import MapExportError, NotReleasedError
 
 STAGES = ["reach", "visit", "purchase", "repeat"]
-SHOWN_COUNT = 4321            # a released cell count that must appear on the map
-HIDDEN_COUNT = 987_654        # the noisy count of a suppressed cell: must never appear
 snapshot_mod = importlib.import_module("fedlab_kit.maps.snapshot")  # maps.snapshot: the function
 NO_NET = ["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
 
@@ -54,29 +53,13 @@ def districts() -> gpd.GeoDataFrame:
 @pytest.fixture(scope="module")
 def cells() -> pd.DataFrame:
     """A released crowd frame: 6 H3 r8 cells of the sample city, the last one suppressed."""
-    top = load_pois()["h3_r8"].value_counts().sort_index().index[:6]
-    counts = [SHOWN_COUNT, 1200, 640, 300, 75, HIDDEN_COUNT]
-    frame = pd.DataFrame({"h3": list(top), "count": counts})
-    frame["ci_low"] = frame["count"] - 71
-    frame["ci_high"] = frame["count"] + 71
-    frame["suppressed"] = [False] * 5 + [True]
-    return frame
+    return crowd_cells([SHOWN_COUNT, 1200, 640, 300, 75, HIDDEN_COUNT])
 
 
 @pytest.fixture(scope="module")
 def funnel() -> pd.DataFrame:
     """A released 4-stage funnel for two districts (D02's last stage suppressed)."""
-    rows = []
-    for district, top in (("D01", 5000), ("D02", 3000)):
-        count = top
-        for i, stage in enumerate(STAGES):
-            rows.append({"district_id": district, "stage": stage, "count": count,
-                         "ci_low": count - 40, "ci_high": count + 40,
-                         "rate": np.nan if i == 0 else 0.4,
-                         "lift": 0.123 if i == 3 else np.nan,
-                         "suppressed": district == "D02" and i == 3})
-            count = int(count * 0.4)
-    return pd.DataFrame(rows)
+    return district_funnel(STAGES)
 
 
 def _full_map(cells: pd.DataFrame, districts: gpd.GeoDataFrame,

@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from boost_workers import ACTIVE, fit_local, predict_local
+from released_frames import HIDDEN_COUNT, SHOWN_COUNT, crowd_cells, district_funnel
 
 from fedlab_kit import Identity, Party, maps
 from fedlab_kit.boost import SecureBoostClassifier, SecureBoostPassive, SecureBoostRegressor
-from fedlab_kit.data import load_districts, load_pois
+from fedlab_kit.data import load_districts
 from fedlab_kit.local import RelayProcess, create_room
 from fedlab_kit.maps.snapshot import BROWSER_CANDIDATES, BROWSER_ENV
 from fedlab_kit.widgets import MapPanel, PassiveTrainingPanel, TrainingPanel
@@ -33,8 +34,6 @@ pytestmark = [pytest.mark.timeout(600),
               pytest.mark.filterwarnings("ignore::fedlab_kit.boost.InsecurePlaintextWarning")]
 
 BOUND = 300.0  # seconds: generous, only to fail instead of hanging
-SHOWN_COUNT = 4321
-HIDDEN_COUNT = 987_654
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = BOUND, what: str = "") -> None:
@@ -332,26 +331,12 @@ def districts() -> gpd.GeoDataFrame:
 
 @pytest.fixture(scope="module")
 def cells() -> pd.DataFrame:
-    top = load_pois()["h3_r8"].value_counts().sort_index().index[:5]
-    frame = pd.DataFrame({"h3": list(top), "count": [SHOWN_COUNT, 1200, 640, 300,
-                                                     HIDDEN_COUNT]})
-    frame["ci_low"] = frame["count"] - 71
-    frame["ci_high"] = frame["count"] + 71
-    frame["suppressed"] = [False] * 4 + [True]
-    return frame
+    return crowd_cells([SHOWN_COUNT, 1200, 640, 300, HIDDEN_COUNT])
 
 
 @pytest.fixture(scope="module")
 def funnel() -> pd.DataFrame:
-    rows = []
-    for district, top in (("D01", 5000), ("D02", 3000)):
-        count = top
-        for i, stage in enumerate(["reach", "visit", "purchase"]):
-            rows.append({"district_id": district, "stage": stage, "count": count,
-                         "ci_low": count - 40, "ci_high": count + 40,
-                         "rate": np.nan if i == 0 else 0.4})
-            count = int(count * 0.4)
-    return pd.DataFrame(rows)
+    return district_funnel(["reach", "visit", "purchase"])
 
 
 def test_map_panel_layer_toggling_changes_the_map(cells: pd.DataFrame, funnel: pd.DataFrame,
