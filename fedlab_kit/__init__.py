@@ -1,6 +1,6 @@
 """fedlab-kit: joint customer analytics across two or three organisations.
 
-Parties meet in a room on a small relay (:mod:`fedlab_kit.relay`), exchange end-to-end
+Parties meet in a room on a small relay (:mod:`fedlab_kit.net.relay`), exchange end-to-end
 sealed messages (:class:`Party`), and run sans-IO protocols over them
 (:mod:`fedlab_kit.protocol`). Names below load on first use, so worker processes that
 import one small module stay light.
@@ -18,26 +18,36 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Envelope": "envelope",
     "FedlabError": "errors",
+    "InputError": "errors",
+    "InputTypeError": "errors",
+    "InternalError": "errors",
     "InvitationError": "errors",
+    "NetworkError": "errors",
+    "PeerAborted": "errors",
+    "PeerError": "errors",
+    "PeerLost": "errors",
+    "PeerRestarted": "errors",
     "ProtocolError": "errors",
     "RelayRejected": "errors",
     "RelayUnavailable": "errors",
     "SecurityError": "errors",
     "SessionClosed": "errors",
-    "Identity": "identity",
-    "Invitation": "identity",
-    "PartyCard": "identity",
+    "SetupError": "errors",
+    "Envelope": "protocol",
     "Protocol": "protocol",
     "RollCall": "protocol",
     "Send": "protocol",
     "Compute": "protocol",
-    "drive": "protocol",
-    "run": "protocol",
-    "AsyncParty": "session",
-    "Party": "session",
-    "PartyOptions": "session",
+    "LocalNetwork": "protocol",
+    "drive": "net.driver",
+    "run": "net.driver",
+    "Identity": "net.identity",
+    "Invitation": "net.identity",
+    "PartyCard": "net.identity",
+    "AsyncParty": "net.session",
+    "Party": "net.session",
+    "PartyOptions": "net.session",
     "PsiResult": "psi",
 }
 

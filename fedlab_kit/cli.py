@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .errors import FedlabError
-from .identity import Identity, Invitation, PartyCard
+from .net.identity import Identity, Invitation, PartyCard
 
 
 def _fail(exc: Exception) -> None:
@@ -46,7 +46,7 @@ def main(log_level: str) -> None:
 def relay(host: str, port: int, rooms_file: Path | None, max_frame_mb: int, mailbox_mb: int,
           heartbeat_timeout: float) -> None:
     """Run the message relay (routes sealed frames; never sees payloads)."""
-    from .relay.server import RelayConfig, RelayServer
+    from .net.relay.server import RelayConfig, RelayServer
 
     config = RelayConfig(host=host, port=port, max_frame=max_frame_mb << 20,
                          mailbox_bytes=mailbox_mb << 20, heartbeat_timeout=heartbeat_timeout,
@@ -117,7 +117,7 @@ def ping(key: Path, invitation: str, wait: float) -> None:
     """Join the room, print who is present, leave."""
     import time
 
-    from .session import Party
+    from .net.session import Party
 
     try:
         inv = Invitation.parse(invitation)
@@ -168,7 +168,7 @@ def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path
     """Private set intersection of a file's ID column with the peers; writes aligned rows."""
     from tqdm import tqdm
 
-    from .session import Party
+    from .net.session import Party
     from .tables import read_table, write_table
 
     try:

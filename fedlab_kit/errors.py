@@ -1,4 +1,23 @@
-"""Exceptions raised by fedlab-kit, each with a message meant for an analyst."""
+"""The errors fedlab-kit raises on purpose, each with a message meant for an analyst.
+
+One tree under :class:`FedlabError`::
+
+    FedlabError
+    +-- InputError (also ValueError)       bad input or parameters given to this party
+    |   +-- InputTypeError (also TypeError)
+    |   +-- InvitationError, IdError, DPError, BudgetExceeded, BoostError, NotReleasedError
+    +-- PeerError                          a peer stopped taking part
+    |   +-- PeerLost                       left the room (or was replaced) during a protocol
+    |   |   +-- PeerRestarted              its process was replaced by a new one
+    |   +-- PeerAborted                    it stopped the protocol and said why
+    +-- ProtocolError                      a peer sent what the protocol does not allow
+    |   +-- SecurityError                  ... that failed authentication or was replayed
+    +-- NetworkError                       the relay refused us, is unreachable, or we left
+    |   +-- RelayRejected, RelayUnavailable, SessionClosed
+    +-- SetupError                         this machine lacks something (browser, assets)
+    |   +-- MapExportError
+    +-- InternalError (also RuntimeError)  a bug in fedlab-kit: please report it
+"""
 
 from __future__ import annotations
 
@@ -7,19 +26,64 @@ class FedlabError(Exception):
     """Base class of every error fedlab-kit raises on purpose."""
 
 
-class InvitationError(FedlabError):
+# ---------------------------------------------------------------- this party's input
+class InputError(FedlabError, ValueError):
+    """Input or parameters given to this party are invalid; the message says which."""
+
+
+class InputTypeError(InputError, TypeError):
+    """An argument has the wrong type (e.g. a list where a frame is needed)."""
+
+
+class InvitationError(InputError):
     """An invitation, party card or key file is malformed or does not match."""
 
 
-class RelayRejected(FedlabError):
-    """The relay refused to let this party join (credential, room, name, limits)."""
+# -------------------------------------------------------------------------- peers
+class PeerError(FedlabError):
+    """A peer stopped taking part in a protocol; ``peer`` names it."""
+
+    def __init__(self, message: str, peer: str) -> None:
+        super().__init__(message)
+        self.peer = peer
 
 
-class RelayUnavailable(FedlabError):
-    """The relay could not be reached for longer than the reconnect timeout."""
+class PeerLost(PeerError):
+    """A peer a protocol depends on left the room while it ran."""
+
+    def __init__(self, protocol: str, peer: str, event: str = "left") -> None:
+        super().__init__(f"{peer!r} {_EVENTS.get(event, event)} during {protocol}; run "
+                         f"{protocol} again at every party once {peer!r} is back", peer)
+        self.protocol, self.event = protocol, event
 
 
-class SecurityError(FedlabError):
+_EVENTS = {"left": "left the room (its kernel or process stopped)",
+           "restarted": "restarted its kernel (or process)"}
+
+
+class PeerRestarted(PeerLost):
+    """A peer's process was replaced by a new one while a protocol ran: whatever the old
+    process held of the protocol is gone, so every party has to start it again."""
+
+    def __init__(self, protocol: str, peer: str) -> None:
+        super().__init__(protocol, peer, "restarted")
+
+
+class PeerAborted(PeerError):
+    """A peer stopped the protocol and told us why (``reason``, quoted in the message)."""
+
+    def __init__(self, protocol: str, peer: str, reason: str) -> None:
+        super().__init__(f"{peer!r} stopped {protocol}: {reason}", peer)
+        self.protocol, self.reason = protocol, reason
+
+
+# ---------------------------------------------------------- peers breaking the rules
+class ProtocolError(FedlabError):
+    """A peer sent a message the running protocol does not allow (malformed, out of turn,
+    or asking for a computation this party refuses). Never raised for a local bug."""
+
+
+class SecurityError(ProtocolError):
     """A peer's message failed authentication, was replayed or was misrouted.
 
     The session is aborted: the message names the peer so the analyst knows whom to ask.
@@ -30,18 +94,27 @@ class SecurityError(FedlabError):
         self.peer = peer
 
 
-class ProtocolError(FedlabError):
-    """A peer sent a message the running protocol cannot accept."""
+# ------------------------------------------------------------------------ network
+class NetworkError(FedlabError):
+    """The way to the relay failed."""
 
 
-class SessionClosed(FedlabError):
+class RelayRejected(NetworkError):
+    """The relay refused to let this party join (credential, room, name, limits)."""
+
+
+class RelayUnavailable(NetworkError):
+    """The relay could not be reached for longer than the reconnect timeout."""
+
+
+class SessionClosed(NetworkError):
     """The party session was closed or aborted while waiting."""
 
 
-class PeerLost(FedlabError):
-    """A peer a protocol depends on left, was lost or restarted while it ran."""
+# ------------------------------------------------------------------ machine, bugs
+class SetupError(FedlabError):
+    """This machine lacks something a feature needs; the message says what to install."""
 
-    def __init__(self, protocol: str, peer: str, event: str) -> None:
-        super().__init__(f"{protocol}: peer {peer!r} {event} while the protocol ran; "
-                         "run it again (with the same checkpoint, if any) once it is back")
-        self.peer, self.event = peer, event
+
+class InternalError(FedlabError, RuntimeError):
+    """fedlab-kit reached a state it should never reach: a bug, please report it."""

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fedlab_kit.envelope import Envelope
-from fedlab_kit.protocol import Action, LocalNetwork, Protocol
+from fedlab_kit.protocol import Action, Envelope, LocalNetwork, Protocol
 
 ACTIVE = "retailer"
 
@@ -73,7 +72,8 @@ def boost_party(key: str, invitation: str, role: str, data: dict[str, Any],
                 params: dict[str, Any], out: Any) -> None:
     """Train over the relay, then serve/run one prediction round; report to ``out``."""
     from fedlab_kit import Identity, Invitation, Party
-    from fedlab_kit.boost import BoostError, SecureBoostClassifier, SecureBoostPassive
+    from fedlab_kit.boost import SecureBoostClassifier, SecureBoostPassive
+    from fedlab_kit.errors import FedlabError
 
     warnings.simplefilter("ignore")
     with Party(Identity.load(key), Invitation.from_string(invitation)) as party:
@@ -94,8 +94,8 @@ def boost_party(key: str, invitation: str, role: str, data: dict[str, Any],
                 srv.predict(data["X_test"], party=party, active=data["active"], timeout=120)
                 out.put((party.name, {"records": len(srv.model.records),
                                       "trees": len(srv.model.trees)}))
-        except BoostError as exc:
-            out.put((party.name, {"error": str(exc)}))
+        except FedlabError as exc:
+            out.put((party.name, {"error": str(exc), "type": type(exc).__name__}))
 
 
 def boost_party_reporting(key: str, invitation: str, role: str, data: dict[str, Any],

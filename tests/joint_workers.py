@@ -21,7 +21,7 @@ def crowd_party(role: str, key: str, invitation: str, workdir: str, budget: floa
         try:
             if role == "retailer":
                 cells = joint_crowd.crowd_for_labels(party, [i % 2 for i in range(300)],
-                                                     timeout=120)
+                                                     visit_holder="operator", timeout=120)
                 out.put((role, "ok", int(cells["count"].sum())))
             else:
                 ledger = PrivacyLedger(Path(workdir) / "op.sqlite", total_epsilon=budget,
@@ -29,7 +29,8 @@ def crowd_party(role: str, key: str, invitation: str, workdir: str, budget: floa
                 visits = pd.DataFrame({"user_id": persons * 2,
                                        "h3": [f"c{i % 7}" for i in range(600)]})
                 joint_crowd.crowd_for_visits(party, persons, visits, ledger=ledger, epsilon=1.0,
-                                             keys=[f"c{i}" for i in range(7)], timeout=120)
+                                             keys=[f"c{i}" for i in range(7)],
+                                             label_holder="retailer", timeout=120)
                 out.put((role, "ok", ledger.remaining().epsilon))
         except Exception as exc:
             out.put((role, type(exc).__name__, str(exc)))
@@ -43,14 +44,16 @@ def misaligned_party(role: str, key: str, invitation: str, workdir: str, out: An
     with Party(Identity.load(key), Invitation.from_string(invitation)) as party:
         try:
             if role == "retailer":
-                joint_crowd.crowd_for_labels(party, [1] * 300, timeout=120)
+                joint_crowd.crowd_for_labels(party, [1] * 300, visit_holder="operator",
+                                             timeout=120)
             else:
                 persons = [f"u{i}" for i in range(250)]
                 visits = pd.DataFrame({"user_id": persons, "h3": ["c0"] * 250})
                 ledger = PrivacyLedger(Path(workdir) / "op.sqlite", total_epsilon=1.0,
                                        party=role)
                 joint_crowd.crowd_for_visits(party, persons, visits, ledger=ledger,
-                                             epsilon=1.0, keys=["c0"], timeout=120)
+                                             epsilon=1.0, keys=["c0"], label_holder="retailer",
+                                             timeout=120)
             out.put((role, "ok", ""))
         except Exception as exc:
             out.put((role, type(exc).__name__, str(exc)))

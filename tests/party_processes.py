@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fedlab_kit.local import RelayProcess, create_room
+from fedlab_kit.demo.harness import RelayProcess, create_room
 
 CTX = mp.get_context("spawn")
 #: one party's process from (name, key file, invitation text, result queue): (target, args)

@@ -17,6 +17,7 @@ from fedlab_kit.boost import (
     PlaintextActive,
     PlaintextPassive,
     SecureBoostClassifier,
+    SecureBoostPassive,
     SecureBoostRegressor,
     make_backends,
 )
@@ -36,8 +37,8 @@ from fedlab_kit.boost.binning import (
 )
 from fedlab_kit.boost.params import LOGISTIC, SQUARED, auc, check_labels
 from fedlab_kit.boost.tree import RT_EPS, best_splits
-from fedlab_kit.envelope import Envelope
 from fedlab_kit.errors import FedlabError, ProtocolError
+from fedlab_kit.protocol import Envelope
 
 
 # ------------------------------------------------------------------ parameters, input
@@ -49,8 +50,11 @@ from fedlab_kit.errors import FedlabError, ProtocolError
     ("base_score", 1.0), ("eval_metric", "rmse"),
 ])
 def test_bad_hyperparameters_are_named(name: str, value: object) -> None:
+    """As in scikit-learn, the constructor stores; fit (here its protocol) checks."""
+    clf = SecureBoostClassifier(**{name: value}, insecure_plaintext=True)
+    assert clf.get_params()[name] is value
     with pytest.raises(BoostError, match=name):
-        SecureBoostClassifier(**{name: value}, insecure_plaintext=True)
+        clf.fit_protocol("retailer", [], np.zeros((4, 1)), [0, 1, 0, 1])
     assert issubclass(BoostError, FedlabError)
 
 
@@ -62,7 +66,10 @@ def test_good_hyperparameters_round_trip() -> None:
 
 def test_insecure_plaintext_must_be_explicit() -> None:
     with pytest.raises(BoostError, match="insecure_plaintext"):
-        SecureBoostRegressor(insecure_plaintext="yes")  # type: ignore[arg-type]
+        SecureBoostRegressor(insecure_plaintext="yes").params  # type: ignore[arg-type]
+    with pytest.raises(BoostError, match="insecure_plaintext"):
+        SecureBoostPassive(insecure_plaintext=1.5).fit_protocol(  # type: ignore[arg-type]
+            "media", "retailer", np.zeros((4, 1)))
     with pytest.warns(InsecurePlaintextWarning, match="UNENCRYPTED"):
         backends = make_backends(True)
     assert backends.secure is False and backends.active is PlaintextActive
@@ -277,7 +284,7 @@ def test_masks_and_messages() -> None:
     assert m.decode(env) == msg and env.kind == "boost/split"
     with pytest.raises(ProtocolError, match="malformed"):
         m.decode(Envelope("a", "b", "s", "boost/split", 0, b"\x93\x01"))
-    with pytest.raises(ProtocolError, match="unexpected message kind"):
+    with pytest.raises(ProtocolError, match="unexpected message"):
         m.decode(Envelope("a", "b", "s", "psi/hello", 0, b""))
 
 

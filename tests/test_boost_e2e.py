@@ -70,7 +70,8 @@ def test_bad_input_over_the_relay_stops_both_parties(tmp_path: Path) -> None:
     frame = pd.DataFrame(X[:200, 3:], columns=["a", "b", "c"]).assign(city="Lyon")
     res = _run(tmp_path / "column", {"retailer": retailer, "media": {**media, "X": frame}})
     assert "non-numeric columns ['city']" in res["media"]["error"]
-    assert "party 'media' aborted: 'media' cannot take part" in res["retailer"]["error"]
+    assert res["retailer"]["type"] == "PeerAborted"  # told why, not left to time out
+    assert "'media' stopped SecureBoost training" in res["retailer"]["error"]
     assert "['city']" in res["retailer"]["error"]
 
 

@@ -22,10 +22,8 @@ from fedlab_kit.boost import (
     SecureBoostRegressor,
 )
 from fedlab_kit.boost import messages as m
-from fedlab_kit.boost.estimator import Abort
-from fedlab_kit.envelope import Envelope
 from fedlab_kit.errors import ProtocolError
-from fedlab_kit.protocol import Compute, LocalNetwork, Send
+from fedlab_kit.protocol import Compute, Envelope, LocalNetwork, Send
 
 pytestmark = pytest.mark.filterwarnings("ignore::fedlab_kit.boost.InsecurePlaintextWarning")
 
@@ -222,16 +220,7 @@ def test_row_count_mismatch_stops_every_party() -> None:
               "media": srv.fit_protocol("media", ACTIVE, media[:-5])}
     with pytest.raises(BoostError, match=r"'media' has 395 rows, 'retailer' has 400.*PSI"):
         LocalNetwork(protos).run()
-    assert isinstance(protos[ACTIVE].result, BoostError) and protos[ACTIVE].done
-
-
-def test_a_party_that_cannot_take_part_tells_the_others() -> None:
-    own, _, y = _data(9)
-    clf, _ = _pair()
-    protos = {ACTIVE: clf.fit_protocol(ACTIVE, ["media"], own, y),
-              "media": Abort([ACTIVE], "'media' cannot take part: bad column 'age'")}
-    with pytest.raises(BoostError, match=r"party 'media' aborted: .*bad column 'age'"):
-        LocalNetwork(protos).run()
+    assert not protos[ACTIVE].done and protos[ACTIVE].result is None
 
 
 def test_passive_refuses_plaintext_unless_allowed() -> None:
@@ -308,8 +297,6 @@ def test_passive_rejects_messages_out_of_turn() -> None:
         proto.on_message(_env(ACTIVE, split))
     with pytest.raises(ProtocolError, match="malformed tree"):
         proto.on_message(_env(ACTIVE, m.TreeMsg(0, [m.TreeNode(0, 1, 2, -1)])))
-    with pytest.raises(BoostError, match="active party 'retailer' aborted: no"):
-        proto.on_message(_env(ACTIVE, m.Abort("no")))
 
 
 def test_active_rejects_unexpected_replies() -> None:

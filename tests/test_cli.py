@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fedlab_kit.local import RelayProcess
+from fedlab_kit.demo.harness import RelayProcess
 
 pytestmark = pytest.mark.e2e
 FEDLAB = [sys.executable, "-m", "fedlab_kit.cli"]

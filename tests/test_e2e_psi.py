@@ -11,7 +11,7 @@ import psi_workers
 import pytest
 from party_processes import CTX, party_processes, run_parties
 
-from fedlab_kit.local import RelayProcess, create_room
+from fedlab_kit.demo.harness import RelayProcess, create_room
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import workers
 
-from fedlab_kit.local import RelayProcess, create_room
-from fedlab_kit.relay import wire
+from fedlab_kit.demo.harness import RelayProcess, create_room
+from fedlab_kit.net.relay import wire
 
 pytestmark = pytest.mark.e2e
 CTX = mp.get_context("spawn")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fedlab_kit.errors import InvitationError
-from fedlab_kit.identity import (
+from fedlab_kit.net.identity import (
     CARD_PREFIX,
     INVITE_PREFIX,
     Identity,

@@ -131,7 +131,7 @@ def test_joint_crowd_in_memory(tmp_path: Path) -> None:
     captured = {}
     with mock.patch.object(C, "run", lambda party, proto, **kw: captured.setdefault(party, proto)):
         report = C.crowd_for_visits("operator", persons, visits, ledger=ledger, epsilon=2.0,
-                                    keys=keys, max_cells=3, seed=1)
+                                    keys=keys, max_cells=3, seed=1, label_holder="retailer")
     captured["retailer"] = KeyHolder(C.check_flags(ta, "ta"), ["operator"])
     frame = C.crowd_frame(LocalNetwork(captured).run()["retailer"])
     rows, cells, _ = C.prepare_visits(persons, visits, keys=keys, person_col="user_id",
@@ -172,8 +172,10 @@ def test_funnel_in_memory(tmp_path: Path) -> None:
     lo = PrivacyLedger(tmp_path / "o.sqlite", total_epsilon=2, party="operator")
     captured = {}
     with mock.patch.object(F, "run", lambda party, proto, **kw: captured.setdefault(party, proto)):
-        F.funnel_for_visits("operator", visited.astype(int), ledger=lo, epsilon=1.0)
-        F.funnel_for_exposure("media", district, exposed, ledger=lm, epsilon=1.0)
+        F.funnel_for_visits("operator", visited.astype(int), ledger=lo, epsilon=1.0,
+                            key_holder="retailer", next_party="media")
+        F.funnel_for_exposure("media", district, exposed, ledger=lm, epsilon=1.0,
+                              key_holder="retailer")
     captured["retailer"] = F.outcomes_protocol(bought, repeat, ["operator", "media"])
     frame = F.funnel_frame(LocalNetwork(captured).run()["retailer"])
     assert len(frame) == 2 * 2 * 2 * 4
@@ -197,10 +199,10 @@ def test_funnel_bad_input(tmp_path: Path) -> None:
     lm = PrivacyLedger(tmp_path / "m.sqlite", total_epsilon=2, party="media")
     with pytest.raises(DPError, match="outside the given districts"):
         F.funnel_for_exposure("media", ["D1", "D9"], pd.DataFrame({"a": [0, 1]}), ledger=lm,
-                              epsilon=1.0, districts=["D1"])
+                              epsilon=1.0, districts=["D1"], key_holder="retailer")
     with pytest.raises(DPError, match="no district"):
         F.funnel_for_exposure("media", ["D1", None], pd.DataFrame({"a": [0, 1]}), ledger=lm,
-                              epsilon=1.0)
+                              epsilon=1.0, key_holder="retailer")
     with pytest.raises(DPError, match="not 0/1"):
         F.outcomes_protocol([0, 3], [0, 0], ["operator", "media"])
     assert lm.remaining().epsilon == 2  # nothing spent on refused input

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedlab_kit.envelope import Envelope
-from fedlab_kit.protocol import LocalNetwork
+from fedlab_kit.protocol import Envelope, LocalNetwork
 from fedlab_kit.psi import buckets as buckets_mod
 from fedlab_kit.psi.buckets import BucketStore
 from fedlab_kit.psi.ids import IdError, encode_ids

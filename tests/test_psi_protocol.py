@@ -9,12 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedlab_kit.envelope import Envelope
 from fedlab_kit.errors import ProtocolError
-from fedlab_kit.protocol import Action, Compute, LocalNetwork, Protocol, Send
+from fedlab_kit.protocol import Action, Compute, Envelope, LocalNetwork, Protocol, Send
 from fedlab_kit.psi.curve import POINT, InvalidPoint, hash_id
 from fedlab_kit.psi.ids import prepare_ids
-from fedlab_kit.psi.protocol import Batch, PsiOutcome, PsiProtocol, _pack
+from fedlab_kit.psi.protocol import CODEC, Points, PsiOutcome, PsiProtocol, ResultHead
 
 BATCH = 7  # small, so that every list is split into many batches
 
@@ -302,7 +301,7 @@ def test_duplicate_hello_is_refused() -> None:
 def test_garbage_hello_is_refused() -> None:
     a = PsiProtocol("a", ["a", "b"], _keys("x", 3))
     for payload in (b"", b"\x00\x00", b"\x00\x00\x00\x03abc", b"\xff\xff\xff\xff"):
-        with pytest.raises(ProtocolError, match="malformed Hello from 'b'"):
+        with pytest.raises(ProtocolError, match="malformed 'psi/hello' from 'b'"):
             a.on_message(env("b", "a", "psi/hello", payload))
 
 
@@ -328,22 +327,22 @@ def _two_after_hellos(size_a: int = 10, size_b: int = 12) -> tuple[PsiProtocol, 
 
 def test_well_formed_batch_is_accepted() -> None:
     _, b = _two_after_hellos()
-    (job,) = b.on_message(env("a", "b", "psi/points", _pack(Batch("a", 1, 1), _points(3))))
+    (job,) = b.on_message(env("a", "b", "psi/points", CODEC.encode(Points("a", 1, 1), _points(3))))
     assert isinstance(job, Compute)
     assert job.fn(*job.args) != _points(3)
 
 
 @pytest.mark.parametrize("payload,match", [
-    (b"", "malformed Batch from 'a'"),
-    (b"\x00\x00", "malformed Batch from 'a'"),
-    (b"\x00\x00\x00\x05garbage", "malformed Batch from 'a'"),
-    (_pack(Batch("a", 1, 0))[:-1], "malformed Batch from 'a'"),
-    (_pack(Batch("a", 1, 0), _points(7)[:-1]), "'a' sent 223 bytes"),
-    (_pack(Batch("a", 1, 0), _points(6)), "expected 224"),
-    (_pack(Batch("a", 1, 1), _points(7)), "expected 96"),  # last batch holds 3 points
-    (_pack(Batch("a", 1, 2), _points(3)), "batch 2 of 'a', which does not exist"),
-    (_pack(Batch("a", 1, -1), _points(7)), "does not exist"),
-    (_pack(Batch("z", 1, 0), _points(7)), "of 'z', which does not exist"),
+    (b"", "malformed 'psi/points' from 'a'"),
+    (b"\x00\x00", "malformed 'psi/points' from 'a'"),
+    (b"\x00\x00\x00\x05garbage", "malformed 'psi/points' from 'a'"),
+    (CODEC.encode(Points("a", 1, 0))[:-1], "malformed 'psi/points' from 'a'"),
+    (CODEC.encode(Points("a", 1, 0), _points(7)[:-1]), "'a' sent 223 bytes"),
+    (CODEC.encode(Points("a", 1, 0), _points(6)), "expected 224"),
+    (CODEC.encode(Points("a", 1, 1), _points(7)), "expected 96"),  # last batch holds 3 points
+    (CODEC.encode(Points("a", 1, 2), _points(3)), "batch 2 of 'a', which does not exist"),
+    (CODEC.encode(Points("a", 1, -1), _points(7)), "does not exist"),
+    (CODEC.encode(Points("z", 1, 0), _points(7)), "of 'z', which does not exist"),
 ])
 def test_malformed_or_wrong_length_batch_is_refused(payload: bytes, match: str) -> None:
     _, b = _two_after_hellos()
@@ -354,20 +353,20 @@ def test_malformed_or_wrong_length_batch_is_refused(payload: bytes, match: str) 
 def test_malformed_final_is_refused() -> None:
     a, _ = _two_after_hellos()
     with pytest.raises(ProtocolError, match="sent 11 bytes"):
-        a.on_message(env("b", "a", "psi/final", _pack(Batch("b", 2, 0), bytes(11))))
-    with pytest.raises(ProtocolError, match="malformed Batch"):
+        a.on_message(env("b", "a", "psi/final", CODEC.encode(Points("b", 2, 0), bytes(11))))
+    with pytest.raises(ProtocolError, match="malformed 'psi/final'"):
         a.on_message(env("b", "a", "psi/final", b"\x01"))
 
 
 def test_final_to_a_non_leader_is_refused() -> None:
     _, b = _two_after_hellos()
     with pytest.raises(ProtocolError, match="non-leader"):
-        b.on_message(env("a", "b", "psi/final", _pack(Batch("b", 2, 0), bytes(12 * 7))))
+        b.on_message(env("a", "b", "psi/final", CODEC.encode(Points("b", 2, 0), bytes(12 * 7))))
 
 
 def test_final_batch_twice_is_refused() -> None:
     a, _ = _two_after_hellos()
-    msg = _pack(Batch("a", 2, 0), bytes(12 * 7))
+    msg = CODEC.encode(Points("a", 2, 0), bytes(12 * 7))
     assert a.on_message(env("b", "a", "psi/final", msg)) == []
     with pytest.raises(ProtocolError, match="arrived twice"):
         a.on_message(env("b", "a", "psi/final", msg, seq=1))
@@ -375,7 +374,7 @@ def test_final_batch_twice_is_refused() -> None:
 
 def test_unknown_kind_is_refused() -> None:
     _, b = _two_after_hellos()
-    with pytest.raises(ProtocolError, match="unexpected message kind 'psi/bogus'"):
+    with pytest.raises(ProtocolError, match="unexpected message 'psi/bogus' from 'a'"):
         b.on_message(env("a", "b", "psi/bogus", b""))
 
 
@@ -384,7 +383,8 @@ def test_result_from_a_non_leader_is_refused() -> None:
     protos = {n: PsiProtocol(n, names, _keys("x", 3), batch=BATCH) for n in names}
     exchange_hellos(protos)
     with pytest.raises(ProtocolError, match="result from 'c', who is not the leader"):
-        protos["b"].on_message(env("c", "b", "psi/result", b""))
+        protos["b"].on_message(env("c", "b", "psi/result",
+                                   CODEC.encode(ResultHead(0, False, {}))))
 
 
 # ------------------------------------------------------------------- low-order points
@@ -393,7 +393,7 @@ def test_low_order_point_from_a_peer_raises_invalid_point(bad: bytes) -> None:
     _, b = _two_after_hellos()
     pts = _points(7)
     pts = pts[: 4 * POINT] + bad + pts[5 * POINT :]
-    (job,) = b.on_message(env("a", "b", "psi/points", _pack(Batch("a", 1, 0), pts)))
+    (job,) = b.on_message(env("a", "b", "psi/points", CODEC.encode(Points("a", 1, 0), pts)))
     assert isinstance(job, Compute)
     with pytest.raises(InvalidPoint) as info:
         job.fn(*job.args)
@@ -429,7 +429,7 @@ def test_in_turn_forwarding_is_accepted() -> None:
     # c's predecessor is b; a's list has had 2 scalars, b's 1, when they reach c
     for owner, hops in (("a", 2), ("b", 1)):
         (job,) = protos["c"].on_message(
-            env("b", "c", "psi/points", _pack(Batch(owner, hops, 0), _points(7))))
+            env("b", "c", "psi/points", CODEC.encode(Points(owner, hops, 0), _points(7))))
         assert isinstance(job, Compute) and job.key[1:] == (owner, 0, hops)
 
 
@@ -444,7 +444,7 @@ def test_out_of_turn_forwarding_is_refused(sender: str, owner: str, hops: int) -
     protos = _three_after_hellos()
     with pytest.raises(ProtocolError, match="out of turn"):
         protos["c"].on_message(
-            env(sender, "c", "psi/points", _pack(Batch(owner, hops, 0), _points(7))))
+            env(sender, "c", "psi/points", CODEC.encode(Points(owner, hops, 0), _points(7))))
 
 
 @pytest.mark.parametrize("n_parties", [2, 3])
@@ -458,7 +458,7 @@ def test_own_list_sent_back_with_no_scalar_is_refused(n_parties: int) -> None:
     last = names[-1]  # its predecessor in the ring is names[-2]
     with pytest.raises(ProtocolError):
         protos[last].on_message(
-            env(names[-2], last, "psi/points", _pack(Batch(last, 0, 0), _points(7))))
+            env(names[-2], last, "psi/points", CODEC.encode(Points(last, 0, 0), _points(7))))
 
 
 # --------------------------------------------------------- asynchronous delivery order

@@ -17,13 +17,13 @@ from typing import Any, TypeVar
 import pytest
 
 from fedlab_kit.errors import InvitationError, RelayRejected
-from fedlab_kit.identity import Identity, Invitation
-from fedlab_kit.relay import wire
-from fedlab_kit.relay.client import ClientConfig, RelayConnection
-from fedlab_kit.relay.server import RelayConfig, RelayServer
-from fedlab_kit.relay.wire import T
-from fedlab_kit.sealing import OVERHEAD
-from fedlab_kit.session import AsyncParty, PartyOptions
+from fedlab_kit.net.identity import Identity, Invitation
+from fedlab_kit.net.relay import wire
+from fedlab_kit.net.relay.client import ClientConfig, RelayConnection
+from fedlab_kit.net.relay.server import RelayConfig, RelayServer
+from fedlab_kit.net.relay.wire import T
+from fedlab_kit.net.sealing import OVERHEAD
+from fedlab_kit.net.session import AsyncParty, PartyOptions
 
 pytestmark = pytest.mark.timeout(60)
 R = TypeVar("R")

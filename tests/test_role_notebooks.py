@@ -18,10 +18,10 @@ import pytest
 from nbclient import NotebookClient
 
 from fedlab_kit.data import load_sample
+from fedlab_kit.demo.harness import RelayProcess, create_room
+from fedlab_kit.demo.notebook import read_table, status_text, wait_for
 from fedlab_kit.dp import PrivacyLedger
 from fedlab_kit.errors import FedlabError
-from fedlab_kit.local import RelayProcess, create_room
-from fedlab_kit.notebook_params import read_table, status_text, wait_for
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 ROLES = {"retailer": "10_retailer.ipynb", "media": "11_media.ipynb",

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedlab_kit.envelope import FrameHeader, FrameType, decode_header, encode_header
 from fedlab_kit.errors import ProtocolError, SecurityError
-from fedlab_kit.identity import Identity
-from fedlab_kit.sealing import NONCE, OVERHEAD, TAG, PeerSealer
+from fedlab_kit.net.frames import FrameHeader, FrameType, decode_header, encode_header
+from fedlab_kit.net.identity import Identity
+from fedlab_kit.net.sealing import NONCE, OVERHEAD, TAG, PeerSealer
 
 ROOM = "room-1"
 A = Identity.generate("a")

@@ -46,8 +46,8 @@ def test_a_peer_that_left_before_a_protocol_starts_is_reported(tmp_path) -> None
     import time
 
     from fedlab_kit import RollCall, run
+    from fedlab_kit.demo.harness import RelayProcess, create_room
     from fedlab_kit.errors import PeerLost
-    from fedlab_kit.local import RelayProcess, create_room
 
     with RelayProcess.start() as relay:
         inv, keys = create_room(["a", "b"], tmp_path, relay.host, relay.port)

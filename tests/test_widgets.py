@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 
 from fedlab_kit import Identity, Invitation, Party
+from fedlab_kit.demo.harness import RelayProcess, create_room
 from fedlab_kit.dp.ledger import PrivacyLedger
 from fedlab_kit.dp.mechanisms import accuracy_for
-from fedlab_kit.errors import FedlabError
-from fedlab_kit.local import RelayProcess, create_room
+from fedlab_kit.errors import FedlabError, PeerAborted
 from fedlab_kit.widgets import Background, ConnectPanel, PrivacyPanel, PsiPanel
 
 pytestmark = pytest.mark.timeout(120)
@@ -277,9 +277,9 @@ def test_psi_panel_shows_a_failed_run(room: tuple[Invitation, dict[str, Path]],
     assert "duplicate" in panel.status.value.lower()
     assert "Traceback" not in panel.status.value
     assert panel.progress.bar_style == "danger" and panel.result is None
-    leave(me, parties)  # the peer waits for our IDs in vain: it sees us leave and stops
-    thread.join(30)
-    assert not thread.is_alive() and "left" in str(out.get("error"))
+    thread.join(30)  # the peer is told why at once, although we stay in the room
+    assert not thread.is_alive() and isinstance(out.get("error"), PeerAborted)
+    assert "'retailer' stopped PSI" in str(out["error"]) and "duplicate" in str(out["error"])
 
 
 # ---------------------------------------------------------------- PrivacyPanel

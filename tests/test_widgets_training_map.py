@@ -26,7 +26,7 @@ from released_frames import HIDDEN_COUNT, SHOWN_COUNT, crowd_cells, district_fun
 from fedlab_kit import Identity, Party, maps
 from fedlab_kit.boost import SecureBoostClassifier, SecureBoostPassive, SecureBoostRegressor
 from fedlab_kit.data import load_districts
-from fedlab_kit.local import RelayProcess, create_room
+from fedlab_kit.demo.harness import RelayProcess, create_room
 from fedlab_kit.maps.snapshot import BROWSER_CANDIDATES, BROWSER_ENV
 from fedlab_kit.widgets import MapPanel, PassiveTrainingPanel, TrainingPanel
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedlab_kit.relay import wire
-from fedlab_kit.relay.wire import FrameDecoder, T, WireError
+from fedlab_kit.net.relay import wire
+from fedlab_kit.net.relay.wire import FrameDecoder, T, WireError
 
 NAMES = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 BODIES = st.binary(max_size=300)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from fedlab_kit import Identity, Invitation, Party
-from fedlab_kit.relay.client import ClientConfig
-from fedlab_kit.session import PartyOptions
+from fedlab_kit.net.relay.client import ClientConfig
+from fedlab_kit.net.session import PartyOptions
 
 FAST = PartyOptions(client=ClientConfig(heartbeat=1.0, dead_after=5.0, reconnect_timeout=60))
 

@@ -10,16 +10,17 @@ Who learns what: the key holder learns the noisy group sums (and the public plan
 count, number of groups); multipliers and the grouper see only ciphertexts (CKKS, 128-bit
 security) and the row count. The relay sees sizes. Rows must be PSI-aligned beforehand.
 
-Message flow (kinds): every other party -> key holder ``ec-plan`` (row count, layout
-wishes); key holder -> first in chain ``ec-data`` (public context + ciphertexts); each
-multiplier -> next ``ec-data``; grouper -> key holder ``ec-result`` (ciphertexts + meta).
+Message flow (kinds): every other party -> key holder ``ec/plan`` (row count, layout
+wishes); key holder -> first in chain ``ec/data`` (public context + ciphertexts); each
+multiplier -> next ``ec/data``; grouper -> key holder ``ec/result`` (ciphertexts + meta).
+A party that refuses (bad input, budget, misaligned rows) stops through the driver, which
+tells the others why.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +30,11 @@ import tenseal.sealapi as seal
 
 from ..dp.errors import BudgetExceeded
 from ..dp.ledger import PrivacyLedger, check_epsilon
-from ..envelope import Envelope
-from ..errors import PeerLost, ProtocolError
+from ..errors import InputError, ProtocolError
 from ..he import PublicContext, RowLayout, SecretContext, SparseMask, grouped_sums
 from ..he.ckks import SLOTS
 from ..he.grouped import zero_product
-from ..protocol import Action, Compute, Protocol, Send
-from ..session import Party
+from ..protocol import Action, Codec, Compute, Envelope, Protocol
 
 
 class _Plan(msgspec.Struct, array_like=True):
@@ -56,41 +55,8 @@ class _Result(msgspec.Struct, array_like=True):
     meta: bytes  # JSON from the grouper
 
 
-ABORT = "ec-abort"
-
-
-class PeerStopped(ProtocolError):
-    """Another party stopped the joint computation and said why."""
-
-
-def _decode(env: Envelope, kind: str, typ: type[Any]) -> Any:
-    if env.kind == ABORT:
-        reason = bytes(env.payload).decode("utf-8", "replace")[:2000]
-        raise PeerStopped(f"{env.sender!r} stopped the joint computation: {reason}")
-    if env.kind != kind:
-        raise ProtocolError(f"encrypted counts: expected {kind!r}, got {env.kind!r} "
-                            f"from {env.sender!r}")
-    try:
-        return msgspec.msgpack.decode(env.payload, type=typ)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(f"encrypted counts: malformed {kind!r} from {env.sender!r}") from exc
-
-
-@contextmanager
-def aborting(party: Any, session: str) -> Iterator[None]:
-    """On an error here (bad input, refused budget...), tell the other parties in the room
-    before raising, so they stop with this reason instead of waiting for a timeout."""
-    try:
-        yield
-    except Exception as exc:
-        if isinstance(party, Party) and not isinstance(exc, (PeerStopped, PeerLost)):
-            reason = f"{type(exc).__name__}: {exc}".encode()
-            for peer in party.peers:
-                with suppress(Exception):
-                    party.send(peer, reason, kind=ABORT, session=session)
-            with suppress(Exception):
-                party.flush(10)
-        raise
+CODEC = Codec("ec", {"plan": _Plan, "data": _Data, "result": _Result})
+TITLE = "the joint count"
 
 
 def check_budget(ledger: PrivacyLedger, epsilon: float, query: str) -> None:
@@ -113,7 +79,7 @@ class KeyHolder(Protocol):
     """Encrypts ``values`` (n_rows, V) replicated ``copies`` times per row (the grouper says
     how many) and decrypts the noisy sums at the end."""
 
-    name = "encrypted-counts"
+    name, title = "encrypted-counts", TITLE
 
     def __init__(self, values: np.ndarray, chain: Sequence[str]) -> None:
         super().__init__()
@@ -121,9 +87,9 @@ class KeyHolder(Protocol):
         if self.values.ndim == 1:
             self.values = self.values[:, None]
         if not np.isfinite(self.values).all():
-            raise ValueError("values to encrypt must be finite numbers")
+            raise InputError("values to encrypt must be finite numbers")
         if not chain:
-            raise ValueError("the chain needs at least the grouper")
+            raise InputError("the chain needs at least the grouper")
         self.chain = list(chain)
         self.plans: dict[str, _Plan] = {}
         self.secret: SecretContext | None = None
@@ -135,9 +101,10 @@ class KeyHolder(Protocol):
     def on_message(self, env: Envelope) -> list[Action]:
         if env.sender not in self.chain:
             raise ProtocolError(f"encrypted counts: unexpected message from {env.sender!r}")
-        if env.kind == "ec-plan":
-            return self._on_plan(env)
-        res: _Result = _decode(env, "ec-result", _Result)
+        msg = CODEC.decode(env, (_Plan, _Result))
+        if isinstance(msg, _Plan):
+            return self._on_plan(env, msg)
+        res: _Result = msg
         if env.sender != self.chain[-1] or self.secret is None or self.layout is None:
             raise ProtocolError(f"encrypted counts: result from {env.sender!r} out of turn")
         cts = self.secret.load(res.cts, expect=res.n_masks)
@@ -150,10 +117,9 @@ class KeyHolder(Protocol):
         self.done, self.result = True, CountsResult(sums, meta)
         return []
 
-    def _on_plan(self, env: Envelope) -> list[Action]:
+    def _on_plan(self, env: Envelope, plan: _Plan) -> list[Action]:
         if env.sender in self.plans:
             raise ProtocolError(f"encrypted counts: {env.sender!r} sent its plan twice")
-        plan: _Plan = _decode(env, "ec-plan", _Plan)
         n = len(self.values)
         if plan.n_rows != n:
             raise ProtocolError(
@@ -172,7 +138,7 @@ class KeyHolder(Protocol):
         rows[:, : copies * self.values.shape[1]] = np.repeat(self.values, copies, axis=1)
         cts = self.secret.encrypt_dump(self.layout.place(rows))
         data = _Data(n, width, self.secret.to_bytes(), cts)
-        return [Send(self.chain[0], "ec-data", msgspec.msgpack.encode(data))]
+        return [CODEC.send(self.chain[0], data)]
 
 
 def _apply_row_mask(context: bytes, cts: bytes, n_rows: int, width: int,
@@ -214,7 +180,7 @@ class Multiplier(Protocol):
     ``mask_for(width)`` builds the mask once the key holder has fixed the row width.
     """
 
-    name = "encrypted-counts"
+    name, title = "encrypted-counts", TITLE
 
     def __init__(self, key_holder: str, n_rows: int, next_party: str,
                  mask_for: Callable[[int], np.ndarray]) -> None:
@@ -223,10 +189,10 @@ class Multiplier(Protocol):
         self.mask_for = mask_for
 
     def start(self) -> list[Action]:
-        return [Send(self.key_holder, "ec-plan", msgspec.msgpack.encode(_Plan(self.n_rows)))]
+        return [CODEC.send(self.key_holder, _Plan(self.n_rows))]
 
     def on_message(self, env: Envelope) -> list[Action]:
-        data: _Data = _decode(env, "ec-data", _Data)
+        data: _Data = CODEC.decode(env, _Data)
         if data.n_rows != self.n_rows:
             raise ProtocolError(f"encrypted counts: {data.n_rows} rows arrived, expected "
                                 f"{self.n_rows}")
@@ -241,7 +207,7 @@ class Multiplier(Protocol):
     def on_computed(self, key: Hashable, result: Any) -> list[Action]:
         data = _Data(self._data.n_rows, self._data.width, self._data.context, result)
         self.done, self.result = True, {"rows": self.n_rows}
-        return [Send(self.next, "ec-data", msgspec.msgpack.encode(data))]
+        return [CODEC.send(self.next, data)]
 
 
 class Grouper(Protocol):
@@ -253,7 +219,7 @@ class Grouper(Protocol):
     metadata sent with the result. Work is split into ``jobs`` computations.
     """
 
-    name = "encrypted-counts"
+    name, title = "encrypted-counts", TITLE
 
     def __init__(self, key_holder: str, n_rows: int, width: int, masks: Sequence[SparseMask],
                  noise: Callable[[], tuple[np.ndarray, dict[str, Any]]], jobs: int = 2) -> None:
@@ -261,22 +227,21 @@ class Grouper(Protocol):
         self.key_holder, self.n_rows, self.width = key_holder, n_rows, width
         self.masks, self.noise, self.jobs = list(masks), noise, max(1, jobs)
         if not self.masks:
-            raise ValueError("nothing to count: no groups given")
+            raise InputError("nothing to count: no groups given")
         self.parts: dict[int, bytes] = {}
 
     def start(self) -> list[Action]:
-        plan = _Plan(self.n_rows, self.width)
-        return [Send(self.key_holder, "ec-plan", msgspec.msgpack.encode(plan))]
+        return [CODEC.send(self.key_holder, _Plan(self.n_rows, self.width))]
 
     def on_message(self, env: Envelope) -> list[Action]:
-        data: _Data = _decode(env, "ec-data", _Data)
+        data: _Data = CODEC.decode(env, _Data)
         if (data.n_rows, data.width) != (self.n_rows, self.width):
             raise ProtocolError(f"encrypted counts: got {data.n_rows} rows x {data.width} "
                                 f"slots, expected {self.n_rows} x {self.width}")
         noise, meta = self.noise()
         noise = np.asarray(noise, dtype=float)
         if noise.shape != (len(self.masks), self.width):
-            raise ValueError(f"noise must have shape {(len(self.masks), self.width)}")
+            raise InputError(f"noise must have shape {(len(self.masks), self.width)}")
         self.meta = msgspec.json.encode(meta)
         bounds = np.linspace(0, len(self.masks), min(self.jobs, len(self.masks)) + 1).astype(int)
         self.n_jobs = len(bounds) - 1
@@ -292,4 +257,4 @@ class Grouper(Protocol):
                   for p in msgspec.msgpack.decode(self.parts[j], type=list[bytes])]
         res = _Result(len(merged), msgspec.msgpack.encode(merged), self.meta)
         self.done, self.result = True, {"masks": len(self.masks)}
-        return [Send(self.key_holder, "ec-result", msgspec.msgpack.encode(res))]
+        return [CODEC.send(self.key_holder, res)]

@@ -26,14 +26,15 @@ import pandas as pd
 from ..dp import PrivacyLedger
 from ..dp.errors import DPError
 from ..dp.mechanisms import monotone_funnel, release_noise
-from ..protocol import ProgressCallback, run
-from ..session import Party
+from ..net.driver import run, stopping
+from ..net.session import Party
+from ..protocol import ProgressCallback
 from .encrypted_counts import (
+    TITLE,
     CountsResult,
     Grouper,
     KeyHolder,
     Multiplier,
-    aborting,
     check_budget,
 )
 from .joint_crowd import check_flags
@@ -57,14 +58,15 @@ def _slot(stage: int, campaign: int, group: int, copies: int) -> int:
 
 
 def funnel_for_outcomes(party: Party, purchased: Any, repeat: Any, *,
-                        chain: Sequence[str] = ("operator", "media"), session: str = SESSION,
+                        chain: Sequence[str], session: str = SESSION,
                         timeout: float | None = 600,
                         progress: ProgressCallback | None = None) -> pd.DataFrame:
     """Retailer: the released funnel (one row per campaign, district, group and stage).
 
-    ``purchased`` and ``repeat`` are 0/1 per PSI-aligned row (PSI order).
+    ``purchased`` and ``repeat`` are 0/1 per PSI-aligned row (PSI order); ``chain`` names
+    the visit holder, then the exposure holder (who adds the noise).
     """
-    with aborting(party, session):
+    with stopping(party, list(chain), session=session, protocol=TITLE):
         res = run(party, outcomes_protocol(purchased, repeat, chain), session=session,
                   timeout=timeout, progress=progress, watch=list(chain))
     return funnel_frame(res)
@@ -91,12 +93,13 @@ def campaign_visitors(persons: pd.Series, visits: pd.DataFrame, campaign_sites: 
 
 
 def funnel_for_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
-                      epsilon: float, key_holder: str = "retailer", next_party: str = "media",
+                      epsilon: float, key_holder: str, next_party: str,
                       session: str = SESSION, timeout: float | None = 600,
                       executor: Executor | None = None) -> dict[str, Any]:
     """Operator: ``visited`` has one 0/1 column per campaign (in the media owner's campaign
-    order), one row per PSI-aligned person. Pays ``epsilon`` on its ledger."""
-    with aborting(party, session):
+    order), one row per PSI-aligned person. Pays ``epsilon`` on its ledger. ``key_holder``
+    holds the outcomes, ``next_party`` the exposures."""
+    with stopping(party, [key_holder, next_party], session=session, protocol=TITLE):
         check_budget(ledger, epsilon, "joint funnel, visits")
         return _serve_visits(party, visited, ledger=ledger, epsilon=epsilon,
                              key_holder=key_holder, next_party=next_party, session=session,
@@ -135,13 +138,14 @@ def _serve_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
 
 def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
                         ledger: PrivacyLedger, epsilon: float,
-                        districts: Sequence[str] | None = None, key_holder: str = "retailer",
+                        key_holder: str, districts: Sequence[str] | None = None,
                         suppress_below: int = 10, session: str = SESSION,
                         timeout: float | None = 600, executor: Executor | None = None,
                         progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Media owner: home ``district`` per aligned row and one 0/1 ``exposed`` column per
-    campaign. Adds the noise and pays ``epsilon`` on its ledger. Returns a report."""
-    with aborting(party, session):
+    campaign. Adds the noise and pays ``epsilon`` on its ledger. Returns a report.
+    Every other party in the room takes part (``key_holder`` holds the outcomes)."""
+    with stopping(party, _peers(party), session=session, protocol=TITLE):
         check_budget(ledger, epsilon, "joint funnel, exposure")
         return _serve_exposure(party, district, exposed, ledger=ledger, epsilon=epsilon,
                                districts=districts, key_holder=key_holder,
@@ -204,7 +208,7 @@ def _serve_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
     grouper = Grouper(key_holder, len(dist), width, masks, noise,
                       jobs=2 if executor is not None else 1)
     run(party, grouper, session=session, timeout=timeout, executor=executor, progress=progress,
-        watch=[key_holder])
+        watch=_peers(party))
     return report
 
 
@@ -275,3 +279,8 @@ def _lift(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     no_lift = (out["group"] == "control") | (out["stage"] == STAGES[0])
     out.loc[no_lift, ["lift", "lift_ci_low", "lift_ci_high"]] = math.nan
     return out
+
+
+def _peers(party: Any) -> list[str]:
+    """Every other party in the room (none for a stand-in without a room, in tests)."""
+    return list(getattr(party, "peers", []))

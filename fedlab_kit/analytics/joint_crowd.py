@@ -24,9 +24,10 @@ from ..dp.errors import DPError
 from ..dp.mechanisms import clip_nonnegative, release_noise
 from ..he import SparseMask
 from ..he.ckks import SLOTS
-from ..protocol import ProgressCallback, run
-from ..session import Party
-from .encrypted_counts import CountsResult, Grouper, KeyHolder, aborting, check_budget
+from ..net.driver import run, stopping
+from ..net.session import Party
+from ..protocol import ProgressCallback
+from .encrypted_counts import TITLE, CountsResult, Grouper, KeyHolder, check_budget
 
 SESSION = "joint-crowd"
 
@@ -61,7 +62,7 @@ def check_flags(values: Any, what: str) -> np.ndarray:
     return arr
 
 
-def crowd_for_labels(party: Party, ta: Any, *, visit_holder: str = "operator",
+def crowd_for_labels(party: Party, ta: Any, *, visit_holder: str,
                      session: str = SESSION, timeout: float | None = 600,
                      progress: ProgressCallback | None = None) -> pd.DataFrame:
     """Label holder: the noisy crowd of the target audience per cell.
@@ -69,7 +70,7 @@ def crowd_for_labels(party: Party, ta: Any, *, visit_holder: str = "operator",
     ``ta`` is the 0/1 flag of each PSI-aligned row, in PSI order. Returns one row per cell:
     ``h3`` (cell id), ``count``, ``ci_low``, ``ci_high`` (95 %), ``suppressed``.
     """
-    with aborting(party, session):
+    with stopping(party, [visit_holder], session=session, protocol=TITLE):
         flags = check_flags(ta, "target-audience flags")
         res = run(party, KeyHolder(flags, [visit_holder]), session=session, timeout=timeout,
                   progress=progress, watch=[visit_holder])
@@ -103,7 +104,7 @@ def cell_masks(rows: np.ndarray, cells: np.ndarray, n_cells: int, copies: int) -
 
 def crowd_for_visits(
     party: Party, persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
-    ledger: PrivacyLedger, epsilon: float, keys: Sequence[str], label_holder: str = "retailer",
+    ledger: PrivacyLedger, epsilon: float, keys: Sequence[str], label_holder: str,
     person_col: str = "user_id", cell_col: str = "h3", max_cells: int = 5,
     suppress_below: int = 10, seed: int | None = None, session: str = SESSION,
     timeout: float | None = 600, executor: Executor | None = None,
@@ -114,7 +115,7 @@ def crowd_for_visits(
     ``persons`` are the PSI-aligned person ids in PSI order; ``visits`` has ``person_col``
     and ``cell_col``. Returns a report of the rows used and excluded (and why).
     """
-    with aborting(party, session):
+    with stopping(party, [label_holder], session=session, protocol=TITLE):
         return _serve_crowd(party, persons, visits, ledger=ledger, epsilon=epsilon, keys=keys,
                             label_holder=label_holder, person_col=person_col,
                             cell_col=cell_col, max_cells=max_cells,

@@ -24,9 +24,9 @@ import numpy as np
 import psutil
 
 from ..boost.ckks import MASK_CACHE_MB
-from ..identity import Identity, Invitation
-from ..local import RelayProcess, create_room
-from ..session import Party
+from ..demo.harness import RelayProcess, create_room
+from ..net.identity import Identity, Invitation
+from ..net.session import Party
 
 ACTIVE = "retailer"
 PASSIVES = ("media", "operator")

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..identity import Identity, Invitation
-from ..local import RelayProcess, create_room
-from ..session import Party
+from ..demo.harness import RelayProcess, create_room
+from ..net.identity import Identity, Invitation
+from ..net.session import Party
 
 
 def bench_set(name: str, n: int, overlap: float, seed: int = 7) -> list[str]:

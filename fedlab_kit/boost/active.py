@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..envelope import Envelope
 from ..errors import ProtocolError
-from ..protocol import Action, Compute, Protocol, Send
+from ..protocol import Action, Compute, Envelope, Protocol, Send
 from . import messages as m
 from .backend import ActiveBackend, decrypt_all, encrypt, node_histograms
 from .binning import bin_matrix, canonical_threshold, codes_left, slot_table, threshold_value
@@ -81,14 +80,7 @@ class _Peers(Protocol):
         if env.sender not in self.passives:
             raise ProtocolError(f"SecureBoost: message from {env.sender!r}, not a passive party")
         msg = m.decode(env)
-        if isinstance(msg, m.Abort):
-            raise BoostError(f"party {env.sender!r} aborted: {msg.message}")
         return msg, self.wait.take(env, msg)
-
-    def _fail(self, message: str) -> list[Action]:
-        """Tell every passive party why we stop; the result is the error to raise."""
-        self.done, self.result = True, BoostError(message)
-        return self._broadcast(m.Abort(message))
 
     def _broadcast(self, msg: Any, peers: list[str] | None = None) -> list[Action]:
         data = m.encode(msg)
@@ -96,10 +88,9 @@ class _Peers(Protocol):
 
 
 class ActiveTrainer(_Peers):
-    """Trains a model with the passive parties; the result is an :class:`ActiveModel`
-    (or a :class:`BoostError` after this side aborted)."""
+    """Trains a model with the passive parties; the result is an :class:`ActiveModel`."""
 
-    name = "secureboost"
+    name, title = "secureboost", "SecureBoost training"
 
     def __init__(
         self, me: str, passives: list[str], X: np.ndarray, columns: list[str], y: np.ndarray,
@@ -204,7 +195,7 @@ class ActiveTrainer(_Peers):
             elif not h.columns:
                 problems.append(f"{p!r} brings no feature columns")
         if problems:
-            return self._fail("cannot train: " + "; ".join(problems))
+            raise BoostError("cannot train: " + "; ".join(problems))
         self.model.passives = {p: list(got[p].columns) for p in self.passives}
         return self._start_tree()
 
@@ -453,7 +444,7 @@ class ActivePredictor(_Peers):
     """One federated prediction round over the rows of ``X`` (own columns, aligned with
     the passives' rows); the result is the margin of every row."""
 
-    name = "secureboost-predict"
+    name, title = "secureboost-predict", "SecureBoost prediction"
 
     def __init__(self, me: str, model: ActiveModel, X: np.ndarray,
                  batch_rows: int | None = None) -> None:
@@ -496,7 +487,7 @@ class ActivePredictor(_Peers):
                 elif h.n_rows != self.n:
                     problems.append(f"{q!r} has {h.n_rows} rows, {self.me!r} has {self.n}")
             if problems:
-                return self._fail("cannot predict: " + "; ".join(problems))
+                raise BoostError("cannot predict: " + "; ".join(problems))
             return self._request()
         lo = self.starts[self.k]
         hi = min(self.n, lo + self.batch)

@@ -13,21 +13,21 @@ is the same person everywhere)::
 
 ``*_protocol`` methods give the underlying sans-IO protocols, for
 :class:`~fedlab_kit.protocol.LocalNetwork` or a custom driver.
+The estimators follow scikit-learn's conventions (``get_params``, ``set_params``, ``clone``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
-from ..errors import FedlabError
-from ..protocol import Action, LocalNetwork, Protocol, Send, run
-from . import messages as m
+from ..net.driver import run, stopping
+from ..protocol import LocalNetwork, Protocol
 from .active import ActivePredictor, ActiveTrainer, EvalSet, TreeCallback
 from .backend import make_backends
 from .binning import as_matrix, select
@@ -45,77 +45,74 @@ from .params import (
 from .passive import PassivePredictor, PassiveTrainer
 
 LOCAL = "local"
-ABORT_TIMEOUT = 30.0  # seconds to deliver an abort to peers that may not have joined yet
-
-
-class Abort(Protocol):
-    """Tells peers that this party cannot take part, and why (then raises locally)."""
-
-    name = "secureboost-abort"
-
-    def __init__(self, peers: list[str], message: str) -> None:
-        super().__init__()
-        self.peers, self.message = peers, message
-
-    def start(self) -> list[Action]:
-        self.done = True
-        data = m.encode(m.Abort(self.message))
-        return [Send(p, "boost/abort", data) for p in self.peers]
-
-    def on_message(self, env: Any) -> list[Action]:  # pragma: no cover - done at start
-        return []
 
 
 def _drive(party: Any, peers: list[str], build: Callable[[], Protocol], *, session: str,
-           timeout: float | None) -> Any:
-    """Build a protocol (aborting the session if the input is bad) and run it."""
-    try:
-        proto = build()
-    except BoostError as exc:
-        if party is not None and peers:  # best effort: the error to show is ours
-            with contextlib.suppress(TimeoutError, FedlabError):
-                run(party, Abort(peers, f"{_name(party)!r} cannot take part: {exc}"),
-                    session=session, timeout=timeout or ABORT_TIMEOUT)
-        raise
+           timeout: float | None, what: str) -> Any:
+    """Build a protocol and run it; an error (also while building it, e.g. bad input) is
+    told to the peers, so they stop at once with this party's reason."""
     if party is None:
         if peers:
             raise BoostError("party is None, but other parties take part: pass the Party")
-        result = LocalNetwork({LOCAL: proto}).run()[LOCAL]
-    else:
-        result = run(party, proto, session=session, timeout=timeout, watch=peers)
-    if isinstance(result, BoostError):
-        raise result
-    return result
+        return LocalNetwork({LOCAL: build()}).run()[LOCAL]
+    with stopping(party, peers, session=session, protocol=what):
+        proto = build()
+        return run(party, proto, session=session, timeout=timeout, watch=peers)
 
 
 def _name(party: Any) -> str:
     return LOCAL if party is None else party.name
 
 
-class _ActiveEstimator:
-    """The label holder's estimator (shared by the classifier and the regressor)."""
+def _check_flag(name: str, value: Any) -> None:
+    if value not in (True, False):
+        raise BoostError(f"{name} must be True or False, got {value!r}")
+
+
+class _ActiveEstimator(BaseEstimator):  # type: ignore[misc]
+    """The label holder's estimator (shared by the classifier and the regressor).
+
+    As in scikit-learn, the constructor only stores its arguments (``get_params``,
+    ``set_params`` and ``sklearn.base.clone`` work); they are checked by :meth:`fit`.
+    """
 
     _objective = LOGISTIC
     _objectives: tuple[str, ...] = (LOGISTIC,)  # what load() accepts
     _trainer: ActiveTrainer | None = None  # the run in progress, for request_stop()
     _stop_requested = False
+    model_: ActiveModel | None = None
 
     def __init__(
         self, *, n_estimators: int = 100, max_depth: int = 6, learning_rate: float = 0.3,
         max_bin: int = 32, min_child_weight: float = 1.0, reg_lambda: float = 1.0,
         gamma: float = 0.0, subsample: float = 1.0, colsample_bytree: float = 1.0,
         random_state: int | None = None, base_score: float | None = None,
-        eval_metric: str | None = None, insecure_plaintext: bool = False,
+        eval_metric: str | None = None, early_stopping_rounds: int | None = None,
+        insecure_plaintext: bool = False,
     ) -> None:
-        self.params = BoostParams(
-            self._objective, n_estimators, max_depth, learning_rate, max_bin, min_child_weight,
-            reg_lambda, gamma, subsample, colsample_bytree, random_state, base_score,
-            eval_metric)
-        if insecure_plaintext not in (True, False):
-            raise BoostError(f"insecure_plaintext must be True or False, got "
-                             f"{insecure_plaintext!r}")
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.max_bin = max_bin
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.gamma = gamma
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.random_state = random_state
+        self.base_score = base_score
+        self.eval_metric = eval_metric
+        self.early_stopping_rounds = early_stopping_rounds
         self.insecure_plaintext = insecure_plaintext
-        self.model_: ActiveModel | None = None
+
+    @property
+    def params(self) -> BoostParams:
+        """The training parameters, checked (a :class:`BoostError` names a bad one)."""
+        _check_flag("insecure_plaintext", self.insecure_plaintext)
+        return BoostParams(
+            self._objective, self.n_estimators, self.max_depth, self.learning_rate,
+            self.max_bin, self.min_child_weight, self.reg_lambda, self.gamma, self.subsample,
+            self.colsample_bytree, self.random_state, self.base_score, self.eval_metric)
 
     # ---------------------------------------------------------------- training
     def fit_protocol(
@@ -124,7 +121,10 @@ class _ActiveEstimator:
         early_stopping_rounds: int | None = None, progress: TreeCallback | None = None,
     ) -> ActiveTrainer:
         """The training protocol; when it finishes, this estimator holds the model.
-        ``X_own`` may be None when the label holder brings no features."""
+        ``X_own`` may be None when the label holder brings no features.
+        ``early_stopping_rounds`` overrides the constructor's."""
+        if early_stopping_rounds is None:
+            early_stopping_rounds = self.early_stopping_rounds
         if isinstance(passive, str):
             raise BoostError("passive must be a list of party names")
         labels, params = self._labels(y, None)
@@ -191,7 +191,7 @@ class _ActiveEstimator:
             _drive(party, passive, lambda: self._armed(self.fit_protocol(
                        _name(party), passive, X_own, y, eval_set=eval_set,
                        early_stopping_rounds=early_stopping_rounds, progress=progress)),
-                   session=f"{session}/fit", timeout=timeout)
+                   session=f"{session}/fit", timeout=timeout, what="SecureBoost training")
         finally:
             self._trainer, self._stop_requested = None, False
         return self
@@ -220,7 +220,8 @@ class _ActiveEstimator:
         round."""
         return _drive(party, list(self.model.passives),
                       lambda: self.predict_protocol(_name(party), X_own),
-                      session=f"{session}/predict", timeout=timeout)
+                      session=f"{session}/predict", timeout=timeout,
+                      what="SecureBoost prediction")
 
     # ------------------------------------------------------------- inspection
     @property
@@ -254,9 +255,14 @@ class _ActiveEstimator:
         if model.params.objective not in cls._objectives:
             raise BoostError(f"{str(path)!r} holds a {model.params.objective} model, not "
                              f"{' or '.join(cls._objectives)}")
-        est = cls.__new__(cls)
-        est.params, est.model_ = model.params, model
-        est.insecure_plaintext = insecure_plaintext
+        p = model.params
+        est = cls(n_estimators=p.n_estimators, max_depth=p.max_depth,
+                  learning_rate=p.learning_rate, max_bin=p.max_bin,
+                  min_child_weight=p.min_child_weight, reg_lambda=p.reg_lambda, gamma=p.gamma,
+                  subsample=p.subsample, colsample_bytree=p.colsample_bytree,
+                  random_state=p.random_state, base_score=p.base_score,
+                  eval_metric=p.eval_metric, insecure_plaintext=insecure_plaintext)
+        est.model_ = model
         return est
 
 
@@ -313,16 +319,14 @@ class SecureBoostRegressor(_ActiveEstimator):
         return self.predict_margin(X_own, party=party, session=session, timeout=timeout)
 
 
-class SecureBoostPassive:
+class SecureBoostPassive(BaseEstimator):  # type: ignore[misc]
     """A feature holder's part of a SecureBoost model: serves training and prediction."""
 
+    model_: PassiveModel | None = None
+
     def __init__(self, insecure_plaintext: bool = False, random_state: int | None = None) -> None:
-        if insecure_plaintext not in (True, False):
-            raise BoostError(f"insecure_plaintext must be True or False, got "
-                             f"{insecure_plaintext!r}")
         self.insecure_plaintext = insecure_plaintext
         self.random_state = random_state
-        self.model_: PassiveModel | None = None
 
     def fit_protocol(self, me: str, active: str, X_own: Any, *,
                      eval_set: Sequence[Any] | None = None,
@@ -330,6 +334,7 @@ class SecureBoostPassive:
         """The protocol serving one training run; when it finishes, this holds the model.
         ``progress(trees, splits)``: after each tree, the trees so far and the splits held
         here."""
+        _check_flag("insecure_plaintext", self.insecure_plaintext)
         X, columns = as_matrix(X_own, "X_own")
         evals = [select(Xe, columns, f"eval_set[{i}]") for i, Xe in enumerate(eval_set or [])]
         if self.insecure_plaintext:
@@ -349,7 +354,7 @@ class SecureBoostPassive:
         ``progress(trees, splits)`` after each tree."""
         _drive(party, [active], lambda: self.fit_protocol(_name(party), active, X_own,
                                                           eval_set=eval_set, progress=progress),
-               session=f"{session}/fit", timeout=timeout)
+               session=f"{session}/fit", timeout=timeout, what="SecureBoost training")
         return self
 
     @property
@@ -369,7 +374,7 @@ class SecureBoostPassive:
                 timeout: float | None = None) -> None:
         """Serve one prediction round of the active party (once per call it makes)."""
         _drive(party, [active], lambda: self.predict_protocol(_name(party), active, X_own),
-               session=f"{session}/predict", timeout=timeout)
+               session=f"{session}/predict", timeout=timeout, what="SecureBoost prediction")
 
     def save(self, path: str | Path) -> None:
         """Write this party's records and tree shapes as JSON."""

@@ -7,18 +7,18 @@ Kinds (A = active label holder, P = passive feature holder):
   (and ``eval_reply`` P->A with an eval set); ``finish`` A->P.
 - prediction: ``predict_hello`` P->A, then per batch of rows ``predict`` A->P and
   ``predict_reply`` P->A.
-- either way, either side: ``abort`` with a reason, after which the session is over.
+- stopping is the driver's (``core/abort``, see :mod:`fedlab_kit.net.driver`).
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import numpy as np
 
-from ..envelope import Envelope
 from ..errors import ProtocolError
+from ..protocol import Codec, Envelope
 
 VERSION = 1
 PREFIX = "boost/"
@@ -39,10 +39,6 @@ class Hello(msgspec.Struct, array_like=True):
     n_rows: int
     columns: list[str]
     n_eval: list[int]
-
-
-class Abort(msgspec.Struct, array_like=True):
-    message: str
 
 
 class Partition(msgspec.Struct, array_like=True):
@@ -137,36 +133,25 @@ class PredictReply(msgspec.Struct, array_like=True):
     masks: bytes
 
 
-KINDS: dict[type[msgspec.Struct], str] = {
-    Setup: "setup", Hello: "hello", Abort: "abort", HistRequest: "hist",
-    HistReply: "hist_reply", SplitRequest: "split", SplitReply: "split_reply",
-    TreeMsg: "tree", EvalReply: "eval_reply", Finish: "finish",
-    PredictHello: "predict_hello", PredictRequest: "predict", PredictReply: "predict_reply",
-}
-TYPES = {PREFIX + k: t for t, k in KINDS.items()}
-_enc = msgspec.msgpack.Encoder()
-M = TypeVar("M", bound=msgspec.Struct)
+CODEC = Codec("boost", {
+    "setup": Setup, "hello": Hello, "hist": HistRequest, "hist_reply": HistReply,
+    "split": SplitRequest, "split_reply": SplitReply, "tree": TreeMsg,
+    "eval_reply": EvalReply, "finish": Finish, "predict_hello": PredictHello,
+    "predict": PredictRequest, "predict_reply": PredictReply,
+})
 
 
 def kind(msg: msgspec.Struct) -> str:
-    return PREFIX + KINDS[type(msg)]
+    return CODEC.kind(msg)
 
 
 def encode(msg: msgspec.Struct) -> bytes:
-    return _enc.encode(msg)
+    return CODEC.encode(msg)
 
 
 def decode(env: Envelope) -> Any:
     """The message in ``env``, typed by its kind; malformed ones raise ProtocolError."""
-    cls = TYPES.get(env.kind)
-    if cls is None:
-        raise ProtocolError(f"SecureBoost: unexpected message kind {env.kind!r} from "
-                            f"{env.sender!r}")
-    try:
-        return msgspec.msgpack.decode(env.payload, type=cls)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(f"SecureBoost: malformed {env.kind!r} from {env.sender!r}: "
-                            f"{exc}") from None
+    return CODEC.decode(env)
 
 
 def bits(mask: np.ndarray) -> bytes:

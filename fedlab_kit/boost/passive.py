@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..envelope import Envelope
 from ..errors import ProtocolError
-from ..protocol import Action, Compute, Protocol, Send
+from ..protocol import Action, Compute, Envelope, Protocol, Send
 from . import messages as m
 from .backend import PassiveBackend, PlaintextPassive, make_backends, passive_histograms
 from .binning import (
@@ -48,14 +47,7 @@ class _Active(Protocol):
         if env.sender != self.active:
             raise ProtocolError(f"SecureBoost: message from {env.sender!r}; only the active "
                                 f"party {self.active!r} talks to {self.me!r}")
-        msg = m.decode(env)
-        if isinstance(msg, m.Abort):
-            raise BoostError(f"the active party {self.active!r} aborted: {msg.message}")
-        return msg
-
-    def _fail(self, message: str) -> list[Action]:
-        self.done, self.result = True, BoostError(message)
-        return [Send(self.active, "boost/abort", m.encode(m.Abort(message)))]
+        return m.decode(env)
 
     @staticmethod
     def _unexpected(msg: Any, peer: str) -> ProtocolError:
@@ -65,7 +57,7 @@ class _Active(Protocol):
 class PassiveTrainer(_Active):
     """Serves one training run; the result is a :class:`PassiveModel`."""
 
-    name = "secureboost"
+    name, title = "secureboost", "SecureBoost training"
 
     def __init__(
         self, me: str, active: str, X: np.ndarray, columns: list[str], *,
@@ -115,19 +107,20 @@ class PassiveTrainer(_Active):
 
     def _on_setup(self, s: m.Setup) -> list[Action]:
         if s.version != m.VERSION:
-            return self._fail(f"{self.me!r} speaks SecureBoost version {m.VERSION}, the active "
+            raise BoostError(f"{self.me!r} speaks SecureBoost version {m.VERSION}, the active "
                               f"party {s.version}; use the same fedlab-kit version")
         if not s.secure and not self.allow_plaintext:
-            return self._fail(f"the active party asked for unencrypted gradients; {self.me!r} "
+            raise BoostError(f"the active party asked for unencrypted gradients; {self.me!r} "
                               "refuses (pass insecure_plaintext=True on both sides to allow "
                               "it, for tests only)")
         if self.me not in s.passives or not 2 <= s.max_bin <= 255:
-            return self._fail(f"malformed setup for {self.me!r}")
+            raise BoostError(f"malformed setup for {self.me!r}")
         try:
             self.backend = (make_backends(False).passive(s.crypto) if s.secure
                             else PlaintextPassive(s.crypto))
         except (BoostError, ProtocolError) as exc:
-            return self._fail(f"{self.me!r} cannot use the active party's encryption: {exc}")
+            raise BoostError(f"{self.me!r} cannot use the active party's encryption: "
+                             f"{exc}") from exc
         self.codes, self.edges = bin_matrix(self.X, s.max_bin)
         self.n_slots = s.max_bin
         self.model = PassiveModel(s.model_id, self.me, self.active, self.columns)
@@ -219,7 +212,7 @@ class PassiveTrainer(_Active):
 class PassivePredictor(_Active):
     """Serves one federated prediction round over the rows of ``X`` (own columns)."""
 
-    name = "secureboost-predict"
+    name, title = "secureboost-predict", "SecureBoost prediction"
 
     def __init__(self, me: str, model: PassiveModel, X: np.ndarray) -> None:
         super().__init__(me, model.active)

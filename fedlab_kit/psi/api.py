@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FedlabError
-from ..protocol import run
-from ..session import Party
+from ..net.driver import run, stopping
+from ..net.session import Party
 from .buckets import BucketStore
 from .ids import DuplicatePolicy, IdReport, Normalize, prepare_ids
 from .plan import Plan, PlanProtocol, Resume
@@ -93,10 +93,6 @@ def psi(
     parties = sorted([party.name, *peers])
     if not isinstance(ids, pd.Series | list | tuple | np.ndarray | pd.Index):
         ids = list(ids)
-    try:  # validate options before anything is sent
-        PsiProtocol(party.name, parties, [], reveal=reveal, receivers=receivers, batch=batch)
-    except ValueError as exc:
-        raise FedlabError(str(exc)) from None
     store = BucketStore(checkpoint_dir) if checkpoint_dir is not None else None
     options = {"session": session, "parties": parties, "reveal": reveal,
                "receivers": sorted(receivers or parties), "normalize": normalize,
@@ -110,9 +106,14 @@ def psi(
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(
             ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=mp.get_context("spawn")))
-        # no presence watch here: a peer that restarts simply sends a newer plan
+        # an error at any step (bad options, duplicate IDs...) stops the peers where they are
+        where = stack.enter_context(stopping(party, peers, session=f"{session}/plan",
+                                             protocol="PSI"))
+        PsiProtocol(party.name, parties, [], reveal=reveal, receivers=receivers, batch=batch)
         plan: Plan = run(party, PlanProtocol(party.name, parties, len(ids), bucket_size, resume),
-                         session=f"{session}/plan", timeout=timeout)
+                         session=f"{session}/plan", timeout=timeout, watch=peers)
+        first = min(set(range(plan.n_buckets)) - plan.done, default=0)
+        where.session = f"{session}/{plan.attempt}/b{first}"
         memory: dict[int, tuple[list[bytes], np.ndarray]] = {}
         if plan.resumed:
             assert state is not None and store is not None
@@ -133,6 +134,7 @@ def psi(
         for k in range(plan.n_buckets):
             if k in plan.done:
                 continue
+            where.session = f"{session}/{plan.attempt}/b{k}"
             keys, rows = memory.pop(k) if k in memory else store.read_bucket(k)  # type: ignore[union-attr]
             proto = PsiProtocol(party.name, parties, keys, reveal=reveal, receivers=receivers,
                                 batch=batch)

@@ -18,9 +18,8 @@ from typing import Any
 
 import msgspec
 
-from ..envelope import Envelope
-from ..errors import ProtocolError
-from ..protocol import Action, Protocol, Send
+from ..errors import InputError, ProtocolError
+from ..protocol import Action, Codec, Envelope, Protocol
 
 VERSION = 1
 
@@ -34,6 +33,13 @@ class PlanMsg(msgspec.Struct, array_like=True):
     resume_tag: bytes = b""
     resume_buckets: int = 0
     done: list[int] = msgspec.field(default_factory=list)
+
+
+class View(msgspec.Struct, array_like=True):
+    nonces: dict[str, bytes]
+
+
+CODEC = Codec("psi-plan", {"plan": PlanMsg, "view": View})
 
 
 @dataclass(frozen=True)
@@ -56,13 +62,13 @@ class Plan:
 
 
 class PlanProtocol(Protocol):
-    name = "psi-plan"
+    name, title = "psi-plan", "PSI"
 
     def __init__(self, me: str, parties: list[str], size: int, bucket_size: int,
                  resume: Resume | None = None) -> None:
         super().__init__()
         if bucket_size < 1:
-            raise ValueError("bucket_size must be at least 1")
+            raise InputError("bucket_size must be at least 1")
         self.me, self.parties = me, sorted(parties)
         r = resume or Resume(b"", 0, frozenset())
         self.msg = PlanMsg(VERSION, self.parties, bucket_size, size, os.urandom(16), r.tag,
@@ -72,24 +78,17 @@ class PlanProtocol(Protocol):
         self._announced: dict[str, bytes] | None = None
 
     def start(self) -> list[Action]:
-        data = msgspec.msgpack.encode(self.msg)
-        return [Send(p, "plan", data) for p in self.parties if p != self.me]
+        return CODEC.broadcast([p for p in self.parties if p != self.me], self.msg)
 
     def on_message(self, env: Envelope) -> list[Action]:
         if env.sender not in self.parties or env.sender == self.me:
             raise ProtocolError(f"PSI plan: message from non-party {env.sender!r}")
-        try:
-            if env.kind == "plan":
-                msg = msgspec.msgpack.decode(env.payload, type=PlanMsg)
-                self._check(env.sender, msg)
-                self.msgs[env.sender] = msg  # a later plan replaces a stale one
-            elif env.kind == "plan-view":
-                self.views[env.sender] = msgspec.msgpack.decode(env.payload,
-                                                                type=dict[str, bytes])
-            else:
-                raise ProtocolError(f"PSI plan: unexpected {env.kind!r} from {env.sender!r}")
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise ProtocolError(f"PSI plan: malformed message from {env.sender!r}") from exc
+        msg = CODEC.decode(env)
+        if isinstance(msg, PlanMsg):
+            self._check(env.sender, msg)
+            self.msgs[env.sender] = msg  # a later plan replaces a stale one
+        else:
+            self.views[env.sender] = dict(msg.nonces)
         return self._step()
 
     def _check(self, sender: str, msg: PlanMsg) -> None:
@@ -111,8 +110,7 @@ class PlanProtocol(Protocol):
         out: list[Action] = []
         if view != self._announced:
             self._announced = view
-            data = msgspec.msgpack.encode(view)
-            out = [Send(p, "plan-view", data) for p in self.parties if p != self.me]
+            out = list(CODEC.broadcast([p for p in self.parties if p != self.me], View(view)))
         if all(self.views.get(p) == view for p in self.parties if p != self.me):
             self.done, self.result = True, self._decide()
         return out

@@ -23,23 +23,20 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
-from ..envelope import Envelope
-from ..errors import ProtocolError
-from ..protocol import Action, Compute, Protocol, Send
+from ..errors import InputError, ProtocolError
+from ..protocol import Action, Codec, Compute, Envelope, Protocol
 from .curve import POINT, InvalidPoint, hash_and_mul, mul_points, new_scalar
 
 TRUNC = 12
 BATCH = 4096
 VERSION = 1
 Reveal = Literal["intersection", "cardinality"]
-_LEN = struct.Struct(">I")
 
 
 class Hello(msgspec.Struct, array_like=True):
@@ -53,27 +50,30 @@ class Hello(msgspec.Struct, array_like=True):
     nonce: bytes
 
 
-class Batch(msgspec.Struct, array_like=True):
+class Points(msgspec.Struct, array_like=True):
+    """A batch of points on its way round the ring (the points follow as raw bytes)."""
+
     owner: str
     hops: int  # scalars applied so far
     index: int
 
 
-_enc = msgspec.msgpack.Encoder()
+class Final(msgspec.Struct, array_like=True):
+    """A batch of fully encrypted, truncated values for the leader."""
+
+    owner: str
+    hops: int
+    index: int
 
 
-def _pack(head: msgspec.Struct, data: bytes = b"") -> bytes:
-    h = _enc.encode(head)
-    return _LEN.pack(len(h)) + h + data
+class ResultHead(msgspec.Struct, array_like=True):
+    size: int
+    revealed: bool
+    sizes: dict[str, int]
 
 
-def _unpack(payload: bytes | bytearray, cls: type[Any], peer: str) -> tuple[Any, memoryview]:
-    view = memoryview(payload)
-    try:
-        (n,) = _LEN.unpack_from(view)
-        return msgspec.msgpack.decode(view[4 : 4 + n], type=cls), view[4 + n :]
-    except (struct.error, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(f"PSI: malformed {cls.__name__} from {peer!r}: {exc}") from None
+CODEC = Codec("psi", {"hello": Hello, "points": Points, "final": Final,
+                      "result": ResultHead})
 
 
 @dataclass
@@ -88,7 +88,7 @@ class PsiOutcome:
 class PsiProtocol(Protocol):
     """One party's side of ECDH-PSI; all parties run it with the same parameters."""
 
-    name = "psi"
+    name, title = "psi", "PSI"
 
     def __init__(
         self, me: str, parties: list[str], keys: list[bytes], *, leader: str | None = None,
@@ -98,15 +98,15 @@ class PsiProtocol(Protocol):
         super().__init__()
         parties = sorted(parties)
         if me not in parties or not 2 <= len(parties) <= 3:
-            raise ValueError(f"PSI needs 2 or 3 parties including {me!r}, got {parties}")
+            raise InputError(f"PSI needs 2 or 3 parties including {me!r}, got {parties}")
         if reveal not in ("intersection", "cardinality"):
-            raise ValueError(f"reveal must be 'intersection' or 'cardinality', got {reveal!r}")
+            raise InputError(f"reveal must be 'intersection' or 'cardinality', got {reveal!r}")
         receivers = sorted(receivers or parties)
         if not set(receivers) <= set(parties):
-            raise ValueError(f"receivers {receivers} must be among the parties {parties}")
+            raise InputError(f"receivers {receivers} must be among the parties {parties}")
         leader = leader or receivers[0]
         if leader not in receivers:
-            raise ValueError(f"the leader {leader!r} must be a receiver (it sees the result)")
+            raise InputError(f"the leader {leader!r} must be a receiver (it sees the result)")
         i = parties.index(leader)
         self.ring = parties[i:] + parties[:i]  # leader first
         self.me, self.leader, self.reveal, self.receivers = me, leader, reveal, receivers
@@ -140,14 +140,14 @@ class PsiProtocol(Protocol):
 
     # ------------------------------------------------------------------ steps
     def start(self) -> list[Action]:
-        payload = _pack(self.hello)
-        return [Send(p, "psi/hello", payload) for p in self.ring if p != self.me]
+        return CODEC.broadcast([p for p in self.ring if p != self.me], self.hello)
 
     def on_message(self, env: Envelope) -> list[Action]:
         if env.sender not in self.ring or env.sender == self.me:
             raise ProtocolError(f"PSI: message from {env.sender!r}, who is not a peer here")
-        if env.kind == "psi/hello":
-            actions = self._on_hello(env)
+        msg, data = CODEC.decode_with_data(env)
+        if isinstance(msg, Hello):
+            actions = self._on_hello(env, msg)
             if len(self.hellos) == len(self.ring):  # replay what overtook a slow hello
                 early, self._early = self._early, []
                 for e in early:
@@ -156,8 +156,8 @@ class PsiProtocol(Protocol):
         if len(self.hellos) < len(self.ring):  # links are ordered per pair, not globally
             self._early.append(env)
             return []
-        if env.kind == "psi/points":
-            head, data = _unpack(env.payload, Batch, env.sender)
+        if isinstance(msg, Points):
+            head = msg
             self._check_batch(env.sender, head, data, full=True)
             n = len(self.ring)
             hops = (self.ring.index(self.me) - self.ring.index(head.owner)) % n
@@ -169,18 +169,14 @@ class PsiProtocol(Protocol):
             self._hopped.add(seen)
             return [Compute(("hop", head.owner, head.index, head.hops), mul_points,
                             (self._scalar, bytes(data)))]
-        if env.kind == "psi/final":
+        if isinstance(msg, Final):
             if self.me != self.leader:
                 raise ProtocolError(f"PSI: final values sent to non-leader by {env.sender!r}")
-            head, data = _unpack(env.payload, Batch, env.sender)
-            self._store_final(env.sender, head, bytes(data))
+            self._store_final(env.sender, msg, bytes(data))
             return self._maybe_finish()
-        if env.kind == "psi/result":
-            return self._on_result(env)
-        raise ProtocolError(f"PSI: unexpected message kind {env.kind!r} from {env.sender!r}")
+        return self._on_result(env, msg, data)
 
-    def _on_hello(self, env: Envelope) -> list[Action]:
-        hello, _ = _unpack(env.payload, Hello, env.sender)
+    def _on_hello(self, env: Envelope, hello: Hello) -> list[Action]:
         mine = self.hello
         agreed = (hello.version, hello.parties, hello.leader, hello.reveal, hello.receivers,
                   hello.batch)
@@ -207,7 +203,8 @@ class PsiProtocol(Protocol):
                         (self._scalar, self.tag, keys[k * self.batch : (k + 1) * self.batch]))
                 for k in range(self._n_batches(self.me))]
 
-    def _check_batch(self, sender: str, head: Batch, data: memoryview, *, full: bool) -> None:
+    def _check_batch(self, sender: str, head: Points | Final, data: memoryview, *,
+                     full: bool) -> None:
         if head.owner not in self.ring or not 0 <= head.index < self._n_batches(head.owner):
             raise ProtocolError(f"PSI: {sender!r} sent batch {head.index} of {head.owner!r}, "
                                 "which does not exist")
@@ -222,8 +219,7 @@ class PsiProtocol(Protocol):
         hops += 1
         self._done_batches += 1
         if hops < len(self.ring):
-            return [Send(self._next(self.me), "psi/points",
-                         _pack(Batch(owner, hops, index), result))]
+            return [CODEC.send(self._next(self.me), Points(owner, hops, index), result)]
         trunc = _truncate(result)
         if self.reveal == "cardinality" and owner == self.leader:
             self._hold[index] = trunc
@@ -238,12 +234,12 @@ class PsiProtocol(Protocol):
     def _send_final(self, owner: str, chunks: list[bytes], first: int = 0) -> list[Action]:
         if self.me == self.leader:
             for k, c in enumerate(chunks):
-                self._store_final(self.me, Batch(owner, len(self.ring), first + k), c)
+                self._store_final(self.me, Final(owner, len(self.ring), first + k), c)
             return self._maybe_finish()
-        return [Send(self.leader, "psi/final", _pack(Batch(owner, len(self.ring), first + k), c))
+        return [CODEC.send(self.leader, Final(owner, len(self.ring), first + k), c)
                 for k, c in enumerate(chunks)]
 
-    def _store_final(self, sender: str, head: Batch, data: bytes) -> None:
+    def _store_final(self, sender: str, head: Final, data: bytes) -> None:
         self._check_batch(sender, head, memoryview(data), full=False)
         if head.index in self._final[head.owner]:
             raise ProtocolError(f"PSI: batch {head.index} of {head.owner!r} arrived twice")
@@ -269,15 +265,13 @@ class PsiProtocol(Protocol):
             if p == self.me:
                 self._finish(PsiOutcome(size, positions, sizes))
                 continue
-            payload = _pack(_ResultHead(size, positions is not None, sizes),
-                            b"" if positions is None else positions.astype(">i8").tobytes())
-            out.append(Send(p, "psi/result", payload))
+            out.append(CODEC.send(p, ResultHead(size, positions is not None, sizes),
+                                  b"" if positions is None else positions.astype(">i8").tobytes()))
         return out
 
-    def _on_result(self, env: Envelope) -> list[Action]:
+    def _on_result(self, env: Envelope, head: ResultHead, data: memoryview) -> list[Action]:
         if env.sender != self.leader:
             raise ProtocolError(f"PSI: result from {env.sender!r}, who is not the leader")
-        head, data = _unpack(env.payload, _ResultHead, env.sender)
         positions = None
         if head.revealed:
             if self.me not in self.receivers or len(data) != 8 * head.size:
@@ -293,12 +287,6 @@ class PsiProtocol(Protocol):
         if outcome.positions is not None:
             outcome.positions = self.perm[outcome.positions]
         self.done, self.result = True, outcome
-
-
-class _ResultHead(msgspec.Struct, array_like=True):
-    size: int
-    revealed: bool
-    sizes: dict[str, int]
 
 
 def _truncate(points: bytes) -> bytes:

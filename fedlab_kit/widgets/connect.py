@@ -11,8 +11,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import FedlabError
-from ..identity import Identity, Invitation
-from ..session import Party, PartyOptions
+from ..net.identity import Identity, Invitation
+from ..net.session import Party, PartyOptions
 from ._background import Background, Panel, box_html, error_html
 
 _STATE_COLOURS = {"present": "#2e7d32", "absent": "#757575", "left": "#757575",
@@ -22,7 +22,7 @@ _STATE_COLOURS = {"present": "#2e7d32", "absent": "#757575", "left": "#757575",
 class ConnectPanel(Panel):
     """Key file + invitation, Connect / Disconnect, and a live presence list of the peers.
 
-    ``panel.party`` is the connected :class:`~fedlab_kit.session.Party` (``None`` before
+    ``panel.party`` is the connected :class:`~fedlab_kit.net.session.Party` (``None`` before
     connecting and after disconnecting); hand it (or the panel itself) to the other panels.
     """
 

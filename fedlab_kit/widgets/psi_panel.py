@@ -10,7 +10,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from ..errors import FedlabError
-from ..session import Party
+from ..net.session import Party
 from ._background import Background, TaskPanel, box_html, error_html
 
 _BUCKET = re.compile(r"bucket (\d+)/(\d+)")
@@ -21,7 +21,7 @@ _OWN_OPTIONS = {"reveal", "duplicates", "normalize", "progress", "peers", "sessi
 class PsiPanel(TaskPanel):
     """Pick the ID column and the options, press Run: PSI runs in the background.
 
-    ``party`` is a connected :class:`~fedlab_kit.session.Party` or a
+    ``party`` is a connected :class:`~fedlab_kit.net.session.Party` or a
     :class:`~fedlab_kit.widgets.ConnectPanel` (its party is used at Run time). Every peer
     must run PSI at the same time with the same options (``session``, ``peers``, reveal
     mode). Further keyword arguments (``workers``, ``timeout``, ``receivers``,

@@ -25,7 +25,7 @@ from ..boost import (
 )
 from ..boost.params import LOGISTIC, MAXIMIZE, METRICS, SQUARED
 from ..errors import FedlabError
-from ..session import Party
+from ..net.session import Party
 from ._background import Background, TaskPanel, box_html, error_html
 
 log = logging.getLogger("fedlab.widgets")
@@ -89,7 +89,7 @@ def _table(rows: Sequence[tuple[str, str]], css: str) -> str:
 class TrainingPanel(TaskPanel):
     """The label holder's SecureBoost training: hyperparameters, partners, Train / Stop.
 
-    ``party`` is a connected :class:`~fedlab_kit.session.Party`, a
+    ``party`` is a connected :class:`~fedlab_kit.net.session.Party`, a
     :class:`~fedlab_kit.widgets.ConnectPanel` (its party is used at Train time), or ``None``
     to train alone on ``X_own`` (then leave the partners empty). ``passive`` names the
     feature holders; when the Partners box is empty at Train time every peer of the party
@@ -216,6 +216,7 @@ class TrainingPanel(TaskPanel):
         params = self.hyperparameters()
         estimator = _ESTIMATORS[self.task.value](**params,
                                                  insecure_plaintext=self.insecure_plaintext)
+        estimator.params  # checks the hyperparameters before anything is sent  # noqa: B018
         party = _resolve_party(self.party_source, "or pass party=None to train alone")
         partners = _names(self.partners.value)
         if len(set(partners)) != len(partners):

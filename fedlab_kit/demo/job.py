@@ -18,14 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .demo_training import poi_crowd_stage, training_stage
-from .dp import PrivacyLedger
-from .errors import FedlabError
-from .identity import Identity, Invitation
-from .local import PartyProcesses, RelayProcess, create_room
-from .protocol import RollCall, run
-from .session import Party
+from .. import __version__
+from ..dp import PrivacyLedger
+from ..errors import FedlabError
+from ..net.driver import run
+from ..net.identity import Identity, Invitation
+from ..net.session import Party
+from ..protocol import RollCall
+from .harness import PartyProcesses, RelayProcess, create_room
+from .training import poi_crowd_stage, training_stage
 
 ROLES = ("retailer", "media", "operator")
 
@@ -33,7 +34,7 @@ ROLES = ("retailer", "media", "operator")
 def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
               results: Any, draw_maps: bool = True, funnel_epsilon: float = 1.0) -> None:
     """What one party process does (runs in its own OS process)."""
-    from .data import load_campaigns, load_footfall, load_pois, load_sample, load_sample_visits
+    from ..data import load_campaigns, load_footfall, load_pois, load_sample, load_sample_visits
 
     try:
         frame = load_sample(role, root=data)
@@ -82,7 +83,7 @@ def _fresh_ledger(out: Path, role: str, total: float = 3.0) -> PrivacyLedger:
 
 
 def _maps(m: Any, out: Path, stem: str) -> dict[str, str]:
-    from . import maps
+    from .. import maps
 
     files = {}
     for name in (f"{stem}.html", f"{stem}.png"):
@@ -104,9 +105,9 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
     import numpy as np
     import pandas as pd
 
-    from . import maps
-    from .analytics import funnel, joint_crowd
-    from .data import load_campaigns, load_districts, load_pois, load_sample_visits
+    from .. import maps
+    from ..analytics import funnel, joint_crowd
+    from ..data import load_campaigns, load_districts, load_pois, load_sample_visits
 
     campaigns_table = load_campaigns(root=data)
     campaigns = sorted(campaigns_table["campaign"].unique())
@@ -114,7 +115,8 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
     with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
         if role == "retailer":
             result = funnel.funnel_for_outcomes(party, rows["purchases"] > 0,
-                                                rows["repeat_purchase"].astype(int))
+                                                rows["repeat_purchase"].astype(int),
+                                                chain=["operator", "media"])
             result.to_csv(out / "retailer_funnel.csv", index=False)
             report["funnel_rows"] = len(result)
             if draw_maps:
@@ -132,12 +134,14 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
             visited = funnel.campaign_visitors(rows["user_id"], load_sample_visits(root=data),
                                                campaigns_table)
             report["funnel"] = funnel.funnel_for_visits(party, visited, ledger=ledger,
-                                                        epsilon=funnel_epsilon, executor=pool)
+                                                        epsilon=funnel_epsilon,
+                                                        key_holder="retailer",
+                                                        next_party="media", executor=pool)
         else:
             report["funnel"] = funnel.funnel_for_exposure(
                 party, rows["exposure_district_id"],
                 pd.DataFrame({c: rows[f"exposed_{c}"].to_numpy() for c in campaigns}),
-                ledger=ledger, epsilon=funnel_epsilon,
+                ledger=ledger, epsilon=funnel_epsilon, key_holder="retailer",
                 districts=sorted(load_districts(root=data)["district_id"]), executor=pool)
         if role == "media":
             return report
@@ -146,7 +150,8 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
         both = pair.align(frame)
         report["crowd_intersection"] = pair.size
         if role == "retailer":
-            cells = joint_crowd.crowd_for_labels(party, both["ta_beauty"])
+            cells = joint_crowd.crowd_for_labels(party, both["ta_beauty"],
+                                                 visit_holder="operator")
             cells.to_csv(out / "retailer_ta_crowd.csv", index=False)
             report["crowd_cells"] = len(cells)
             if draw_maps:
@@ -159,15 +164,15 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
             visits, _ = joint_crowd.visit_cells(load_sample_visits(root=data), pois=pois)
             report["crowd"] = joint_crowd.crowd_for_visits(
                 party, both["user_id"], visits, ledger=ledger, epsilon=1.0,
-                keys=sorted(np.unique(pois["h3_r8"])), executor=pool)
+                keys=sorted(np.unique(pois["h3_r8"])), label_holder="retailer", executor=pool)
     return report
 
 
 def _operator_crowd_map(out: Path, data: str | None, ledger: PrivacyLedger) -> dict[str, Any]:
     """The operator releases its own crowd per H3 cell with DP and maps it (own data only)."""
-    from . import maps
-    from .analytics import release_own_crowd
-    from .data import load_districts, load_pois, load_sample_visits
+    from .. import maps
+    from ..analytics import release_own_crowd
+    from ..data import load_districts, load_pois, load_sample_visits
 
     pois = load_pois(root=data)
     visits = load_sample_visits(root=data).merge(pois[["poi_id", "h3_r8"]], on="poi_id")

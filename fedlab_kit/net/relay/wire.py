@@ -1,4 +1,4 @@
-"""Wire format between a party and the relay (not end to end: see :mod:`fedlab_kit.sealing`).
+"""Wire format between a party and the relay (not end to end: see :mod:`fedlab_kit.net.sealing`).
 
 Every frame is ``u32 length | u8 type | body`` where ``length`` counts type and body.
 Control frames carry msgspec-validated JSON; SEND and DELIVER carry an opaque sealed body

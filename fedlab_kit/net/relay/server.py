@@ -5,7 +5,7 @@ challenge), announces presence, and keeps one mailbox per member: frames wait th
 per recipient, until the recipient acknowledges them, so a party that reconnects resumes
 exactly where it was. A full mailbox stops the relay from reading the senders that fill it
 (backpressure), so memory stays bounded. Payloads are never decoded. The relay keeps state in
-memory only: after a relay restart the parties resume end to end (see :mod:`fedlab_kit.link`).
+memory only: after a relay restart the parties resume end to end (see :mod:`fedlab_kit.net.link`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..errors import InvitationError
+from ...errors import InvitationError
 from ..identity import Invitation, check_name
 from . import wire
 from .wire import T

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import FedlabError
+from ..errors import FedlabError
 
 FEATURES = {
     "retailer": ["past_spend", "tenure_days", "age_band"],
@@ -48,7 +48,7 @@ def training_stage(party: Any, role: str, rows: pd.DataFrame) -> dict[str, Any]:
     """Train and evaluate; the retailer's report has the AUCs, the others' their splits."""
     from sklearn.metrics import roc_auc_score
 
-    from .boost import SecureBoostClassifier, SecureBoostPassive
+    from ..boost import SecureBoostClassifier, SecureBoostPassive
 
     X = features(role, rows)
     cut = int(TRAIN_SHARE * len(X))
@@ -74,7 +74,7 @@ def poi_columns(role: str, own: pd.DataFrame, pois: pd.DataFrame, campaigns: pd.
                 visits: pd.DataFrame | None = None) -> pd.DataFrame:
     """A party's per-POI columns (``poi_id`` first) from its own table ``own`` (the
     operator's subscribers, the media owner's users; unused for the retailer)."""
-    from .analytics import poi_crowd
+    from ..analytics import poi_crowd
 
     if role == "retailer":
         return poi_crowd.retailer_features(pois, campaigns)
@@ -92,8 +92,8 @@ def poi_crowd_stage(party: Any, role: str, own: pd.DataFrame, *, pois: pd.DataFr
     """PSI on POI ids (the retailer's counted POIs x every POI at the partners), then the
     encrypted crowd regression; the retailer (who passes its ``footfall`` counts) gets P30
     with and without the partners, the others what they served."""
-    from .analytics import poi_crowd
-    from .boost import SecureBoostPassive, SecureBoostRegressor
+    from ..analytics import poi_crowd
+    from ..boost import SecureBoostPassive, SecureBoostRegressor
 
     frame = poi_columns(role, own, pois, campaigns, visits)
     if role == "retailer":

@@ -21,8 +21,9 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 
-from .envelope import Envelope, FrameHeader, FrameType
-from .errors import SecurityError
+from ..errors import SecurityError
+from ..protocol.envelope import Envelope
+from .frames import FrameHeader, FrameType
 
 Cursor = tuple[int, int]  # (message seq, chunk index)
 

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .envelope import FrameHeader, decode_header, encode_header
-from .errors import ProtocolError, SecurityError
+from ..errors import ProtocolError, SecurityError
+from .frames import FrameHeader, decode_header, encode_header
 from .identity import Identity, PartyCard
 
 NONCE = 12

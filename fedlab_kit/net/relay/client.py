@@ -3,7 +3,7 @@
 Frames from the relay are numbered per recipient; the connection acknowledges them and, on
 reconnecting to the same relay process (same epoch), names the last one it received, so the
 relay resends exactly what is missing. Whatever a restarted relay lost is recovered end to
-end by the party (:mod:`fedlab_kit.link`), which :class:`RelayConnection` tells about each
+end by the party (:mod:`fedlab_kit.net.link`), which :class:`RelayConnection` tells about each
 (re)connection through ``on_connected``.
 """
 
@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import RelayRejected, RelayUnavailable
+from ...errors import RelayRejected, RelayUnavailable
 from ..identity import Identity, Invitation
 from . import wire
 from .wire import T

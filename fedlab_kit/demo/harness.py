@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import FedlabError
-from .identity import Identity, Invitation
+from ..errors import FedlabError
+from ..net.identity import Identity, Invitation
 
 READY_PREFIX = "fedlab relay listening on "
 

@@ -2,7 +2,7 @@
 
 :class:`AsyncParty` is the asyncio API; :class:`Party` runs one in a background thread so that
 a Jupyter kernel (and its widgets) stays responsive while messages flow. Both send and
-receive :class:`~fedlab_kit.envelope.Envelope` s sealed end to end for one peer each.
+receive :class:`~fedlab_kit.net.frames.Envelope` s sealed end to end for one peer each.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .envelope import Envelope
-from .errors import FedlabError, InvitationError, SecurityError, SessionClosed
+from ..errors import FedlabError, InvitationError, SecurityError, SessionClosed
+from ..protocol.envelope import Envelope
 from .identity import Identity, Invitation
 from .link import Outgoing, PeerLink, new_instance_id
 from .relay.client import ClientConfig, RelayConnection
@@ -69,6 +69,8 @@ class AsyncParty:
         self._conn: RelayConnection | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._presence_callbacks: list[PresenceCallback] = []
+        #: (peer, session) -> the peer's latest protocol run id seen there (set by the driver)
+        self.runs: dict[tuple[str, str], bytes] = {}
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -149,14 +151,14 @@ class AsyncParty:
         for peer in peers or self.peers:
             await self.send(peer, payload, kind=kind, session=session)
 
-    async def flush(self, timeout: float | None = None) -> None:
-        """Wait until every peer has acknowledged everything sent so far."""
+    async def flush(self, timeout: float | None = None, *,
+                    peers: list[str] | None = None) -> None:
+        """Wait until every peer (or each of ``peers``) has acknowledged everything sent."""
+        links = [k for p, k in self._links.items() if peers is None or p in peers]
         try:
-            await asyncio.wait_for(
-                self._until(lambda: all(k.idle for k in self._links.values())), timeout
-            )
+            await asyncio.wait_for(self._until(lambda: all(k.idle for k in links)), timeout)
         except asyncio.TimeoutError:
-            waiting = [p for p, k in self._links.items() if not k.idle]
+            waiting = [p for p, k in self._links.items() if k in links and not k.idle]
             raise TimeoutError(f"{self.name}: {waiting} did not acknowledge everything "
                                f"within {timeout} s (presence: {self.presence})") from None
         self._check()
@@ -205,6 +207,11 @@ class AsyncParty:
             return found[0]
         self._check()
         raise SessionClosed("unreachable")  # pragma: no cover
+
+    def waiting(self, *, sender: str, session: str, kind: str) -> list[Envelope]:
+        """The messages matching every filter that arrived and were not received yet."""
+        return [e for e in self._inbox
+                if e.sender == sender and e.session == session and e.kind == kind]
 
     # ---------------------------------------------------------- relay callbacks
     def _on_connected(self, first: bool, present: list[str]) -> None:
@@ -375,15 +382,15 @@ class Party:
         return self._call(self.aio.recv(sender=sender, session=session, kind=kind,
                                         timeout=timeout))
 
-    def flush(self, timeout: float | None = None) -> None:
-        self._call(self.aio.flush(timeout))
+    def flush(self, timeout: float | None = None, *, peers: list[str] | None = None) -> None:
+        self._call(self.aio.flush(timeout, peers=peers))
 
     def on_presence(self, callback: PresenceCallback) -> None:
         self._loop.call_soon_threadsafe(self.aio.on_presence, callback)
 
     def psi(self, ids: Any, **kwargs: Any) -> Any:
         """Private set intersection with peers; see :func:`fedlab_kit.psi.psi`."""
-        from .psi import psi
+        from ..psi import psi
 
         return psi(self, ids, **kwargs)
 

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from . import tables
-from .errors import FedlabError
+from .. import tables
+from ..errors import FedlabError
 
 T = TypeVar("T")
 
@@ -61,7 +61,7 @@ def read_table(data: str | os.PathLike[str] | None, role: str,
     match the same IDs held as text by the other parties.
     """
     if data is None or str(data).strip() == "":
-        from .data import load_sample
+        from ..data import load_sample
 
         return load_sample(role)
     if not Path(data).expanduser().is_file():
@@ -80,7 +80,7 @@ def workspace_dir(workspace: str | os.PathLike[str]) -> Path:
 def connect_and_wait(panel: Any, timeout: float = 120.0) -> Any:
     """Press the ConnectPanel's Connect button and wait until it is connected.
 
-    Returns the connected :class:`~fedlab_kit.session.Party`; raises with the panel's own
+    Returns the connected :class:`~fedlab_kit.net.session.Party`; raises with the panel's own
     message if the connection fails, or :class:`TimeoutError` after ``timeout`` seconds.
     """
     if panel.party is None:

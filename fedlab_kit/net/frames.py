@@ -1,18 +1,18 @@
-"""The typed envelope a protocol sees, and the end-to-end frame header that carries it.
+"""The end-to-end frame header that carries a protocol's messages.
 
-An application message (an :class:`Envelope`) travels as one or more *frames*. Each frame is
-a :class:`FrameHeader` plus a slice of the payload, sealed end to end (see :mod:`.sealing`).
+An application message (a :class:`~fedlab_kit.protocol.Envelope`) travels as one or more
+*frames*. Each frame is a :class:`FrameHeader` plus a slice of the payload, sealed end to end
+(see :mod:`.sealing`).
 Headers are msgpack (msgspec), payloads raw bytes: nothing on the wire is ever pickled.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 
 import msgspec
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 
 class FrameType(IntEnum):
@@ -61,25 +61,3 @@ def decode_header(data: bytes | memoryview) -> FrameHeader:
         return _decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"malformed frame header: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """One application message as delivered to a protocol.
-
-    ``seq`` is the sender's message sequence number towards this recipient (0, 1, 2, ...),
-    ``payload`` the raw bytes (a ``bytearray`` for messages that were chunked).
-    """
-
-    sender: str
-    recipient: str
-    session: str
-    kind: str
-    seq: int
-    payload: bytes | bytearray
-
-    def __repr__(self) -> str:
-        return (
-            f"Envelope({self.sender}->{self.recipient} session={self.session!r} "
-            f"kind={self.kind!r} seq={self.seq} {len(self.payload)} bytes)"
-        )

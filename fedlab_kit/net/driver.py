@@ -1,0 +1,250 @@
+"""The driver: runs a sans-IO protocol over a party's relay session, and the one way to stop.
+
+:func:`drive` moves a protocol's messages over an :class:`~fedlab_kit.net.session.AsyncParty`
+and runs its :class:`~fedlab_kit.protocol.Compute` requests in an executor. Every run
+announces itself to its peers (``core/start`` with a fresh run id) before its first message,
+so messages left over from a peer's earlier, failed run of the same session are recognised
+and dropped.
+
+Stopping, whatever the protocol:
+
+- a local error inside the run (bad input, a peer breaking the protocol, a refused budget)
+  is sent to the watched peers as ``core/abort`` with the reason, then raised here;
+- a received abort raises :class:`~fedlab_kit.errors.PeerAborted`, naming the peer and
+  quoting its reason (and is not echoed);
+- a watched peer that leaves raises :class:`~fedlab_kit.errors.PeerLost`, one whose process
+  is replaced by a new one :class:`~fedlab_kit.errors.PeerRestarted`; the other peers are
+  told, so every party stops within seconds and can run the protocol again at once.
+
+Errors found before a run starts (e.g. checks of the input) go through :func:`stopping`,
+which tells the peers in the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections import deque
+from collections.abc import Hashable, Iterable, Iterator
+from concurrent.futures import Executor
+from typing import Any
+
+from ..errors import FedlabError, PeerAborted, PeerError, PeerLost, PeerRestarted
+from ..protocol.core import Action, Compute, ProgressCallback, Protocol, Send
+from ..protocol.envelope import Envelope
+from ..protocol.stop import ABORT, CORE, MAX_REASON, START, Abort, Start
+from .session import AsyncParty, Party
+
+log = logging.getLogger("fedlab.driver")
+LOST_GRACE = 1.0  # seconds to take in what a departed peer sent before it left
+ABORT_FLUSH = 5.0  # seconds to wait for the peers to acknowledge an abort
+
+
+def title(protocol: Protocol | str) -> str:
+    """The protocol's name as an analyst reads it ("PSI", "SecureBoost training")."""
+    if isinstance(protocol, str):
+        return protocol
+    return getattr(protocol, "title", "") or protocol.name
+
+
+def reason_of(exc: BaseException) -> str:
+    """An error as a peer should read it."""
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, FedlabError) else f"{type(exc).__name__}: {text}"
+
+
+def _latest_run(party: AsyncParty, peer: str, session: str) -> bytes:
+    """The peer's newest run id in ``session``: announced but not received yet, else seen."""
+    for env in reversed(party.waiting(sender=peer, session=session, kind=START)):
+        with contextlib.suppress(FedlabError):
+            return bytes(CORE.decode(env, Start).run)
+    return party.runs.get((peer, session), b"")
+
+
+async def send_abort(party: AsyncParty, peers: Iterable[str], *, session: str,
+                     protocol: str, reason: str, run: bytes = b"") -> None:
+    """Tell ``peers`` that this party stopped ``protocol`` in ``session``, and why; waits (a
+    few seconds at most) until they acknowledged it. Never raises: the error to show is ours."""
+    told = []
+    for peer in peers:
+        msg = Abort(protocol, reason[:MAX_REASON], run, _latest_run(party, peer, session))
+        with contextlib.suppress(Exception):
+            await party.send(peer, CORE.encode(msg), kind=ABORT, session=session)
+            told.append(peer)
+    if told:
+        with contextlib.suppress(Exception):
+            await party.flush(ABORT_FLUSH, peers=told)
+
+
+def abort_peers(party: Party, peers: Iterable[str], *, session: str, protocol: str,
+                reason: str) -> None:
+    """Blocking :func:`send_abort` for a :class:`~fedlab_kit.net.session.Party`."""
+    with contextlib.suppress(Exception):
+        party.run(send_abort(party.aio, list(peers), session=session, protocol=protocol,
+                             reason=reason), ABORT_FLUSH + 5)
+
+
+class Stopping:
+    """Where a multi-step job is; an error tells the peers in ``session`` (see
+    :func:`stopping`). Update ``session`` as the job moves on to the next protocol."""
+
+    def __init__(self, session: str) -> None:
+        self.session = session
+
+
+@contextlib.contextmanager
+def stopping(party: Any, peers: Iterable[str], *, session: str,
+             protocol: str) -> Iterator[Stopping]:
+    """On an error raised here (outside or around :func:`run`), tell ``peers`` why this party
+    stops, so their runs in the current session end with :class:`PeerAborted` instead of
+    waiting for a timeout. Errors from peers are not echoed; errors inside a run were told
+    by the driver already. ``party`` may be None (nothing to tell)."""
+    where = Stopping(session)
+    try:
+        yield where
+    except BaseException as exc:
+        told = getattr(exc, "_fedlab_told", False)
+        if isinstance(party, Party) and not told and not isinstance(exc, PeerError):
+            abort_peers(party, peers, session=where.session, protocol=protocol,
+                        reason=reason_of(exc))
+        raise
+
+
+async def drive(
+    party: AsyncParty, protocol: Protocol, *, session: str | None = None,
+    timeout: float | None = None, progress: ProgressCallback | None = None,
+    executor: Executor | None = None, max_computing: int = 8,
+    watch: Iterable[str] = (),
+) -> Any:
+    """Run ``protocol`` over ``party`` until it is done; returns its result.
+
+    :class:`Compute` requests run in ``executor`` (a process pool for CPU-bound work; the
+    default thread pool otherwise), at most ``max_computing`` at a time, overlapping with
+    network traffic. ``timeout`` bounds each wait for a message while nothing is computing.
+    ``watch`` names the peers the run depends on: they are told when this run stops on an
+    error, and their leaving or restarting stops it (a peer that is only "lost" may come
+    back with its state, and the links resume).
+    """
+    session = session or f"{protocol.name}-{uuid.uuid4().hex[:12]}"
+    name = title(protocol)
+    run_id = os.urandom(8)
+    loop = asyncio.get_running_loop()
+    backlog: deque[Compute] = deque()
+    computing: dict[asyncio.Future[Any], Hashable] = {}
+    watched = sorted(set(watch))
+    announced: set[str] = set()  # peers told of this run
+    current: set[str] = set()  # peers whose start of their current run we took in
+    departed: list[tuple[str, str]] = []
+    departed_event = asyncio.Event()
+    start_msg = CORE.encode(Start(run_id, protocol.name))
+
+    def on_presence(peer: str, event: str) -> None:
+        # "lost" (heartbeat or a broken connection) may be transient: links resume after it
+        if peer in watched and event in ("left", "restarted"):
+            departed.append((peer, event))
+            departed_event.set()
+
+    async def announce(peer: str) -> None:
+        if peer not in announced:
+            announced.add(peer)
+            await party.send(peer, start_msg, kind=START, session=session)
+
+    async def act(actions: Iterable[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                await announce(a.to)
+                await party.send(a.to, a.payload, kind=a.kind, session=session)
+            else:
+                backlog.append(a)
+        while backlog and len(computing) < max_computing:
+            job = backlog.popleft()
+            computing[loop.run_in_executor(executor, job.fn, *job.args)] = job.key
+
+    def take(env: Envelope) -> bool:
+        """Driver messages and stale ones are handled here; True: give it to the protocol."""
+        if env.kind == START:
+            start = CORE.decode(env, Start)
+            party.runs[(env.sender, session)] = bytes(start.run)
+            if party.waiting(sender=env.sender, session=session, kind=START):
+                current.discard(env.sender)  # a newer run of this peer is already queued
+            else:
+                current.add(env.sender)
+            return False
+        if env.kind == ABORT:
+            abort = CORE.decode(env, Abort)
+            newer = party.waiting(sender=env.sender, session=session, kind=START)
+            if (abort.to_run and abort.to_run != run_id) or (not abort.to_run and newer):
+                log.debug("%s: dropped an abort from %s meant for an earlier run",
+                          party.name, env.sender)
+                return False
+            raise PeerAborted(name, env.sender, str(abort.reason)[:MAX_REASON])
+        if env.sender not in current:
+            log.debug("%s: dropped %r from %s's earlier run", party.name, env.kind, env.sender)
+            return False
+        return True
+
+    party.on_presence(on_presence)
+    for peer in watched:  # a peer that left before we started watching
+        if party.presence.get(peer) == "left":
+            on_presence(peer, "left")
+    departed_task = asyncio.ensure_future(departed_event.wait())
+    receiving: asyncio.Future[Envelope] | None = None
+    try:
+        for peer in watched:
+            await announce(peer)
+        await act(protocol.start())
+        while not protocol.done:
+            if receiving is None:
+                receiving = asyncio.ensure_future(party.recv(session=session))
+            done, _ = await asyncio.wait(
+                [receiving, departed_task, *computing],
+                timeout=None if computing else timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise TimeoutError(f"{name}: no message from the peers within {timeout} s "
+                                   f"(waiting for {', '.join(watched) or 'the peers'})")
+            if departed_task in done:
+                peer, event = departed[0]
+                if event == "restarted":  # whatever arrives now is from its new process
+                    raise PeerRestarted(name, peer)
+                # what the peer sent before leaving (e.g. why it stopped) comes first
+                if receiving is not None and not receiving.done():
+                    await asyncio.wait({receiving}, timeout=LOST_GRACE)
+                if receiving is None or not receiving.done():
+                    raise PeerLost(name, peer, event)
+                done = {receiving, *(f for f in done if f in computing)}
+            for fut in done:
+                if fut is receiving:
+                    receiving = None
+                    env = fut.result()
+                    if take(env):
+                        await act(protocol.on_message(env))
+                else:
+                    await act(protocol.on_computed(computing.pop(fut), fut.result()))
+            if progress is not None:
+                progress(protocol.name, *protocol.progress())
+    except BaseException as exc:
+        gone = {p for p, _ in departed} if isinstance(exc, PeerLost) else set()
+        if not isinstance(exc, (PeerAborted, asyncio.CancelledError)):
+            await send_abort(party, [p for p in watched if p not in gone], session=session,
+                             protocol=name, reason=reason_of(exc), run=run_id)
+        with contextlib.suppress(Exception):
+            exc._fedlab_told = True  # type: ignore[attr-defined]
+        raise
+    finally:
+        party.remove_presence_callback(on_presence)
+        for fut in [departed_task, receiving, *computing]:
+            if fut is not None:
+                fut.cancel()
+    await party.flush(timeout)
+    return protocol.result
+
+
+def run(party: Party, protocol: Protocol, *, session: str | None = None,
+        timeout: float | None = None, progress: ProgressCallback | None = None,
+        executor: Executor | None = None, watch: Iterable[str] = ()) -> Any:
+    """Blocking :func:`drive` for a :class:`~fedlab_kit.net.session.Party`."""
+    return party.run(drive(party.aio, protocol, session=session, timeout=timeout,
+                           progress=progress, executor=executor, watch=watch))
