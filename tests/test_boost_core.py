@@ -66,7 +66,7 @@ def test_good_hyperparameters_round_trip() -> None:
 
 def test_insecure_plaintext_must_be_explicit() -> None:
     with pytest.raises(BoostError, match="insecure_plaintext"):
-        SecureBoostRegressor(insecure_plaintext="yes").params  # type: ignore[arg-type]
+        _ = SecureBoostRegressor(insecure_plaintext="yes").params  # type: ignore[arg-type]
     with pytest.raises(BoostError, match="insecure_plaintext"):
         SecureBoostPassive(insecure_plaintext=1.5).fit_protocol(  # type: ignore[arg-type]
             "media", "retailer", np.zeros((4, 1)))

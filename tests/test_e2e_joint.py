@@ -31,8 +31,9 @@ def test_refused_budget_stops_the_label_holder_with_the_reason(tmp_path: Path) -
     kind, message = res["operator"]
     assert kind == "BudgetExceeded"
     kind, message = res["retailer"]
-    assert kind == "PeerStopped"  # not a timeout: the operator told it why
-    assert "'operator' stopped the joint computation: BudgetExceeded" in message
+    assert kind == "PeerAborted"  # not a timeout: the operator told it why
+    assert "'operator' stopped the joint count: release 'joint TA crowd" in message
+    assert "refused" in message
 
 
 def test_misaligned_rows_stop_both_parties_with_the_reason(tmp_path: Path) -> None:
@@ -40,6 +41,6 @@ def test_misaligned_rows_stop_both_parties_with_the_reason(tmp_path: Path) -> No
         joint_workers.misaligned_party, (r, key, inv, str(tmp_path), q)), clean_exit=False)
     res = {r: (kind, msg) for r, kind, msg in items}
     assert res["retailer"][0] == "ProtocolError" and "run PSI first" in res["retailer"][1]
-    assert res["operator"][0] == "PeerStopped"  # told why, not left waiting for a timeout
-    assert "'retailer' stopped the joint computation" in res["operator"][1]
+    assert res["operator"][0] == "PeerAborted"  # told why, not left waiting for a timeout
+    assert "'retailer' stopped the joint count" in res["operator"][1]
     assert "run PSI first" in res["operator"][1]

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from fedlab_kit.errors import SecurityError
 from fedlab_kit.net.frames import FrameType
-from fedlab_kit.protocol import Envelope
 from fedlab_kit.net.link import LinkEvents, Outgoing, PeerLink, new_instance_id
+from fedlab_kit.protocol import Envelope
 
 PASS, DROP, DUP, DELAY = "pass", "drop", "dup", "delay"
 Fault = Callable[[str, Outgoing], str]  # (recipient name, frame) -> action

@@ -33,8 +33,7 @@ from PIL import Image
 from released_frames import HIDDEN_COUNT, SHOWN_COUNT, crowd_cells, district_funnel
 
 from fedlab_kit import maps
-from fedlab_kit.data import load_districts
-from fedlab_kit.errors import FedlabError
+from fedlab_kit.errors import FedlabError, InputError, InputTypeError
 from fedlab_kit.maps import assets as assets_mod
 from fedlab_kit.maps.errors import MapExportError, NotReleasedError
 
@@ -43,11 +42,7 @@ snapshot_mod = importlib.import_module("fedlab_kit.maps.snapshot")  # maps.snaps
 NO_NET = ["--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>"]
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def districts() -> gpd.GeoDataFrame:
-    return load_districts()
+# districts and web_assets come from conftest.py (the MapPanel tests use them too)
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +66,6 @@ def _full_map(cells: pd.DataFrame, districts: gpd.GeoDataFrame,
     maps.districts_outline(m, districts)
     folium.LayerControl().add_to(m)
     return m
-
-
-@pytest.fixture(scope="session")
-def web_assets() -> Path:
-    try:
-        return maps.ensure_assets()
-    except MapExportError as exc:
-        problem = str(exc)
-    pytest.fail(f"offline web assets unavailable: {problem}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -454,9 +440,10 @@ def test_markers_and_unknown_remote_assets(web_assets: Path) -> None:
 
 
 def test_snapshot_rejects_other_formats(tmp_path: Path) -> None:
-    with pytest.raises(MapExportError, match=r"\.html or \.png"):
+    # the caller's mistakes, not a missing browser or assets (MapExportError)
+    with pytest.raises(InputError, match=r"\.html or \.png"):
         maps.snapshot(maps.base_map(), tmp_path / "map.pdf")
-    with pytest.raises(MapExportError, match="folium map"):
+    with pytest.raises(InputTypeError, match="folium map"):
         maps.snapshot(object(), tmp_path / "map.html")
 
 

@@ -8,6 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from fedlab_kit.data import load_sample
+
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
@@ -16,11 +18,13 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
-    assert not errors
-    texts = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                    for o in c.get("outputs", []))
+    # execute() raised on a failing cell; what it cannot see is an exception in a background
+    # thread (a widget's run, a party's loop), printed to stderr while a later cell ran
+    streams = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               if o.get("output_type") == "stream"]
+    stderr = "".join(o["text"] for o in streams if o.get("name") == "stderr")
+    assert "Traceback" not in stderr, stderr[-3000:]
+    texts = "".join(o["text"] for o in streams)
     if path.name == "00_walkthrough.ipynb":
         assert "common customers at each party" in texts
         assert "released: 240 funnel numbers and 300 crowd cells" in texts
@@ -28,6 +32,11 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
         assert "test AUC with partners" in texts
         p30 = float(texts.split("POI crowd P30 with partners ")[1].split(",")[0])
         assert p30 >= 0.9  # the shipped sample: 1.0 with partners, ~0.77 alone
+    else:  # a role notebook opened by hand: nothing pressed, every step says what to do
+        role = path.stem.split("_", 1)[1]
+        assert f"{role}: {len(load_sample(role)):,} rows x" in texts
+        assert "No result yet: press Run PSI above" in texts
+        assert "Connect first (step 2)." in texts  # the last step ran too
 
 
 def test_there_is_a_walkthrough() -> None:

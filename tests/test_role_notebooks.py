@@ -175,8 +175,10 @@ def test_three_role_notebooks_run_at_the_same_time(tmp_path: Path) -> None:
                                 f"{getattr(e, 'evalue', e)}" for role, e in failures.items()}
     aligned = {}
     for role, nb in books.items():
-        errors = [o for o in outputs(nb) if o.get("output_type") == "error"]
-        assert not errors, f"{role}: error outputs {errors}"
+        # a failing cell is in failures; an exception in a background thread is only printed
+        stderr = "".join(o["text"] for o in outputs(nb)
+                         if o.get("output_type") == "stream" and o.get("name") == "stderr")
+        assert "Traceback" not in stderr, f"{role}: {stderr[-3000:]}"
         assert f"PSI: {len(common)} common IDs" in texts(nb), f"{role}: no PSI summary"
         trained = ("Trained 10 trees with media and operator" if role == "retailer"
                    else "Served a training run: 10 trees")

@@ -6,14 +6,14 @@ import contextlib
 import re
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from waiting import wait_for
 
 from fedlab_kit import Identity, Invitation, Party
 from fedlab_kit.demo.harness import RelayProcess, create_room
@@ -25,23 +25,9 @@ from fedlab_kit.widgets import Background, ConnectPanel, PrivacyPanel, PsiPanel
 pytestmark = pytest.mark.timeout(120)
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        time.sleep(0.02)
-
-
 def state_of(panel: ConnectPanel, peer: str) -> str | None:
     found = re.search(rf'data-peer="{peer}" data-state="([a-z]+)"', panel.presence_list.value)
     return found[1] if found else None
-
-
-@pytest.fixture(scope="module")
-def relay() -> Iterator[RelayProcess]:
-    with RelayProcess.start() as proc:
-        yield proc
 
 
 @pytest.fixture

@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,10 @@ import pandas as pd
 import pytest
 from boost_workers import ACTIVE, fit_local, predict_local
 from released_frames import HIDDEN_COUNT, SHOWN_COUNT, crowd_cells, district_funnel
+from waiting import wait_for
 
-from fedlab_kit import Identity, Party, maps
+from fedlab_kit import Identity, Party
 from fedlab_kit.boost import SecureBoostClassifier, SecureBoostPassive, SecureBoostRegressor
-from fedlab_kit.data import load_districts
 from fedlab_kit.demo.harness import RelayProcess, create_room
 from fedlab_kit.maps.snapshot import BROWSER_CANDIDATES, BROWSER_ENV
 from fedlab_kit.widgets import MapPanel, PassiveTrainingPanel, TrainingPanel
@@ -36,16 +35,8 @@ pytestmark = [pytest.mark.timeout(600),
 BOUND = 300.0  # seconds: generous, only to fail instead of hanging
 
 
-def wait_for(cond: Callable[[], bool], timeout: float = BOUND, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        time.sleep(0.02)
-
-
 def finish(panel: Any) -> None:
-    wait_for(lambda: not panel.busy, what=f"{type(panel).__name__} to finish")
+    wait_for(lambda: not panel.busy, BOUND, f"{type(panel).__name__} to finish")
 
 
 def data(n: int = 240, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
@@ -234,12 +225,7 @@ def test_training_panel_regression_and_early_stopping() -> None:
 
 
 # ----------------------------------------------------------- two parties, relay
-@pytest.fixture(scope="module")
-def relay() -> Iterator[RelayProcess]:
-    with RelayProcess.start() as proc:
-        yield proc
-
-
+# the module's relay process is the `relay` fixture of conftest.py
 @pytest.fixture
 def pair(relay: RelayProcess, tmp_path: Path) -> Iterator[tuple[Party, Party]]:
     inv, keys = create_room([ACTIVE, "media"], tmp_path, relay.host, relay.port,
@@ -290,7 +276,7 @@ def test_two_parties_stop_keeps_the_same_trees(pair: tuple[Party, Party]) -> Non
                                  timeout=BOUND)
     serve.serve_button.click()
     panel.train_button.click()
-    wait_for(lambda: panel.progress.value >= 2, what="two trees")
+    wait_for(lambda: panel.progress.value >= 2, BOUND, "two trees")
     panel.stop_button.click()  # from this thread, while trees are being built
     assert panel.stop_button.disabled and "Stopping" in panel.status.value
     finish(panel)
@@ -316,19 +302,7 @@ def test_passive_panel_input_errors(pair: tuple[Party, Party]) -> None:
 
 
 # ------------------------------------------------------------------------ MapPanel
-@pytest.fixture(scope="module")
-def web_assets() -> Path:
-    try:
-        return maps.ensure_assets()
-    except Exception as exc:  # the export tests need them: fail, never skip
-        pytest.fail(f"offline web assets unavailable: {exc}", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def districts() -> gpd.GeoDataFrame:
-    return load_districts()
-
-
+# districts and web_assets come from conftest.py (shared with test_maps)
 @pytest.fixture(scope="module")
 def cells() -> pd.DataFrame:
     return crowd_cells([SHOWN_COUNT, 1200, 640, 300, HIDDEN_COUNT])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import FedlabError
+from ..errors import FedlabError, InputError
 
 P30_BAND = 0.30
 
@@ -104,5 +104,5 @@ def p30(predicted: np.ndarray, true: np.ndarray) -> float:
     """Share of POIs whose prediction is within 30% of the true value."""
     predicted, true = np.asarray(predicted, float), np.asarray(true, float)
     if predicted.shape != true.shape or true.size == 0:
-        raise ValueError("p30 needs two non-empty arrays of the same shape")
+        raise InputError("p30 needs two non-empty arrays of the same shape")
     return float(np.mean(np.abs(predicted - true) <= P30_BAND * np.abs(true)))

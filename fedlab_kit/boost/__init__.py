@@ -9,26 +9,22 @@ feature values never leave their owner; each party saves only its part of the mo
 
 from __future__ import annotations
 
-from .active import ActivePredictor, ActiveTrainer, EvalSet
-from .backend import (
-    ActiveBackend,
-    Backends,
-    InsecurePlaintextWarning,
-    PassiveBackend,
-    PlaintextActive,
-    PlaintextPassive,
-    make_backends,
-)
-from .errors import BoostError
-from .estimator import SecureBoostClassifier, SecureBoostPassive, SecureBoostRegressor
-from .model import ActiveModel, PassiveModel
-from .params import BoostParams
-from .passive import PassivePredictor, PassiveTrainer
+import importlib
+from typing import Any
 
-__all__ = [
-    "ActiveBackend", "ActiveModel", "ActivePredictor", "ActiveTrainer", "Backends",
-    "BoostError", "BoostParams", "EvalSet", "InsecurePlaintextWarning", "PassiveBackend",
-    "PassiveModel", "PassivePredictor", "PassiveTrainer", "PlaintextActive",
-    "PlaintextPassive", "SecureBoostClassifier", "SecureBoostPassive", "SecureBoostRegressor",
-    "make_backends",
-]
+_EXPORTS = {
+    "ActivePredictor": "active", "ActiveTrainer": "active", "EvalSet": "active",
+    "ActiveBackend": "backend", "Backends": "backend", "InsecurePlaintextWarning": "backend",
+    "PassiveBackend": "backend", "PlaintextActive": "backend", "PlaintextPassive": "backend",
+    "make_backends": "backend", "BoostError": "errors", "SecureBoostClassifier": "estimator",
+    "SecureBoostPassive": "estimator", "SecureBoostRegressor": "estimator",
+    "ActiveModel": "model", "PassiveModel": "model", "BoostParams": "params",
+    "PassivePredictor": "passive", "PassiveTrainer": "passive",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:  # lazy: the protocols import no transport (estimators do)
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'fedlab_kit.boost' has no attribute {name!r}")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ProtocolError
+from ..errors import InternalError, ProtocolError
 from ..protocol import Action, Compute, Envelope, Protocol, Send
 from . import messages as m
 from .backend import ActiveBackend, decrypt_all, encrypt, node_histograms
@@ -177,7 +177,7 @@ class ActiveTrainer(_Peers):
                     for p in self.participants]
         if key == ("decrypt", self.t, self.depth):
             return self._score(dict(zip(self.participants, result, strict=True)))
-        raise ProtocolError(f"SecureBoost: unexpected computation {key!r}")
+        raise InternalError(f"SecureBoost: unexpected computation {key!r}")
 
     def _on_hellos(self, got: dict[str, m.Hello]) -> list[Action]:
         problems = []

@@ -115,6 +115,7 @@ class CkksActive:
                                (1, self.secret.secret_key_bytes()))
 
     def __getstate__(self) -> dict[str, Any]:
+        # pickle's convention for an object that cannot be pickled is a TypeError
         raise TypeError("the CKKS secret context stays in the label holder's process")
 
     def setup_payload(self) -> bytes:

@@ -143,7 +143,7 @@ class ActiveModel:
             base = doc["base_margin"]
             base = float(base) if params.n_groups == 1 else np.array(base, dtype=np.float64)
             if np.shape(base) != (() if params.n_groups == 1 else (params.n_groups,)):
-                raise ValueError(f"base_margin {doc['base_margin']!r} for "
+                raise BoostError(f"base_margin {doc['base_margin']!r} for "
                                  f"{params.n_groups} classes")
             model = cls(doc["model_id"], doc["party"], params, base, list(doc["columns"]),
                         {p: list(c) for p, c in doc["passives"].items()},

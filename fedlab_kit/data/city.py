@@ -18,6 +18,7 @@ from shapely.geometry import Polygon
 
 from fedlab_kit.data import geography, parties, people, truth, visits
 from fedlab_kit.data.people import CAMPAIGNS, PARTY_SHARE
+from fedlab_kit.errors import InputError, InputTypeError
 
 GENERATOR_VERSION = "1.1.0"
 MIN_PERSONS = 100
@@ -65,21 +66,21 @@ class City:
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
-    """Raise ValueError unless ``value`` is an int >= ``minimum``."""
+    """Raise InputError (a ValueError) unless ``value`` is an int >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise InputTypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        raise InputError(f"{name} must be at least {minimum}, got {value}")
 
 
 def validate_args(persons: int, seed: int, n_pois: int, n_districts: int) -> None:
-    """Check ``make_city`` arguments, raising ValueError with a clear message."""
+    """Check ``make_city`` arguments, raising InputError (a ValueError) with a clear message."""
     _check_int("persons", persons, MIN_PERSONS)
     _check_int("seed", seed, 0)
     _check_int("n_pois", n_pois, MIN_POIS)
     _check_int("n_districts", n_districts, DISTRICT_RANGE[0])
     if n_districts > DISTRICT_RANGE[1]:
-        raise ValueError(f"n_districts must be at most {DISTRICT_RANGE[1]}, got {n_districts}")
+        raise InputError(f"n_districts must be at most {DISTRICT_RANGE[1]}, got {n_districts}")
 
 
 def _plant_effects(
@@ -181,8 +182,8 @@ def make_city(
 ) -> City:
     """Generate a synthetic city with ``persons`` people and ``n_pois`` POIs.
 
-    Raises ValueError for persons < 100, n_pois < 10, a negative seed or
-    n_districts outside 8..12.
+    Raises :class:`~fedlab_kit.errors.InputError` (a ValueError) for persons < 100,
+    n_pois < 10, a negative seed or n_districts outside 8..12.
     """
     validate_args(persons, seed, n_pois, n_districts)
     rng = np.random.default_rng(int(seed))

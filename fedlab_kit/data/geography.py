@@ -13,6 +13,8 @@ import pandas as pd
 import shapely
 from shapely.geometry import MultiPoint, Polygon
 
+from fedlab_kit.errors import InternalError
+
 CENTRE_LAT = 31.23
 CENTRE_LON = 121.47
 KM_PER_DEG_LAT = 110.574
@@ -194,7 +196,7 @@ def place_points(
         district[todo] = _assign_district(lon[todo], lat[todo], districts)
         todo = todo[district[todo] < 0]
     if todo.size:
-        raise RuntimeError("could not place POIs inside the city boundary")
+        raise InternalError("could not place POIs inside the city boundary")
     return lon, lat, district
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 
+from fedlab_kit.errors import InputError
+
 PARTY_FILES = {
     "retailer": "retailer.parquet",
     "media": "media.parquet",
@@ -69,7 +71,7 @@ def load_sample(party: str, root: str | Path | None = None) -> pd.DataFrame:
     """One party's table: "retailer", "media" or "operator" (per-user operator features)."""
     if party not in PARTY_FILES:
         valid = ", ".join(repr(p) for p in PARTY_FILES)
-        raise ValueError(f"unknown party {party!r}; valid parties are {valid}")
+        raise InputError(f"unknown party {party!r}; valid parties are {valid}")
     return pd.read_parquet(_root(root) / PARTY_FILES[party])
 
 
@@ -102,7 +104,7 @@ def load_truth(name: str, root: str | Path | None = None) -> pd.DataFrame | dict
     """A ground-truth table ("crowd", "funnel", "persons") or JSON ("effect", "meta")."""
     if name not in TRUTH_FILES:
         valid = ", ".join(repr(t) for t in TRUTH_FILES)
-        raise ValueError(f"unknown truth {name!r}; valid names are {valid}")
+        raise InputError(f"unknown truth {name!r}; valid names are {valid}")
     path = _root(root) / TRUTH_FILES[name]
     if path.suffix == ".json":
         return json.loads(path.read_text(encoding="utf-8"))

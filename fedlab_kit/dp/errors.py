@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fedlab_kit.errors import FedlabError
+from fedlab_kit.errors import InputError
 
 
-class DPError(FedlabError, ValueError):
+class DPError(InputError):
     """A differential-privacy parameter, ledger or release request is invalid."""
 
 

@@ -83,6 +83,7 @@ def _meta_json(meta: Mapping[str, Any] | None) -> str:
             return obj.item()
         if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays
             return obj.tolist()
+        # json's ``default`` hook must raise TypeError; it becomes a DPError just below
         raise TypeError(f"meta value {obj!r} is not JSON serialisable")
 
     try:

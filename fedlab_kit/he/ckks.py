@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 import tenseal.sealapi as seal
 
-from ..errors import ProtocolError
+from ..errors import InputError, InternalError, ProtocolError
 
 POLY_DEGREE = 8192
 SLOTS = POLY_DEGREE // 2
@@ -52,13 +52,17 @@ def _to_bytes(obj: Any) -> bytes:
             return f.read()
 
 
-def _from_bytes(obj: Any, data: bytes | memoryview, *context: Any) -> Any:
+def _from_bytes(obj: Any, data: bytes | memoryview, *context: Any, own: bool = False) -> Any:
+    """Load ``obj`` from ``data``: a peer's bytes (invalid ones are a ProtocolError) or, with
+    ``own``, this party's own (invalid ones are a bug: InternalError)."""
     with _scratch() as path:
         with open(path, "wb") as f:
             f.write(data)
         try:
             obj.load(*context, path)
         except (RuntimeError, ValueError) as exc:
+            if own:
+                raise InternalError(f"cannot load this party's own CKKS object: {exc}") from exc
             raise ProtocolError(f"invalid CKKS object from peer: {exc}") from exc
     return obj
 
@@ -72,7 +76,7 @@ class _Bundle(msgspec.Struct, array_like=True):
 
 def _context(depth: int) -> seal.SEALContext:
     if depth not in _CHAINS:
-        raise ValueError(f"CKKS depth must be one of {sorted(_CHAINS)}, got {depth}")
+        raise InputError(f"CKKS depth must be one of {sorted(_CHAINS)}, got {depth}")
     params = seal.EncryptionParameters(seal.SCHEME_TYPE.CKKS)
     params.set_poly_modulus_degree(POLY_DEGREE)
     params.set_coeff_modulus(seal.CoeffModulus.Create(POLY_DEGREE, _CHAINS[depth]))
@@ -106,6 +110,9 @@ class PublicContext:
             b = msgspec.msgpack.decode(data, type=_Bundle)
         except msgspec.DecodeError as exc:
             raise ProtocolError("invalid CKKS public context from peer") from exc
+        if b.depth not in _CHAINS:
+            raise ProtocolError(f"CKKS public context from peer has depth {b.depth}; this kit "
+                                f"uses {sorted(_CHAINS)}")
         context = _context(b.depth)
         pk = _from_bytes(seal.PublicKey(), b.public_key, context)
         gk = _from_bytes(seal.GaloisKeys(), b.galois_keys, context) if b.galois_keys else None
@@ -154,11 +161,11 @@ class PublicContext:
         """``ct += rot(ct, s)`` for each step: with steps w, 2w, ... SLOTS/2 every slot ends
         up holding the sum over its residue class modulo ``w``."""
         if self.galois_keys is None:
-            raise ValueError("this context has no rotation keys")
+            raise InputError("this context has no rotation keys")
         rotated = seal.Ciphertext()
         for s in steps:
             if s not in self.rotations:
-                raise ValueError(f"no rotation key for step {s} (have {self.rotations})")
+                raise InputError(f"no rotation key for step {s} (have {self.rotations})")
             self.evaluator.rotate_vector(ct, s, self.galois_keys, rotated)
             self.evaluator.add_inplace(ct, rotated)
 
@@ -216,7 +223,7 @@ class SymmetricEncryptor:
 
     def __init__(self, depth: int, secret_key: bytes) -> None:
         self.context = _context(depth)
-        sk = _from_bytes(seal.SecretKey(), secret_key, self.context)
+        sk = _from_bytes(seal.SecretKey(), secret_key, self.context, own=True)
         self.encoder = seal.CKKSEncoder(self.context)
         self.encryptor = seal.Encryptor(self.context, sk)
 
@@ -230,7 +237,7 @@ class SymmetricEncryptor:
 def power_of_two_steps(width: int) -> list[int]:
     """Rotation steps ``width, 2*width, ..., SLOTS/2`` that fold rows of ``width`` slots."""
     if width <= 0 or width & (width - 1) or width > SLOTS:
-        raise ValueError(f"row width must be a power of two <= {SLOTS}, got {width}")
+        raise InputError(f"row width must be a power of two <= {SLOTS}, got {width}")
     steps, s = [], width
     while s < SLOTS:
         steps.append(s)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import tenseal.sealapi as seal
 
+from ..errors import InputError
 from .ckks import SLOTS, PublicContext, SecretContext, power_of_two_steps
 
 #: sparse 0/1 mask: (row indices, slot-in-row indices) of its ones
@@ -36,7 +37,7 @@ class RowLayout:
     def __post_init__(self) -> None:
         power_of_two_steps(self.width)  # validates width
         if self.n_rows < 1:
-            raise ValueError("a layout needs at least one row")
+            raise InputError("a layout needs at least one row")
 
     @property
     def rows_per_ct(self) -> int:
@@ -53,7 +54,7 @@ class RowLayout:
     def place(self, rows: np.ndarray) -> np.ndarray:
         """(n_rows, width) values -> (n_cts, SLOTS) slot vectors, zero-padded."""
         if rows.shape != (self.n_rows, self.width):
-            raise ValueError(f"expected shape {(self.n_rows, self.width)}, got {rows.shape}")
+            raise InputError(f"expected shape {(self.n_rows, self.width)}, got {rows.shape}")
         out = np.zeros((self.n_cts * self.rows_per_ct, self.width), dtype=rows.dtype)
         out[: self.n_rows] = rows
         return out.reshape(self.n_cts, SLOTS)
@@ -135,7 +136,7 @@ def grouped_sums(ctx: PublicContext, cts: Sequence[seal.Ciphertext], layout: Row
     touches, one rescale, ``len(layout.fold_steps)`` rotations.
     """
     if len(cts) != layout.n_cts:
-        raise ValueError(f"layout has {layout.n_cts} ciphertexts, got {len(cts)}")
+        raise InputError(f"layout has {layout.n_cts} ciphertexts, got {len(cts)}")
     for mask in masks:
         (acc,) = masked_sums(ctx, [cts], layout.place_sparse(mask).items(), layout.fold_steps)
         yield acc

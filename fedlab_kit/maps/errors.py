@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fedlab_kit.errors import FedlabError
+from fedlab_kit.errors import InputError, SetupError
 
 
-class NotReleasedError(FedlabError, ValueError):
+class NotReleasedError(InputError):
     """A frame given to a map layer does not look like a released (DP) aggregate.
 
     Map layers only draw counts that went through a differentially private release; a frame
@@ -13,6 +13,6 @@ class NotReleasedError(FedlabError, ValueError):
     """
 
 
-class MapExportError(FedlabError):
+class MapExportError(SetupError):
     """A map could not be exported: web assets or a headless browser are missing, or the
     browser failed. The message says what to install or run."""

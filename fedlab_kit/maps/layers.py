@@ -35,6 +35,7 @@ import h3
 import pandas as pd
 from folium.plugins import HeatMap
 
+from fedlab_kit.errors import InputError, InputTypeError
 from fedlab_kit.maps.errors import NotReleasedError
 
 DEFAULT_CENTER = (31.23, 121.47)
@@ -120,7 +121,7 @@ def assert_released(df: Any, *, count_col: str | None = "count",
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{what}: missing column(s) {missing}; "
+        raise InputError(f"{what}: missing column(s) {missing}; "
                          f"got {[str(c) for c in df.columns]}")
 
 
@@ -129,10 +130,10 @@ def _bool_column(df: pd.DataFrame, column: str, what: str) -> pd.Series:
         return pd.Series(False, index=df.index)
     values = df[column]
     if values.isna().any():
-        raise ValueError(f"{what}: column {column!r} has missing values; use True/False")
+        raise InputError(f"{what}: column {column!r} has missing values; use True/False")
     if not (pd.api.types.is_bool_dtype(values)
             or (pd.api.types.is_numeric_dtype(values) and values.isin([0, 1]).all())):
-        raise ValueError(f"{what}: column {column!r} must hold booleans, got {values.dtype}")
+        raise InputError(f"{what}: column {column!r} must hold booleans, got {values.dtype}")
     return values.astype(bool)
 
 
@@ -148,7 +149,7 @@ def _check_released_numbers(df: pd.DataFrame, shown: pd.Series, columns: Sequenc
     for column in columns:
         bad = df.loc[shown, column].map(lambda v: not _finite(v))
         if bad.any():
-            raise ValueError(f"{what}: column {column!r} must be a finite number for every "
+            raise InputError(f"{what}: column {column!r} must be a finite number for every "
                              f"row that is not suppressed ({int(bad.sum())} are not)")
 
 
@@ -172,7 +173,7 @@ def base_map(center: Sequence[float] = DEFAULT_CENTER, zoom: int = DEFAULT_ZOOM,
     :func:`districts_outline` so the map is readable.
     """
     if len(center) != 2:
-        raise ValueError(f"center must be (lat, lon), got {center!r}")
+        raise InputError(f"center must be (lat, lon), got {center!r}")
     options: dict[str, Any] = {"control_scale": True, **kwargs}
     if tiles is None:
         return folium.Map(location=list(center), zoom_start=zoom, tiles=None, **options)
@@ -221,7 +222,7 @@ def _crowd_cells(cells: Any, what: str, *, need_ci: bool) -> tuple[pd.DataFrame,
     suppressed = _bool_column(df, "suppressed", what)
     bad = [c for c in df["h3"] if not (isinstance(c, str) and h3.is_valid_cell(c))]
     if bad:
-        raise ValueError(f"{what}: {len(bad)} value(s) in 'h3' are not H3 cell ids, "
+        raise InputError(f"{what}: {len(bad)} value(s) in 'h3' are not H3 cell ids, "
                          f"e.g. {bad[:3]}")
     _check_released_numbers(df, ~suppressed, ["count", *(["ci_low", "ci_high"]
                                                           if need_ci else [])], what)
@@ -306,10 +307,11 @@ def _districts(districts: Any, what: str) -> Any:
     assert_released(districts, count_col=None, keys=("district_id",), what=what)
     _require(districts, ["district_id", "geometry"], what)
     if not isinstance(districts, gpd.GeoDataFrame):
-        raise ValueError(f"{what}: districts must be a GeoDataFrame with polygon geometries")
+        raise InputTypeError(f"{what}: districts must be a GeoDataFrame with polygon "
+                             "geometries")
     kinds = set(districts.geom_type.dropna().astype(str))
     if not kinds <= {"Polygon", "MultiPolygon"}:
-        raise ValueError(f"{what}: district geometries must be polygons, got {sorted(kinds)}")
+        raise InputError(f"{what}: district geometries must be polygons, got {sorted(kinds)}")
     if districts.crs is not None and districts.crs.to_epsg() != 4326:
         districts = districts.to_crs(4326)
     return districts
@@ -429,7 +431,7 @@ def _stage_order(funnel: pd.DataFrame, stage_order: Sequence[str] | None) -> lis
         order = list(stage_order)
         unknown = [s for s in stages if s not in order]
         if unknown:
-            raise ValueError(f"funnel_layer: stages {unknown} are not in stage_order {order}")
+            raise InputError(f"funnel_layer: stages {unknown} are not in stage_order {order}")
         return [s for s in order if s in stages]
     dtype = funnel["stage"].dtype
     if isinstance(dtype, pd.CategoricalDtype):
@@ -446,7 +448,7 @@ def _funnel_shades(m: folium.Map, funnel: pd.DataFrame, suppressed: pd.Series,
     _require(funnel, [color_by], what)
     stage = color_stage if color_stage is not None else stages[-1]
     if stage not in stages:
-        raise ValueError(f"{what}: color_stage {stage!r} is not a stage; stages: {stages}")
+        raise InputError(f"{what}: color_stage {stage!r} is not a stage; stages: {stages}")
     rows = funnel[(funnel["stage"] == stage) & ~suppressed]
     values = {str(d): float(v) for d, v in zip(rows["district_id"], rows[color_by], strict=True)
               if _finite(v)}
@@ -485,7 +487,7 @@ def funnel_layer(m: folium.Map, districts: Any, funnel: pd.DataFrame, *,
     known = set(gdf["district_id"].astype(str))
     unknown = sorted(set(funnel["district_id"].astype(str)) - known)
     if unknown:
-        raise ValueError(f"{what}: funnel rows for districts not in the districts frame: "
+        raise InputError(f"{what}: funnel rows for districts not in the districts frame: "
                          f"{unknown}")
     _ensure_hatch_pattern(m)
     order = {stage: i for i, stage in enumerate(_stage_order(funnel, stage_order))}

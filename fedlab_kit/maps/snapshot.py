@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fedlab_kit.errors import InputError, InputTypeError
 from fedlab_kit.maps.assets import inline_assets
 from fedlab_kit.maps.errors import MapExportError
 
@@ -59,7 +60,7 @@ def offline_html(m: Any, *, assets_dir: Path | str | None = None) -> str:
     """The map's full HTML page with every CDN script and stylesheet inlined."""
     root = m.get_root() if hasattr(m, "get_root") else None
     if root is None or not hasattr(root, "render"):
-        raise MapExportError(f"snapshot expects a folium map, got {type(m).__name__}")
+        raise InputTypeError(f"snapshot expects a folium map, got {type(m).__name__}")
     return inline_assets(root.render(), assets_dir)
 
 
@@ -137,16 +138,18 @@ def snapshot(m: Any, path: Path | str, *, width: int = 1200, height: int = 800,
     """Write map ``m`` to ``path``: ``.html`` (self-contained, offline) or ``.png``.
 
     Raises :class:`MapExportError` with what to install or run when the web assets or the
-    browser are missing, or when the browser fails. Returns ``path``.
+    browser are missing, or when the browser fails; an
+    :class:`~fedlab_kit.errors.InputError` for a path that is not ``.html``/``.png``, a
+    size that is not positive or ``m`` that is not a folium map. Returns ``path``.
     """
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".html", ".htm", ".png"):
-        raise MapExportError(f"snapshot writes .html or .png files, not {target.name!r}")
+        raise InputError(f"snapshot writes .html or .png files, not {target.name!r}")
     if suffix == ".png":
         exe = find_browser(browser)  # before the work, so a missing browser fails fast
         if width < 1 or height < 1:
-            raise MapExportError(f"PNG size must be positive, got {width}x{height}")
+            raise InputError(f"PNG size must be positive, got {width}x{height}")
     html = offline_html(m, assets_dir=assets_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":

@@ -14,6 +14,8 @@ import os
 from nacl.bindings import crypto_scalarmult
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 
+from ..errors import InputError, ProtocolError
+
 try:  # PyNaCl's own cffi handle on libsodium: one call per point, no per-call allocation
     from nacl._sodium import ffi as _ffi
     from nacl._sodium import lib as _lib
@@ -24,12 +26,20 @@ POINT = 32
 TAG_PREFIX = b"fedlab-psi1|"
 
 
-class InvalidPoint(ValueError):
-    """A batch holds a point that maps to the identity (low order): never from honest peers."""
+class InvalidPoint(ProtocolError):
+    """A batch holds a point that maps to the identity (low order): never from honest peers.
+
+    Only a peer's points can be of low order (our own are hashes of IDs), so this is a
+    :class:`~fedlab_kit.errors.ProtocolError`.
+    """
 
     def __init__(self, index: int) -> None:
         super().__init__(f"point {index} of the batch is of low order (all-zero result)")
         self.index = index
+
+    def __reduce__(self) -> tuple[type[InvalidPoint], tuple[int]]:
+        # raised in worker processes: rebuild from the index, not from the message
+        return InvalidPoint, (self.index,)
 
 
 def new_scalar() -> bytes:
@@ -45,9 +55,9 @@ def hash_id(tag: bytes, key: bytes) -> bytes:
 def mul_points(scalar: bytes, points: bytes) -> bytes:
     """Multiply every point of a batch by ``scalar``; raises :class:`InvalidPoint`."""
     if len(points) % POINT:
-        raise ValueError(f"batch of {len(points)} bytes is not a whole number of points")
+        raise InputError(f"batch of {len(points)} bytes is not a whole number of points")
     if len(scalar) != 32:
-        raise ValueError("an X25519 scalar is 32 bytes")
+        raise InputError("an X25519 scalar is 32 bytes")
     if _lib is not None:
         return _mul_points_cffi(scalar, points)
     return _mul_points_binding(scalar, points)

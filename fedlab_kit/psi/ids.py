@@ -19,13 +19,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from ..errors import FedlabError
+from ..errors import InputError
 
 Normalize = Literal["str", "strip", "lower"] | None
 DuplicatePolicy = Literal["raise", "first"]
 
 
-class IdError(FedlabError):
+class IdError(InputError):
     """The ID column cannot be used as given."""
 
 

@@ -14,7 +14,7 @@ import ipywidgets as widgets
 import pandas as pd
 
 from .. import maps
-from ..errors import FedlabError
+from ..errors import FedlabError, InputError, InputTypeError
 from ..maps.layers import DEFAULT_CENTER, DEFAULT_ZOOM
 from ._background import Background, TaskPanel, box_html, describe_error, error_html
 
@@ -54,7 +54,7 @@ class MapPanel(TaskPanel):
                  height: int = 450, png_size: tuple[int, int] = (1200, 800),
                  stage_order: Sequence[str] | None = None, browser: str | None = None) -> None:
         if funnel is not None and districts is None:
-            raise TypeError("a funnel layer needs the districts too (districts=...)")
+            raise InputTypeError("a funnel layer needs the districts too (districts=...)")
         self.cells, self.funnel, self.districts = cells, funnel, districts
         self.center, self.zoom, self.tiles = center, zoom, tiles
         self.layer_control, self.offline, self.height = layer_control, offline, height
@@ -70,18 +70,18 @@ class MapPanel(TaskPanel):
             self.builders[DISTRICTS] = lambda m: maps.districts_outline(m, self.districts)
         for name, builder in (layers or {}).items():
             if name in self.builders:
-                raise ValueError(f"layer name {name!r} is taken by a built-in layer")
+                raise InputError(f"layer name {name!r} is taken by a built-in layer")
             if not callable(builder):
-                raise TypeError(f"layer {name!r}: expected a function builder(m), got "
-                                f"{type(builder).__name__}")
+                raise InputTypeError(f"layer {name!r}: expected a function builder(m), got "
+                                     f"{type(builder).__name__}")
             self.builders[name] = builder
         if not self.builders:
-            raise TypeError("MapPanel needs something to draw: cells, funnel + districts, "
-                            "districts or layers={name: builder(m)}")
+            raise InputTypeError("MapPanel needs something to draw: cells, funnel + districts, "
+                                 "districts or layers={name: builder(m)}")
         shown = list(self.builders) if shown is None else list(shown)
         unknown = [s for s in shown if s not in self.builders]
         if unknown:
-            raise ValueError(f"shown names unknown layers {unknown}; layers: "
+            raise InputError(f"shown names unknown layers {unknown}; layers: "
                              f"{list(self.builders)}")
         self.map: folium.Map | None = None
         self.exported: Path | None = None
@@ -196,7 +196,7 @@ class MapPanel(TaskPanel):
         """Write the ticked layers to the File box's path as ``suffix`` (in the background);
         ``False`` when refused (an export running, or no usable path)."""
         if suffix not in (".html", ".png"):
-            raise ValueError(f"suffix must be '.html' or '.png', got {suffix!r}")
+            raise InputError(f"suffix must be '.html' or '.png', got {suffix!r}")
         kind = suffix[1:].upper()
         if self._task.busy:
             self.status.value = box_html("An export is already running.", "warning",

@@ -9,7 +9,7 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
-from ..errors import FedlabError
+from ..errors import FedlabError, InputTypeError
 from ..net.session import Party
 from ._background import Background, TaskPanel, box_html, error_html
 
@@ -37,7 +37,7 @@ class PsiPanel(TaskPanel):
                  **psi_options: Any) -> None:
         clash = _OWN_OPTIONS & set(psi_options)
         if clash:
-            raise TypeError(f"PsiPanel sets {sorted(clash)} itself (widgets or arguments)")
+            raise InputTypeError(f"PsiPanel sets {sorted(clash)} itself (widgets or arguments)")
         self.party_source = party
         self.peers = peers
         self.session = session
@@ -83,7 +83,7 @@ class PsiPanel(TaskPanel):
     @frame.setter
     def frame(self, frame: pd.DataFrame | None) -> None:
         if frame is not None and not isinstance(frame, pd.DataFrame):
-            raise TypeError(f"PsiPanel needs a pandas DataFrame, got {type(frame).__name__}")
+            raise InputTypeError(f"PsiPanel needs a pandas DataFrame, got {type(frame).__name__}")
         self._frame = frame
         columns = [] if frame is None else list(frame.columns)
         self.id_column.options = [("(choose the ID column)", None),

@@ -24,7 +24,7 @@ from ..boost import (
     SecureBoostRegressor,
 )
 from ..boost.params import LOGISTIC, MAXIMIZE, METRICS, SQUARED
-from ..errors import FedlabError
+from ..errors import FedlabError, InputError, InputTypeError
 from ..net.session import Party
 from ._background import Background, TaskPanel, box_html, error_html
 
@@ -116,13 +116,13 @@ class TrainingPanel(TaskPanel):
                  **hyperparameters: Any) -> None:
         unknown = sorted(set(hyperparameters) - set(_HYPER) - set(_FIXED))
         if unknown:
-            raise TypeError(f"TrainingPanel got unknown hyperparameters {unknown}; known: "
-                            f"{sorted([*_HYPER, *_FIXED])}")
+            raise InputTypeError(f"TrainingPanel got unknown hyperparameters {unknown}; known: "
+                                 f"{sorted([*_HYPER, *_FIXED])}")
         if isinstance(passive, str):
-            raise TypeError("passive must be a list of party names, not a string")
+            raise InputTypeError("passive must be a list of party names, not a string")
         if insecure_plaintext not in (True, False):
-            raise TypeError(f"insecure_plaintext must be True or False, got "
-                            f"{insecure_plaintext!r}")
+            raise InputTypeError(f"insecure_plaintext must be True or False, got "
+                                 f"{insecure_plaintext!r}")
         self.party_source = party
         self.X_own, self.y = X_own, y
         self.eval_set = list(eval_set) if eval_set is not None else None
@@ -139,7 +139,7 @@ class TrainingPanel(TaskPanel):
         if task is None:
             task = self._guess_task(y)
         if task not in _OBJECTIVES:
-            raise ValueError(f"task must be {CLASSIFICATION!r} or {REGRESSION!r}, got {task!r}")
+            raise InputError(f"task must be {CLASSIFICATION!r} or {REGRESSION!r}, got {task!r}")
         self.task = widgets.Dropdown(
             options=[("classification (labels 0/1)", CLASSIFICATION),
                      ("regression", REGRESSION)],
@@ -386,8 +386,8 @@ class PassiveTrainingPanel(TaskPanel):
                  random_state: int | None = None, session: str = "boost",
                  timeout: float | None = None) -> None:
         if insecure_plaintext not in (True, False):
-            raise TypeError(f"insecure_plaintext must be True or False, got "
-                            f"{insecure_plaintext!r}")
+            raise InputTypeError(f"insecure_plaintext must be True or False, got "
+                                 f"{insecure_plaintext!r}")
         self.party_source = party
         self.X_own = X_own
         self.eval_set = list(eval_set) if eval_set is not None else None

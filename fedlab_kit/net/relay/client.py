@@ -96,6 +96,10 @@ class RelayConnection:
             with contextlib.suppress(Exception):
                 writer.write(wire.frame(T.BYE))
                 await asyncio.wait_for(writer.drain(), 2)
+            # let the relay close first: closing with frames still unread in our receive
+            # buffer sends a TCP reset, which can destroy the BYE ("lost" instead of "left")
+            if self._task is not None:
+                await asyncio.wait({self._task}, timeout=2)
             writer.close()
         if self._task is not None:
             self._task.cancel()
