@@ -77,7 +77,7 @@ def best_splits(hist: np.ndarray, totals: np.ndarray, p: BoostParams,
     a tie missing values go right), features tie-break by index. A split needs children
     with hessian >= min_child_weight (and > 0), a gain above 1e-6 and >= gamma.
     """
-    lam, mcw = p.reg_lambda, p.min_child_weight
+    lam, mcw = p.reg_lambda, weight_floor(p)
     gl, hl = hist[..., 0], hist[..., 1]
     g = totals[:, 0][:, None, None]
     h = totals[:, 1][:, None, None]
@@ -126,9 +126,16 @@ def _tie(gain: np.ndarray | float) -> np.ndarray | float:
         return TIE_MARGIN * np.maximum(1.0, np.abs(np.nan_to_num(gain, neginf=0.0)))
 
 
+def weight_floor(p: BoostParams) -> float:
+    """``min_child_weight`` less the tie margin: a decrypted hessian sum that meets the
+    threshold exactly in plaintext (squared error: H = 1.0 for one row) reads 0.9999987 or
+    1.0000013, so both modes compare against this floor and grow the same trees."""
+    return p.min_child_weight - TIE_MARGIN * max(1.0, p.min_child_weight)
+
+
 def leaf_weight(g: float, h: float, p: BoostParams) -> float:
     """-G / (H + lambda) times the learning rate; 0 below min_child_weight (as XGBoost)."""
-    if h < p.min_child_weight or h <= 0:
+    if h < weight_floor(p) or h <= 0:
         return 0.0
     return -g / (h + p.reg_lambda) * p.learning_rate
 
