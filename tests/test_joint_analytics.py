@@ -175,7 +175,7 @@ def test_funnel_in_memory(tmp_path: Path) -> None:
         F.funnel_for_visits("operator", visited.astype(int), ledger=lo, epsilon=1.0,
                             key_holder="retailer", next_party="media")
         F.funnel_for_exposure("media", district, exposed, ledger=lm, epsilon=1.0,
-                              key_holder="retailer")
+                              key_holder="retailer", districts=["D1", "D2"])
     captured["retailer"] = F.outcomes_protocol(bought, repeat, ["operator", "media"])
     frame = F.funnel_frame(LocalNetwork(captured).run()["retailer"])
     assert len(frame) == 2 * 2 * 2 * 4
@@ -202,7 +202,7 @@ def test_funnel_bad_input(tmp_path: Path) -> None:
                               epsilon=1.0, districts=["D1"], key_holder="retailer")
     with pytest.raises(DPError, match="no district"):
         F.funnel_for_exposure("media", ["D1", None], pd.DataFrame({"a": [0, 1]}), ledger=lm,
-                              epsilon=1.0, key_holder="retailer")
+                              epsilon=1.0, key_holder="retailer", districts=["D1"])
     with pytest.raises(DPError, match="not 0/1"):
         F.outcomes_protocol([0, 3], [0, 0], ["operator", "media"])
     assert lm.remaining().epsilon == 2  # nothing spent on refused input
@@ -253,3 +253,20 @@ def test_serialisation_leaves_no_scratch_files(
     worker.join(120)
     assert seen[0] == layout.n_cts and isinstance(seen[1], ProtocolError)
     assert set(glob.glob(pattern)) <= before
+
+
+def test_funnel_keys_come_from_the_public_list_not_the_data(tmp_path: Path) -> None:
+    """The attack: with keys taken from the data, the released rows would tell which
+    districts hold an aligned person. Keys must be given, and a district with nobody in
+    it is released like any other."""
+    lm = PrivacyLedger(tmp_path / "m.sqlite", total_epsilon=2, party="media")
+    exposed = pd.DataFrame({"a": [0, 1, 1, 0]})
+    with pytest.raises(DPError, match="pass districts"):
+        F.funnel_for_exposure("media", ["D1"] * 4, exposed, ledger=lm, epsilon=1.0,
+                              key_holder="retailer", districts=None)  # type: ignore[arg-type]
+    captured: dict[str, object] = {}
+    with mock.patch.object(F, "run", lambda party, proto, **kw: captured.setdefault(party, proto)):
+        F.funnel_for_exposure("media", ["D1"] * 4, exposed, ledger=lm, epsilon=1.0,
+                              key_holder="retailer", districts=["D1", "D2", "D3"])
+    assert len(captured["media"].masks) == 3  # one group per public district, D2/D3 empty
+    assert lm.remaining().epsilon == pytest.approx(2)  # nothing paid before data arrives

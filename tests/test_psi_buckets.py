@@ -124,3 +124,22 @@ def test_a_stale_plan_is_replaced_by_the_newer_one() -> None:
     assert a.done and b_new.done
     assert a.result.attempt == b_new.result.attempt
     assert a.result.tag == b_new.result.tag
+
+
+def test_a_checkpoint_folder_serves_one_party_and_run(tmp_path: Path) -> None:
+    """The attack it rules out: two parties (or runs) pointing at one folder mix their
+    buckets, and the "intersection" then holds IDs that are not common."""
+    from fedlab_kit.psi.buckets import BucketStore
+    from fedlab_kit.psi.ids import IdError
+
+    store = BucketStore(tmp_path / "ckpt")
+    with store.held("party 'retailer' in room 'r'"):
+        with (pytest.raises(IdError, match=r"in use by another run .*'retailer'"),
+              BucketStore(tmp_path / "ckpt").held("party 'media' in room 'r'")):
+            pass
+        store.save_state({"owner": "party 'retailer' in room 'r'"})
+    with (pytest.raises(IdError, match="holds the checkpoint of party 'retailer'"),
+          BucketStore(tmp_path / "ckpt").held("party 'media' in room 'r'")):
+        pass
+    with BucketStore(tmp_path / "ckpt").held("party 'retailer' in room 'r'"):
+        pass  # the same party resumes its own checkpoint

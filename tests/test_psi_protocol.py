@@ -479,3 +479,15 @@ def test_a_slow_link_does_not_break_the_protocol(held: tuple[str, str], sets: di
     for n in sets:
         assert res[n].size == len(truth)
         assert set(aligned(sets, prepared, res, n)) == truth
+
+
+def test_every_owner_shuffles_with_a_csprng_permutation() -> None:
+    """A list that travels in input order tells the next hop each point's row; the leader
+    shuffled nothing before, and shuffles came from a 64-bit seed."""
+    keys = _keys("x", 2000)
+    for me in ("a", "b"):  # "a" leads
+        perms = [PsiProtocol(me, ["a", "b"], keys).perm for _ in range(2)]
+        for perm in perms:
+            assert sorted(perm.tolist()) == list(range(2000))
+            assert (perm != np.arange(2000)).mean() > 0.99
+        assert (perms[0] != perms[1]).mean() > 0.99  # fresh per run

@@ -138,12 +138,15 @@ def _serve_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
 
 def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
                         ledger: PrivacyLedger, epsilon: float,
-                        key_holder: str, districts: Sequence[str] | None = None,
+                        key_holder: str, districts: Sequence[str],
                         suppress_below: int = 10, session: str = SESSION,
                         timeout: float | None = 600, executor: Executor | None = None,
                         progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Media owner: home ``district`` per aligned row and one 0/1 ``exposed`` column per
     campaign. Adds the noise and pays ``epsilon`` on its ledger. Returns a report.
+    ``districts`` is the public list of districts (e.g. ``load_districts()["district_id"]``):
+    keys taken from the data would reveal, outside DP, which districts hold an aligned
+    person.
     Every other party in the room takes part (``key_holder`` holds the outcomes)."""
     with stopping(party, _peers(party), session=session, protocol=TITLE):
         check_budget(ledger, epsilon, "joint funnel, exposure")
@@ -154,14 +157,17 @@ def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
 
 
 def _serve_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
-                    ledger: PrivacyLedger, epsilon: float, districts: Sequence[str] | None,
+                    ledger: PrivacyLedger, epsilon: float, districts: Sequence[str],
                     key_holder: str, suppress_below: int, session: str,
                     timeout: float | None, executor: Executor | None,
                     progress: ProgressCallback | None) -> dict[str, Any]:
     dist = pd.Series(np.asarray(district, dtype=object))
     if dist.isna().any():
         raise DPError(f"{int(dist.isna().sum())} aligned rows have no district")
-    keys = list(districts) if districts is not None else sorted(dist.astype(str).unique())
+    if districts is None or isinstance(districts, str):
+        raise DPError("pass districts: the public list of districts (keys from the data "
+                      "would reveal which districts hold an aligned person)")
+    keys = [str(d) for d in districts]
     unknown = ~dist.astype(str).isin(keys)
     if unknown.any():
         raise DPError(f"{int(unknown.sum())} rows have a district outside the given districts, "

@@ -94,16 +94,19 @@ def psi(
     if not isinstance(ids, pd.Series | list | tuple | np.ndarray | pd.Index):
         ids = list(ids)
     store = BucketStore(checkpoint_dir) if checkpoint_dir is not None else None
+    owner = f"party {party.name!r} in room {party.aio.invitation.room!r}"
     options = {"session": session, "parties": parties, "reveal": reveal,
                "receivers": sorted(receivers or parties), "normalize": normalize,
                "duplicates": duplicates, "bucket_size": bucket_size,
                "fingerprint": _fingerprint(ids) if store is not None else ""}
-    state = store.load_state() if store is not None else None
-    resume = None
-    if state is not None and state.get("options") == options:
-        resume = Resume(bytes.fromhex(state["tag"]), state["n_buckets"],
-                        frozenset(state["done"]))
     with contextlib.ExitStack() as stack:
+        if store is not None:
+            stack.enter_context(store.held(owner))
+        state = store.load_state() if store is not None else None
+        resume = None
+        if state is not None and state.get("options") == options:
+            resume = Resume(bytes.fromhex(state["tag"]), state["n_buckets"],
+                            frozenset(state["done"]))
         pool = stack.enter_context(
             ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=mp.get_context("spawn")))
         # an error at any step (bad options, duplicate IDs...) stops the peers where they are
@@ -127,7 +130,7 @@ def psi(
             report = store.partition(ids, plan.tag, plan.n_buckets, normalize=normalize,
                                      duplicates=duplicates)
             state = {"options": options, "tag": plan.tag.hex(), "n_buckets": plan.n_buckets,
-                     "done": [], "report": asdict(report)}
+                     "done": [], "report": asdict(report), "owner": owner}
             store.save_state(state)
         revealed = reveal == "intersection" and party.name in (receivers or parties)
         results: dict[int, tuple[np.ndarray | None, int]] = {}

@@ -8,9 +8,11 @@ The directory is private to its party (it holds IDs in the clear): keep it like 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,32 @@ class BucketStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
+
+    @contextlib.contextmanager
+    def held(self, owner: str) -> Iterator[None]:
+        """Hold the folder for ``owner`` (party and room) while a run uses it: another
+        process, or a checkpoint that another party or room wrote, is refused. Two parties
+        sharing one folder would mix their buckets and reveal IDs outside the intersection."""
+        path = self.root / "owner.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "?"
+                raise IdError(f"the checkpoint folder {str(self.root)!r} is in use by "
+                              f"another run ({holder}); give every party and run its own "
+                              "folder") from None
+            state = self.load_state()
+            if state is not None and state.get("owner", owner) != owner:
+                raise IdError(f"the checkpoint folder {str(self.root)!r} holds the checkpoint "
+                              f"of {state['owner']}, not of {owner}; give every party its "
+                              "own folder")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{owner}, pid {os.getpid()}".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # ------------------------------------------------------------------ state
     @property

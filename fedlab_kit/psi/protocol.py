@@ -2,8 +2,9 @@
 
 Every party hashes its IDs to points and multiplies them by its secret scalar. Each list
 then travels around the ring of the other parties, each multiplying by its own scalar, and
-arrives fully encrypted (by every scalar) at the *leader*, truncated to 12 bytes. Non-leader
-owners shuffle their list first, so only they can map positions back to rows. The leader
+arrives fully encrypted (by every scalar) at the *leader*, truncated to 12 bytes. Every
+owner shuffles its list first (a permutation from the OS CSPRNG), so only it can map
+positions back to rows. The leader
 intersects the lists and tells each receiver which of its positions are in the intersection,
 in one common order, so row i is the same customer at every party.
 
@@ -113,10 +114,9 @@ class PsiProtocol(Protocol):
         self.batch = batch
         self.keys = keys
         self._scalar = scalar or new_scalar()
-        self._rng = rng or np.random.default_rng(int.from_bytes(os.urandom(8), "big"))
-        # a non-leader owner shuffles its list; perm[i] = key index at shuffled position i
-        shuffle = me != leader
-        self.perm = self._rng.permutation(len(keys)) if shuffle else np.arange(len(keys))
+        self._rng = rng  # tests only: shuffles are drawn from the OS CSPRNG otherwise
+        # every owner shuffles its list; perm[i] = key index at shuffled position i
+        self.perm = self._permutation(len(keys))
         self.hello = Hello(VERSION, parties, leader, reveal, receivers, len(keys), batch,
                            os.urandom(16))
         self.hellos: dict[str, Hello] = {me: self.hello}
@@ -129,6 +129,14 @@ class PsiProtocol(Protocol):
         self._total_batches = 0
 
     # ---------------------------------------------------------------- helpers
+    def _permutation(self, n: int) -> np.ndarray:
+        """A uniformly random permutation of ``n`` from the OS CSPRNG (128-bit sort keys;
+        a tie, probability ~n^2 / 2^129, only keeps two elements in input order)."""
+        if self._rng is not None:
+            return self._rng.permutation(n)
+        keys = np.frombuffer(os.urandom(16 * n), dtype=[("hi", ">u8"), ("lo", ">u8")])
+        return np.argsort(keys, order=("hi", "lo"), kind="stable").astype(np.int64)
+
     def _next(self, party: str) -> str:
         return self.ring[(self.ring.index(party) + 1) % len(self.ring)]
 
@@ -226,7 +234,7 @@ class PsiProtocol(Protocol):
             if len(self._hold) < self._n_batches(owner):
                 return []
             values = _split(b"".join(self._hold[i] for i in sorted(self._hold)))
-            self._rng.shuffle(values)
+            values = [values[i] for i in self._permutation(len(values))]
             return self._send_final(owner, [b"".join(values[k * self.batch:(k + 1) * self.batch])
                                             for k in range(self._n_batches(owner))])
         return self._send_final(owner, [trunc], first=index)
