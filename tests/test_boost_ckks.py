@@ -179,13 +179,15 @@ def test_encrypted_regression_with_whole_hessians_equals_plaintext() -> None:
     rng = np.random.default_rng(12)
     X = rng.integers(0, 40, size=(120, 4)).astype(float)
     y = 300 + 50 * np.sin(X[:, 0]) + 3 * X[:, 2] + rng.normal(0, 20, 120)  # hundreds
-    params = {"n_estimators": 4, "max_depth": 6, "max_bin": 32, "min_child_weight": 1.0}
+    params = {"n_estimators": 4, "max_depth": 6, "max_bin": 32, "min_child_weight": 1.0,
+              "min_child_rows": 1}
     preds, trees = {}, {}
     for secure in (True, False):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reg = SecureBoostRegressor(**params, insecure_plaintext=not secure)
-            parties = {"media": (SecureBoostPassive(insecure_plaintext=not secure), X[:, 2:])}
+            parties = {"media": (SecureBoostPassive(insecure_plaintext=not secure,
+                                                    min_child_rows=1), X[:, 2:])}
             fit_local(reg, X[:, :2], y, parties)
             preds[secure] = predict_local(reg, X[:, :2], parties)
             trees[secure] = [[(n.left, n.right, n.owner) for n in t] for t in reg.model.trees]

@@ -49,11 +49,12 @@ def test_early_stopping_rounds_in_the_constructor_stops_like_xgboost() -> None:
     y = 0.3 * X[:, 0] + rng.normal(0, 1.5, 500)
     tr, va = slice(0, 350), slice(350, 500)
     params = {"n_estimators": 60, "max_depth": 4, "learning_rate": 0.4, "max_bin": 16}
-    reg = SecureBoostRegressor(**params, early_stopping_rounds=3, insecure_plaintext=True)
+    reg = SecureBoostRegressor(**params, early_stopping_rounds=3, min_child_rows=1,
+                               insecure_plaintext=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit_local(reg, X[tr, :2], y[tr], {"media": (SecureBoostPassive(insecure_plaintext=True),
-                                                     X[tr, 2:])},
+        srv = SecureBoostPassive(insecure_plaintext=True, min_child_rows=1)
+        fit_local(reg, X[tr, :2], y[tr], {"media": (srv, X[tr, 2:])},
                   eval_set=[(X[va, :2], y[va])], passive_eval={"media": [X[va, 2:]]})
     ref = xgb.XGBRegressor(tree_method="hist", early_stopping_rounds=3, **params)
     ref.fit(X[tr], y[tr], eval_set=[(X[va], y[va])], verbose=False)

@@ -28,8 +28,8 @@ def test_breast_cancer_two_parties_match_xgboost_auc() -> None:
     X, y = load_breast_cancer(return_X_y=True)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
     params = {"n_estimators": 20, "max_depth": 3, "learning_rate": 0.3, "max_bin": 32}
-    clf = SecureBoostClassifier(**params, insecure_plaintext=True)
-    srv = SecureBoostPassive(insecure_plaintext=True)
+    clf = SecureBoostClassifier(**params, min_child_rows=1, insecure_plaintext=True)
+    srv = SecureBoostPassive(min_child_rows=1, insecure_plaintext=True)
     fit_local(clf, Xtr[:, :15], ytr, {"media": (srv, Xtr[:, 15:])})
     margin = predict_local(clf, Xte[:, :15], {"media": (srv, Xte[:, 15:])})
     ref = xgb.XGBClassifier(tree_method="hist", **params).fit(Xtr, ytr)
@@ -59,12 +59,12 @@ def test_identical_bins_give_xgboost_predictions(extra: dict) -> None:
     X, y = _grid_data(1, 600, 6, missing=0.1)
     Xtest, _ = _grid_data(2, 300, 6, missing=0.2)
     params = {"n_estimators": 15, "max_depth": 4, "learning_rate": 0.3, "max_bin": 16, **extra}
-    reg = _local(SecureBoostRegressor(**params, insecure_plaintext=True), X, y)
+    reg = _local(SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True), X, y)
     ref = xgb.XGBRegressor(tree_method="hist", **params).fit(X, y)
     np.testing.assert_allclose(reg.predict(Xtest, party=None), ref.predict(Xtest), atol=2e-5)
     np.testing.assert_allclose(reg.feature_importances_, ref.feature_importances_, atol=1e-5)
     yb = (y > np.median(y)).astype(int)
-    clf = _local(SecureBoostClassifier(**params, insecure_plaintext=True), X, yb)
+    clf = _local(SecureBoostClassifier(**params, min_child_rows=1, insecure_plaintext=True), X, yb)
     refc = xgb.XGBClassifier(tree_method="hist", **params).fit(X, yb)
     np.testing.assert_allclose(clf.predict_proba(Xtest, party=None)[:, 1],
                                refc.predict_proba(Xtest)[:, 1], atol=2e-5)
@@ -80,8 +80,8 @@ def test_regression_two_parties_rmse_within_one_percent_of_xgboost() -> None:
     X, y = _grid_data(3, 1500, 6)
     Xtr, Xte, ytr, yte = X[:1000], X[1000:], y[:1000], y[1000:]
     params = {"n_estimators": 30, "max_depth": 4, "learning_rate": 0.2, "max_bin": 32}
-    reg = SecureBoostRegressor(**params, insecure_plaintext=True)
-    srv = SecureBoostPassive(insecure_plaintext=True)
+    reg = SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True)
+    srv = SecureBoostPassive(min_child_rows=1, insecure_plaintext=True)
     fit_local(reg, Xtr[:, :3], ytr, {"operator": (srv, Xtr[:, 3:])})
     ours = _rmse(predict_local(reg, Xte[:, :3], {"operator": (srv, Xte[:, 3:])}), yte)
     theirs = _rmse(xgb.XGBRegressor(tree_method="hist", **params).fit(Xtr, ytr).predict(Xte), yte)
@@ -99,7 +99,7 @@ def test_continuous_features_rmse_close_to_xgboost_on_average() -> None:
         X = rng.normal(size=(1500, 6))
         y = (2 * X[:, 0] + np.sin(2 * X[:, 1]) + np.abs(X[:, 2]) + 0.5 * X[:, 3]
              + rng.normal(0, 0.5, 1500))
-        reg = _local(SecureBoostRegressor(**params, insecure_plaintext=True), X[:1000], y[:1000])
+        reg = _local(SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True), X[:1000], y[:1000])
         ref = xgb.XGBRegressor(tree_method="hist", **params).fit(X[:1000], y[:1000])
         ratios.append(_rmse(reg.predict(X[1000:], party=None), y[1000:])
                       / _rmse(ref.predict(X[1000:]), y[1000:]))
@@ -125,9 +125,9 @@ def test_two_parties_equal_one_party_with_all_columns(params: dict) -> None:
     y = (score + rng.normal(0, 0.5, 500) > 0).astype(int)
     Xnew = rng.normal(size=(200, 8))
     Xnew[rng.random(Xnew.shape) < 0.15] = np.nan
-    central = _local(SecureBoostClassifier(**params, insecure_plaintext=True), X, y)
-    clf = SecureBoostClassifier(**params, insecure_plaintext=True)
-    srv = SecureBoostPassive(insecure_plaintext=True, random_state=1)
+    central = _local(SecureBoostClassifier(**params, min_child_rows=1, insecure_plaintext=True), X, y)
+    clf = SecureBoostClassifier(**params, min_child_rows=1, insecure_plaintext=True)
+    srv = SecureBoostPassive(min_child_rows=1, insecure_plaintext=True, random_state=1)
     fit_local(clf, X[:, :4], y, {"media": (srv, X[:, 4:])})
     fed = predict_local(clf, Xnew[:, :4], {"media": (srv, Xnew[:, 4:])})
     np.testing.assert_allclose(fed, central.predict_margin(Xnew, party=None), rtol=0, atol=1e-12)
@@ -146,14 +146,14 @@ def test_three_parties_equal_one_party_and_beat_the_label_holder_alone() -> None
     y = X[:, 0] + 2 * np.sin(X[:, 4]) + np.abs(X[:, 7]) * 1.5 + rng.normal(0, 0.3, n)
     tr, te = slice(0, 600), slice(600, n)
     params = {"n_estimators": 25, "max_depth": 3, "learning_rate": 0.3, "max_bin": 32}
-    reg = SecureBoostRegressor(**params, insecure_plaintext=True)
-    media, operator = (SecureBoostPassive(insecure_plaintext=True) for _ in range(2))
+    reg = SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True)
+    media, operator = (SecureBoostPassive(min_child_rows=1, insecure_plaintext=True) for _ in range(2))
     own, xm, xo = _split_columns(X, [3, 3, 3])
     fit_local(reg, own[tr], y[tr], {"media": (media, xm[tr]), "operator": (operator, xo[tr])})
     fed = predict_local(reg, own[te], {"media": (media, xm[te]), "operator": (operator, xo[te])})
-    central = _local(SecureBoostRegressor(**params, insecure_plaintext=True), X[tr], y[tr])
+    central = _local(SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True), X[tr], y[tr])
     np.testing.assert_allclose(fed, central.predict(X[te], party=None), rtol=0, atol=1e-12)
-    alone = _local(SecureBoostRegressor(**params, insecure_plaintext=True), own[tr], y[tr])
+    alone = _local(SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True), own[tr], y[tr])
     assert _rmse(fed, y[te]) < 0.6 * _rmse(alone.predict(own[te], party=None), y[te])
     owners = {n.owner for t in reg.model.trees for n in t if not n.is_leaf}
     assert owners == {"retailer", "media", "operator"}
@@ -165,7 +165,7 @@ def test_label_holder_without_features() -> None:
     X = rng.normal(size=(400, 4))
     y = (X[:, 1] + X[:, 2] > 0).astype(int)
     clf = SecureBoostClassifier(n_estimators=8, max_depth=3, insecure_plaintext=True)
-    srv = SecureBoostPassive(insecure_plaintext=True)
+    srv = SecureBoostPassive(min_child_rows=1, insecure_plaintext=True)
     fit_local(clf, None, y, {"media": (srv, X)})
     fed = predict_local(clf, np.zeros((400, 0)), {"media": (srv, X)})
     central = _local(SecureBoostClassifier(n_estimators=8, max_depth=3, insecure_plaintext=True),

@@ -46,9 +46,9 @@ def _data(seed: int = 0, n: int = 400, missing: float = 0.0):
 
 
 def _pair(params: dict | None = None, **kwargs):
-    clf = SecureBoostClassifier(**{"n_estimators": 10, "max_depth": 3, **(params or {})},
-                                insecure_plaintext=True, **kwargs)
-    return clf, SecureBoostPassive(insecure_plaintext=True)
+    clf = SecureBoostClassifier(**{"n_estimators": 10, "max_depth": 3, "min_child_rows": 1,
+                                   **(params or {})}, insecure_plaintext=True, **kwargs)
+    return clf, SecureBoostPassive(insecure_plaintext=True, min_child_rows=1)
 
 
 # ------------------------------------------------------------------ missing values
@@ -116,8 +116,8 @@ def test_early_stopping_matches_xgboost_and_prunes_every_party() -> None:
     y = 0.3 * X[:, 0] + rng.normal(0, 1.5, n)
     tr, va = slice(0, 350), slice(350, n)
     params = {"n_estimators": 60, "max_depth": 4, "learning_rate": 0.4, "max_bin": 16}
-    reg = SecureBoostRegressor(**params, insecure_plaintext=True)
-    srv = SecureBoostPassive(insecure_plaintext=True)
+    reg = SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True)
+    srv = SecureBoostPassive(insecure_plaintext=True, min_child_rows=1)
     seen: list[tuple[int, int, dict]] = []
     fit_local(reg, X[tr, :2], y[tr], {"media": (srv, X[tr, 2:])},
               eval_set=[(X[va, :2], y[va])], passive_eval={"media": [X[va, 2:]]},
@@ -274,21 +274,25 @@ def test_passive_rejects_messages_out_of_turn() -> None:
     srv = SecureBoostPassive(insecure_plaintext=True)
     proto = srv.fit_protocol("media", ACTIVE, media)
     assert proto.start() == []
-    hist = m.HistRequest(0, 0, [], [0], [0], b"")
+    hist = m.HistRequest(0, 0, [], [0], [], [0], b"")
     with pytest.raises(ProtocolError, match="unexpected 'boost/hist'"):
         proto.on_message(_env(ACTIVE, hist))
     with pytest.raises(ProtocolError, match="only the active party"):
         proto.on_message(_env("operator", m.Finish(0)))
-    setup = m.Setup(m.VERSION, "id", ["media"], 8, False, b"fedlab-boost-plaintext-v1")
+    setup = m.Setup(m.VERSION, "id", ["media"], 8, False, b"fedlab-boost-plaintext-v1", 3, 5, 1)
     (hello,) = proto.on_message(_env(ACTIVE, setup))
     assert isinstance(hello, Send) and hello.kind == "boost/hello"
     got = m.decode(Envelope("media", ACTIVE, "s", hello.kind, 0, bytes(hello.payload)))
     assert got.n_rows == len(media) and got.columns == list(media.columns)
     with pytest.raises(ProtocolError, match="out of turn"):
-        proto.on_message(_env(ACTIVE, m.HistRequest(3, 0, [], [0], [0], b"")))
+        proto.on_message(_env(ACTIVE, m.HistRequest(3, 0, [], [0], [], [0], b"")))
+    with pytest.raises(ProtocolError, match="agreed to 5 trees of depth 3"):
+        proto.on_message(_env(ACTIVE, m.HistRequest(5, 0, [], [0], [], [0], b"")))
+    with pytest.raises(ProtocolError, match="agreed to 5 trees of depth 3"):
+        proto.on_message(_env(ACTIVE, m.HistRequest(0, 3, [], [0], [], [0], b"")))
     with pytest.raises(ProtocolError, match="invalid columns"):
-        proto.on_message(_env(ACTIVE, m.HistRequest(0, 0, [], [0], [7], b"")))
-    (job,) = proto.on_message(_env(ACTIVE, m.HistRequest(0, 0, [], [0], [0, 1],
+        proto.on_message(_env(ACTIVE, m.HistRequest(0, 0, [], [0], [], [7], b"")))
+    (job,) = proto.on_message(_env(ACTIVE, m.HistRequest(0, 0, [], [0], [], [0, 1],
                                                          b"\0" * 16 * len(media))))
     assert isinstance(job, Compute)
     split = m.SplitRequest(0, 0, [m.Choice(0, 0, 7, False)])  # slot 7 of 8: empty (few values)
@@ -306,7 +310,7 @@ def test_active_rejects_unexpected_replies() -> None:
     sends = proto.start()
     assert [s.kind for s in sends] == ["boost/setup"]
     with pytest.raises(ProtocolError, match="not a passive party"):
-        proto.on_message(_env("operator", m.Hello(1, "x", 0, [], []), ACTIVE))
+        proto.on_message(_env("operator", m.Hello(1, "x", 0, [], [], 1), ACTIVE))
     with pytest.raises(ProtocolError, match="unexpected 'boost/split_reply'"):
         proto.on_message(_env("media", m.SplitReply(0, 0, [], []), ACTIVE))
     assert isinstance(proto.model, ActiveModel) and not proto.done

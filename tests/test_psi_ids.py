@@ -250,3 +250,15 @@ def test_rows_increase_and_point_at_unique_encodings(values: list[Any]) -> None:
             prepare_ids(values)
     else:
         assert prepare_ids(values)[0] == keys
+
+
+def test_type_counts_are_of_the_ids_that_take_part() -> None:
+    _, _, report = prepare_ids([1, 1, 1, "a"], duplicates="first")
+    assert report.types == {"int": 1, "str": 1} and report.n_used == 2
+
+
+def test_strip_and_lower_make_every_id_text() -> None:
+    keys, _, _ = prepare_ids([42, " A "], normalize="lower")
+    assert keys == [b"s:42", b"s:a"]
+    keys, _, _ = prepare_ids([42, " A "], normalize="strip")
+    assert keys == [b"s:42", b"s:A"]

@@ -163,6 +163,7 @@ def test_training_panel_stop_keeps_the_trees_so_far() -> None:
     ("learning_rate", 0.0, "learning_rate must be > 0"),
     ("n_estimators", 0, "n_estimators must be >= 1"),
     ("max_bin", 300, "max_bin must be in 2..255"),
+    ("min_child_rows", 0, "min_child_rows must be >= 1"),
 ])
 def test_training_panel_bad_hyperparameters_are_shown(name: str, value: Any,
                                                       message: str) -> None:

@@ -27,7 +27,14 @@ from ..errors import InternalError, ProtocolError
 from ..protocol import Action, Compute, Envelope, Protocol, Send
 from . import messages as m
 from .backend import ActiveBackend, decrypt_all, encrypt, node_histograms
-from .binning import bin_matrix, canonical_threshold, codes_left, slot_table, threshold_value
+from .binning import (
+    bin_matrix,
+    canonical_threshold,
+    codes_left,
+    slot_table,
+    threshold_value,
+    usable_slots,
+)
 from .errors import BoostError
 from .model import PREDICT_BUDGET, ActiveModel, tree_masks
 from .params import MAXIMIZE, BoostParams, base_margin, evaluate, gradients
@@ -103,6 +110,7 @@ class ActiveTrainer(_Peers):
         if early_stopping_rounds is not None and (not eval_sets or early_stopping_rounds < 1):
             raise BoostError("early_stopping_rounds needs an eval_set and must be >= 1")
         self.p, self.backend, self.secure = params, backend, secure
+        self.floor = params.min_child_rows  # raised to the feature holders' floors (hellos)
         self.X, self.y, self.n = X, y, len(y)
         self.codes, self.edges = bin_matrix(X, params.max_bin)
         self.slots = slot_table(self.edges, params.max_bin)
@@ -140,7 +148,8 @@ class ActiveTrainer(_Peers):
         if not self.passives:
             return self._trees(self._start_tree())
         setup = m.Setup(m.VERSION, self.model.model_id, self.passives, self.p.max_bin,
-                        self.secure, self.backend.setup_payload())
+                        self.secure, self.backend.setup_payload(), self.p.max_depth,
+                        self.p.n_estimators * self.k, self.p.min_child_rows)
         self.wait.expect("boost/hello", self.passives)
         return self._broadcast(setup)
 
@@ -173,7 +182,7 @@ class ActiveTrainer(_Peers):
             sample = m.bits(self.keep) if self.keep is not None and self.depth == 0 else b""
             return [Send(p, "boost/hist", m.encode(m.HistRequest(
                         self.t, self.depth, self._partitions_for(p), self.computed,
-                        self.p_feats[p].tolist(), result, sample)))
+                        list(self.derived), self.p_feats[p].tolist(), result, sample)))
                     for p in self.participants]
         if key == ("decrypt", self.t, self.depth):
             return self._score(dict(zip(self.participants, result, strict=True)))
@@ -194,9 +203,14 @@ class ActiveTrainer(_Peers):
                                 f"{n_eval}")
             elif not h.columns:
                 problems.append(f"{p!r} brings no feature columns")
+            elif h.min_child_rows < self.p.min_child_rows:
+                problems.append(f"{p!r} answers children of {h.min_child_rows} rows, below "
+                                f"the setup's {self.p.min_child_rows}")
         if problems:
             raise BoostError("cannot train: " + "; ".join(problems))
         self.model.passives = {p: list(got[p].columns) for p in self.passives}
+        # every party's floor holds: the strictest one decides which splits may be asked
+        self.floor = max([self.p.min_child_rows, *(got[p].min_child_rows for p in got)])
         return self._start_tree()
 
     # ------------------------------------------------------------------- trees
@@ -237,6 +251,7 @@ class ActiveTrainer(_Peers):
         self.split_prev: list[int] = []
         self.partitions: list[tuple[int, int, int, str, bytes]] = []
         self.prev_hists: dict[int, np.ndarray] = {}
+        self.passive_usable: dict[str, np.ndarray] = {}
         self.open = [0] if self._can_split(0) else []
         return self._level()
 
@@ -245,8 +260,14 @@ class ActiveTrainer(_Peers):
         """The backend's error bound of decrypted sums (it may grow with the request)."""
         return float(getattr(self.backend, "tolerance", 0.0))
 
+    def _sampled(self, rows: np.ndarray) -> np.ndarray:
+        """The rows that carry gradients in this tree (its sample)."""
+        return rows if self.keep is None else rows[self.keep[rows]]
+
     def _can_split(self, nid: int) -> bool:
-        return (self.nodes[nid].depth < self.p.max_depth and len(self.rows[nid]) >= 2
+        """Deep enough to grow, and enough rows for two children of the floor's size."""
+        return (self.nodes[nid].depth < self.p.max_depth
+                and len(self._sampled(self.rows[nid])) >= max(2, 2 * self.floor)
                 and self.sums[nid][1] > self.tolerance)
 
     def _level(self) -> list[Action]:
@@ -261,6 +282,8 @@ class ActiveTrainer(_Peers):
         self.computed = [n for n in self.open if n not in self.derived]
         nodes = [self.rows[n] for n in self.computed]
         self.own_hist = node_histograms(self.g, self.h, nodes, self.own_codes, self.own_slots)
+        self.own_usable = {n: usable_slots(self.own_codes[self._sampled(self.rows[n])],
+                                           self.own_slots, self.floor) for n in self.open}
         if not self.participants:
             return self._score({})
         columns = max(len(self.p_feats[q]) for q in self.participants) * self.p.max_bin
@@ -276,6 +299,10 @@ class ActiveTrainer(_Peers):
             if (r.tree, r.depth) != (self.t, self.depth):
                 raise ProtocolError(f"SecureBoost: {q!r} answered for tree {r.tree} level "
                                     f"{r.depth}; expected tree {self.t} level {self.depth}")
+        n_asked, n_slots = len(self.computed) + len(self.derived), self.p.max_bin
+        self.passive_usable = {q: m.unbits(got[q].usable, (n_asked, len(self.p_feats[q]),
+                                                           n_slots), q)
+                               for q in self.participants}
         return [Compute(("decrypt", self.t, self.depth), decrypt_all,
                         (self.backend, [got[q].crypto for q in self.participants],
                          len(self.computed), [len(self.p_feats[q]) for q in self.participants],
@@ -287,9 +314,10 @@ class ActiveTrainer(_Peers):
         hists = {n: computed[i] for i, n in enumerate(self.computed)}
         for big, (parent, small) in self.derived.items():
             hists[big] = self.prev_hists[parent] - hists[small]
+        usable = self._usable()
         splits = best_splits(np.stack([hists[n] for n in self.open]),
                              np.array([self.sums[n] for n in self.open]), self.p,
-                             self.tolerance)
+                             self.tolerance, np.stack([usable[n] for n in self.open]))
         self.prev_hists = {}
         self.level_masks: dict[int, np.ndarray] = {}
         self.expected: dict[int, float] = {}
@@ -321,6 +349,15 @@ class ActiveTrainer(_Peers):
         self.wait.expect("boost/split_reply", list(asks))
         return [Send(q, "boost/split", m.encode(m.SplitRequest(self.t, self.depth, c)))
                 for q, c in asks.items()]
+
+    def _usable(self) -> dict[int, np.ndarray]:
+        """(F, S) candidate splits of each open node that leave the floor's rows on each
+        side, in the column order of the scored histograms (own, then each participant's,
+        as the feature holders reported them)."""
+        index = {n: i for i, n in enumerate([*self.computed, *self.derived])}
+        return {n: np.concatenate([self.own_usable[n], *(self.passive_usable[q][index[n]]
+                                                       for q in self.participants)], axis=0)
+                for n in self.open}
 
     def _on_splits(self, got: dict[str, m.SplitReply]) -> list[Action]:
         for q, reply in got.items():

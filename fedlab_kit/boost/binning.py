@@ -162,3 +162,23 @@ ALL_VALUES = float(np.finfo(np.float64).max)  # threshold that every non-missing
 def threshold_value(edges: np.ndarray, t: int) -> float:
     """The raw-value threshold of "code <= t" (the largest code means every value)."""
     return float(edges[t]) if t < len(edges) else ALL_VALUES
+
+
+def usable_slots(codes: np.ndarray, thresholds: np.ndarray, min_rows: int) -> np.ndarray:
+    """(F, n_slots) True where the split "code <= threshold" leaves at least ``min_rows`` of
+    ``codes``' rows (one node's rows that carry gradients) on each side, missing values
+    aside; slot 0 (every non-missing value) splits off the missing values instead. An
+    empty slot (-1) is never usable."""
+    n, n_feat = codes.shape
+    idx = (np.arange(n_feat) * 256 + codes.astype(np.intp)).ravel()
+    counts = np.bincount(idx, minlength=n_feat * 256).reshape(n_feat, 256)
+    cum = np.cumsum(counts[:, :MISSING], axis=1)
+    present = cum[:, -1]
+    thr = thresholds.astype(np.intp)
+    exists = thr >= 0
+    left = np.take_along_axis(cum, np.where(exists, thr, 0), axis=1)
+    right = present[:, None] - left
+    ok = exists & (left >= min_rows) & (right >= min_rows)
+    missing = n - present
+    ok[:, 0] = exists[:, 0] & (present >= min_rows) & (missing >= min_rows)
+    return ok

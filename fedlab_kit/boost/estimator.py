@@ -88,7 +88,7 @@ class _ActiveEstimator(BaseEstimator):  # type: ignore[misc]
         gamma: float = 0.0, subsample: float = 1.0, colsample_bytree: float = 1.0,
         random_state: int | None = None, base_score: float | None = None,
         eval_metric: str | None = None, early_stopping_rounds: int | None = None,
-        insecure_plaintext: bool = False,
+        min_child_rows: int = 20, insecure_plaintext: bool = False,
     ) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -103,6 +103,7 @@ class _ActiveEstimator(BaseEstimator):  # type: ignore[misc]
         self.base_score = base_score
         self.eval_metric = eval_metric
         self.early_stopping_rounds = early_stopping_rounds
+        self.min_child_rows = min_child_rows
         self.insecure_plaintext = insecure_plaintext
 
     @property
@@ -112,7 +113,8 @@ class _ActiveEstimator(BaseEstimator):  # type: ignore[misc]
         return BoostParams(
             self._objective, self.n_estimators, self.max_depth, self.learning_rate,
             self.max_bin, self.min_child_weight, self.reg_lambda, self.gamma, self.subsample,
-            self.colsample_bytree, self.random_state, self.base_score, self.eval_metric)
+            self.colsample_bytree, self.random_state, self.base_score, self.eval_metric,
+            min_child_rows=self.min_child_rows)
 
     # ---------------------------------------------------------------- training
     def fit_protocol(
@@ -261,7 +263,8 @@ class _ActiveEstimator(BaseEstimator):  # type: ignore[misc]
                   min_child_weight=p.min_child_weight, reg_lambda=p.reg_lambda, gamma=p.gamma,
                   subsample=p.subsample, colsample_bytree=p.colsample_bytree,
                   random_state=p.random_state, base_score=p.base_score,
-                  eval_metric=p.eval_metric, insecure_plaintext=insecure_plaintext)
+                  eval_metric=p.eval_metric, min_child_rows=p.min_child_rows,
+                  insecure_plaintext=insecure_plaintext)
         est.model_ = model
         return est
 
@@ -320,13 +323,20 @@ class SecureBoostRegressor(_ActiveEstimator):
 
 
 class SecureBoostPassive(BaseEstimator):  # type: ignore[misc]
-    """A feature holder's part of a SecureBoost model: serves training and prediction."""
+    """A feature holder's part of a SecureBoost model: serves training and prediction.
+
+    It answers only what it agreed to: no node or child of fewer than ``min_child_rows``
+    rows (its own floor, whatever the label holder asks), at most the setup's depth and
+    trees, and only nodes that are children of splits it has seen.
+    """
 
     model_: PassiveModel | None = None
 
-    def __init__(self, insecure_plaintext: bool = False, random_state: int | None = None) -> None:
+    def __init__(self, insecure_plaintext: bool = False, random_state: int | None = None,
+                 min_child_rows: int = 20) -> None:
         self.insecure_plaintext = insecure_plaintext
         self.random_state = random_state
+        self.min_child_rows = min_child_rows
 
     def fit_protocol(self, me: str, active: str, X_own: Any, *,
                      eval_set: Sequence[Any] | None = None,
@@ -335,6 +345,9 @@ class SecureBoostPassive(BaseEstimator):  # type: ignore[misc]
         ``progress(trees, splits)``: after each tree, the trees so far and the splits held
         here."""
         _check_flag("insecure_plaintext", self.insecure_plaintext)
+        m = self.min_child_rows
+        if not isinstance(m, int | np.integer) or isinstance(m, bool) or m < 1:
+            raise BoostError(f"min_child_rows must be an integer >= 1, got {m!r}")
         X, columns = as_matrix(X_own, "X_own")
         evals = [select(Xe, columns, f"eval_set[{i}]") for i, Xe in enumerate(eval_set or [])]
         if self.insecure_plaintext:
@@ -342,7 +355,8 @@ class SecureBoostPassive(BaseEstimator):  # type: ignore[misc]
         rng = (None if self.random_state is None
                else np.random.default_rng(self.random_state))
         return PassiveTrainer(me, active, X, columns, allow_plaintext=self.insecure_plaintext,
-                              eval_sets=evals, rng=rng, on_done=self._fitted, on_tree=progress)
+                              eval_sets=evals, rng=rng, on_done=self._fitted, on_tree=progress,
+                              min_child_rows=int(m))
 
     def _fitted(self, model: PassiveModel) -> None:
         self.model_ = model

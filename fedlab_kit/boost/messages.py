@@ -25,20 +25,29 @@ PREFIX = "boost/"
 
 
 class Setup(msgspec.Struct, array_like=True):
+    """What the feature holders agree to serve: at most ``n_trees`` trees of ``max_depth``,
+    and no child of fewer than ``min_child_rows`` rows (each also applies its own floor)."""
+
     version: int
     model_id: str
     passives: list[str]
     max_bin: int
     secure: bool
     crypto: bytes
+    max_depth: int
+    n_trees: int
+    min_child_rows: int
 
 
 class Hello(msgspec.Struct, array_like=True):
+    """``min_child_rows``: the floor this feature holder enforces (its own or the setup's)."""
+
     version: int
     model_id: str
     n_rows: int
     columns: list[str]
     n_eval: list[int]
+    min_child_rows: int
 
 
 class Partition(msgspec.Struct, array_like=True):
@@ -52,22 +61,28 @@ class Partition(msgspec.Struct, array_like=True):
 
 
 class HistRequest(msgspec.Struct, array_like=True):
-    """``sample`` (first level of a tree only): the rows this tree learns from, as bits;
-    empty for every row."""
+    """``nodes``: histograms wanted; ``derived``: their siblings, whose histograms the label
+    holder derives (parent minus sibling). ``sample`` (first level of a tree only): the rows
+    this tree learns from, as bits; empty for every row."""
 
     tree: int
     depth: int
     partitions: list[Partition]
     nodes: list[int]
+    derived: list[int]
     features: list[int]
     crypto: bytes
     sample: bytes = b""
 
 
 class HistReply(msgspec.Struct, array_like=True):
+    """``usable``: bits (nodes then derived, features, slots): the candidate split leaves at
+    least ``min_child_rows`` rows on each side (only those may be asked for)."""
+
     tree: int
     depth: int
     crypto: bytes
+    usable: bytes
 
 
 class Choice(msgspec.Struct, array_like=True):

@@ -40,6 +40,7 @@ class BoostParams:
     base_score: float | None = None
     eval_metric: str | None = None
     num_class: int | None = None  # multi:softprob only (set by the classifier from the labels)
+    min_child_rows: int = 20  # privacy floor: no child node of fewer rows (not in XGBoost)
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -48,11 +49,13 @@ class BoostParams:
 
         need(self.objective in METRICS, f"objective must be one of {sorted(METRICS)}, "
                                         f"got {self.objective!r}")
-        for name in ("n_estimators", "max_depth", "max_bin"):
+        for name in ("n_estimators", "max_depth", "max_bin", "min_child_rows"):
             v = getattr(self, name)
             need(isinstance(v, int | np.integer) and not isinstance(v, bool),
                  f"{name} must be an integer, got {v!r}")
         need(self.n_estimators >= 1, f"n_estimators must be >= 1, got {self.n_estimators}")
+        need(self.min_child_rows >= 1,
+             f"min_child_rows must be >= 1, got {self.min_child_rows}")
         need(1 <= self.max_depth <= MAX_DEPTH,
              f"max_depth must be in 1..{MAX_DEPTH}, got {self.max_depth}")
         need(2 <= self.max_bin <= MAX_BIN, f"max_bin must be in 2..{MAX_BIN}, got {self.max_bin}")

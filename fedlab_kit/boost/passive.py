@@ -29,9 +29,11 @@ from .binning import (
     codes_left,
     slot_table,
     threshold_value,
+    usable_slots,
 )
 from .errors import BoostError
 from .model import PassiveModel, Record, check_tree
+from .params import MAX_DEPTH
 
 
 class _Active(Protocol):
@@ -64,11 +66,12 @@ class PassiveTrainer(_Active):
         allow_plaintext: bool, eval_sets: Sequence[np.ndarray] = (),
         rng: np.random.Generator | None = None,
         on_done: Callable[[PassiveModel], None] | None = None,
-        on_tree: Callable[[int, int], None] | None = None,
+        on_tree: Callable[[int, int], None] | None = None, min_child_rows: int = 20,
     ) -> None:
         """``on_tree(trees, splits)`` is called after each tree with the trees received so
-        far and the splits this party holds."""
+        far and the splits this party holds. ``min_child_rows``: this party's floor."""
         super().__init__(me, active)
+        self.own_floor = min_child_rows
         self.X, self.columns, self.n = X, columns, len(X)
         self.allow_plaintext = allow_plaintext
         self.evals = list(eval_sets)
@@ -121,11 +124,16 @@ class PassiveTrainer(_Active):
         except (BoostError, ProtocolError) as exc:
             raise BoostError(f"{self.me!r} cannot use the active party's encryption: "
                              f"{exc}") from exc
+        if not (1 <= s.max_depth <= MAX_DEPTH and s.n_trees >= 1 and s.min_child_rows >= 1):
+            raise BoostError(f"malformed setup for {self.me!r}: depth {s.max_depth}, "
+                             f"{s.n_trees} trees, min_child_rows {s.min_child_rows}")
+        self.setup = s
+        self.floor = max(self.own_floor, s.min_child_rows)
         self.codes, self.edges = bin_matrix(self.X, s.max_bin)
         self.n_slots = s.max_bin
         self.model = PassiveModel(s.model_id, self.me, self.active, self.columns)
         hello = m.Hello(m.VERSION, s.model_id, self.n, self.columns,
-                        [len(e) for e in self.evals])
+                        [len(e) for e in self.evals], self.floor)
         return [Send(self.active, "boost/hello", m.encode(hello))]
 
     def _on_hist(self, r: m.HistRequest) -> list[Action]:
@@ -134,6 +142,10 @@ class PassiveTrainer(_Active):
         if (len(feats) == 0 or len(set(r.features)) != len(feats) or feats.min() < 0
                 or feats.max() >= self.codes.shape[1]):
             raise ProtocolError("SecureBoost: histogram request for invalid columns")
+        if r.tree >= self.setup.n_trees or r.depth >= self.setup.max_depth:
+            raise ProtocolError(f"SecureBoost: {self.me!r} agreed to {self.setup.n_trees} trees "
+                                f"of depth {self.setup.max_depth}; asked for tree {r.tree} "
+                                f"level {r.depth}")
         if r.tree != self.t:  # a new tree: every row in the root, a fresh shuffle
             if r.tree != len(self.model.trees) or r.depth != 0:
                 raise ProtocolError(f"SecureBoost: histogram request for tree {r.tree} level "
@@ -156,17 +168,50 @@ class PassiveTrainer(_Active):
                 mask = self.own_masks.pop(part.node)
             else:
                 raise ProtocolError(f"SecureBoost: no partition for node {part.node}")
-            self.rows[part.left], self.rows[part.right] = rows[mask], rows[~mask]
+            for child, sel in ((part.left, mask), (part.right, ~mask)):
+                self._check_size(child, rows[sel], f"a split of node {part.node}")
+                self.rows[child] = rows[sel]
+        self._check_derived(r)
         try:
             nodes = [self.rows[n] for n in r.nodes]
+            derived = [self.rows[n] for n in r.derived]
         except KeyError:
             raise ProtocolError("SecureBoost: histogram request for unknown nodes") from None
+        for nid, rows in zip(r.nodes, nodes, strict=True):
+            self._check_size(nid, rows, "a histogram")
+        table = self.table[feats]
+        # which candidate splits leave the floor's rows on each side: the label holder may
+        # ask only for those (a split request is checked again)
+        self._usable = m.bits(np.stack([
+            usable_slots(self.codes[self._sampled(rows)][:, feats], table, self.floor)
+            for rows in nodes + derived]) if nodes or derived else b"")
         return [Compute(("hist", r.tree, r.depth), passive_histograms,
-                        (self.backend, r.crypto, nodes, self.codes[:, feats], self.table[feats]))]
+                        (self.backend, r.crypto, nodes, self.codes[:, feats], table))]
+
+    def _sampled(self, rows: np.ndarray) -> np.ndarray:
+        """The rows that carry gradients in this tree (its sample)."""
+        return rows if self.sampled is None else rows[self.sampled[rows]]
+
+    def _check_size(self, node: int, rows: np.ndarray, what: str) -> None:
+        n = len(self._sampled(rows))
+        if n < self.floor:
+            raise ProtocolError(f"SecureBoost: {what} asks {self.me!r} about node {node} of "
+                                f"{n} rows; it answers only nodes of at least {self.floor} rows "
+                                "(min_child_rows)")
+
+    def _check_derived(self, r: m.HistRequest) -> None:
+        """Each derived node is the sibling of a requested one, split at this level."""
+        siblings = {}
+        for part in r.partitions:
+            siblings[part.left], siblings[part.right] = part.right, part.left
+        for nid in r.derived:
+            if siblings.get(nid) not in r.nodes or nid in r.nodes:
+                raise ProtocolError(f"SecureBoost: node {nid} is not the sibling of a "
+                                    "requested node")
 
     def on_computed(self, key: Hashable, result: Any) -> list[Action]:
         _, tree, depth = key  # type: ignore[misc]
-        reply = m.HistReply(tree, depth, result)
+        reply = m.HistReply(tree, depth, result, self._usable)
         return [Send(self.active, "boost/hist_reply", m.encode(reply))]
 
     def _on_split(self, r: m.SplitRequest) -> list[Action]:
@@ -185,6 +230,8 @@ class PassiveTrainer(_Active):
             sampled = codes if self.sampled is None else codes[self.sampled[rows]]
             t = canonical_threshold(sampled, int(self.table[c.feature, c.slot]), c.default_left)
             mask = codes_left(codes, t, c.default_left)
+            self._check_size(c.node, rows[mask], "a split")
+            self._check_size(c.node, rows[~mask], "a split")
             rec = len(self.model.records)
             self.model.records[rec] = Record(
                 c.feature, threshold_value(self.edges[c.feature], t), c.default_left)

@@ -68,14 +68,16 @@ def _score(g: np.ndarray, h: np.ndarray, lam: float) -> np.ndarray:
 
 
 def best_splits(hist: np.ndarray, totals: np.ndarray, p: BoostParams,
-                tolerance: float = 0.0) -> list[Split | None]:
+                tolerance: float = 0.0, usable: np.ndarray | None = None
+                ) -> list[Split | None]:
     """The best split of every node, as XGBoost's ``hist`` evaluator chooses it.
 
     ``hist`` (nodes, F, slots, 2) holds cumulative non-missing (G, H) sums per candidate
     slot, slot 0 being "every non-missing value"; ``totals`` (nodes, 2) the node sums. Both
     missing-value directions are scored (left only where the node has missing values; on
     a tie missing values go right), features tie-break by index. A split needs children
-    with hessian >= min_child_weight (and > 0), a gain above 1e-6 and >= gamma.
+    with hessian >= min_child_weight (and > 0), a gain above 1e-6 and >= gamma; with
+    ``usable`` (nodes, F, slots), only those candidate slots (enough rows on each side).
     """
     lam, mcw = p.reg_lambda, weight_floor(p)
     gl, hl = hist[..., 0], hist[..., 1]
@@ -85,6 +87,8 @@ def best_splits(hist: np.ndarray, totals: np.ndarray, p: BoostParams,
     hm = (totals[:, 1][:, None] - hist[:, :, 0, 1])[..., None]
     parent = _score(g, h, lam)
     left_ok = hl > tolerance  # some non-missing rows go left
+    if usable is not None:
+        left_ok = left_ok & usable
     eps = tolerance + 1e-9 * np.maximum(h, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         hr = h - hl

@@ -3,10 +3,13 @@ of every row that cannot take part.
 
 IDs are typed: the integer ``42`` and the string ``"42"`` are *different* IDs (encoded as
 ``i:42`` and ``s:42``) unless ``normalize="str"`` maps every ID to its string form first.
-``normalize="strip"`` / ``"lower"`` additionally trim or lower-case strings. Integral floats
-(pandas turns an integer column with a missing value into floats) count as integers.
-Nulls, empty strings and bytes that are not UTF-8 are excluded and counted; duplicates are
-refused unless ``duplicates="first"`` keeps the first occurrence.
+``normalize="strip"`` / ``"lower"`` are ``"str"`` plus trimming (and lower-casing): every
+ID, integers included, becomes text. Bytes are read as UTF-8 text (``b"alpha"`` is the ID
+``"alpha"``), since columns of text often arrive as bytes. Integral floats (pandas turns an
+integer column with a missing value into floats) count as integers. Nulls, empty strings
+and bytes that are not UTF-8 are excluded and counted; duplicates are refused unless
+``duplicates="first"`` keeps the first occurrence. The report's type counts are of the IDs
+that take part.
 """
 
 from __future__ import annotations
@@ -118,6 +121,9 @@ def encode_ids(
     return keys, np.asarray(rows, dtype=np.int64), report
 
 
+_TYPES = {b"i:": "int", b"s:": "str"}
+
+
 def dedup(keys: list[bytes], rows: np.ndarray, policy: DuplicatePolicy,
           report: IdReport) -> tuple[list[bytes], np.ndarray]:
     """Refuse duplicates (``"raise"``) or keep each key's first row (``"first"``)."""
@@ -137,6 +143,11 @@ def dedup(keys: list[bytes], rows: np.ndarray, policy: DuplicatePolicy,
         seen.add(keys[i])
         keep.append(int(i))
     n_dupes = len(keys) - len(keep)
+    kept = set(keep)
+    for i in range(len(keys)):  # type counts are of the IDs that take part
+        if i not in kept:
+            what = _TYPES[keys[i][:2]]
+            report.types[what] -= 1
     if policy == "raise":
         raise IdError(
             f"{n_dupes} duplicate IDs (e.g. {dupes}); PSI needs one row per customer: "

@@ -42,6 +42,9 @@ _HYPER: dict[str, tuple[type, Any, str, str]] = {
     "max_bin": (widgets.IntText, 32, "Max bins", "histogram bins per feature (2..255)"),
     "min_child_weight": (widgets.FloatText, 1.0, "Min child wt",
                          "minimum hessian sum in a leaf (>= 0)"),
+    "min_child_rows": (widgets.IntText, 20, "Min rows",
+                       "privacy floor: no node or leaf of fewer rows (>= 1); the feature "
+                       "holders' own floors apply too"),
     "reg_lambda": (widgets.FloatText, 1.0, "L2 (lambda)", "L2 regularisation of leaves (>= 0)"),
     "subsample": (widgets.FloatText, 1.0, "Subsample", "rows sampled per tree, in (0, 1]"),
     "colsample_bytree": (widgets.FloatText, 1.0, "Col. sample",
@@ -384,7 +387,7 @@ class PassiveTrainingPanel(TaskPanel):
     def __init__(self, party: Any, X_own: Any, *, active: str | None = None,
                  eval_set: Sequence[Any] | None = None, insecure_plaintext: bool = False,
                  random_state: int | None = None, session: str = "boost",
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, min_child_rows: int = 20) -> None:
         if insecure_plaintext not in (True, False):
             raise InputTypeError(f"insecure_plaintext must be True or False, got "
                                  f"{insecure_plaintext!r}")
@@ -400,6 +403,9 @@ class PassiveTrainingPanel(TaskPanel):
             active = peers[0] if len(peers) == 1 else ""
         self.active = widgets.Text(value=active, description="Label holder", style=_STYLE,
                                    placeholder="the party that trains, e.g. retailer")
+        self.min_child_rows = widgets.IntText(
+            value=min_child_rows, description="Min rows", style=_STYLE,
+            tooltip="this party answers no node or split child of fewer rows (>= 1)")
         self.serve_button = widgets.Button(description="Serve training", button_style="primary",
                                            icon="play")
         self.security_note = widgets.HTML(
@@ -413,7 +419,11 @@ class PassiveTrainingPanel(TaskPanel):
         self.serve_button.on_click(self._on_serve)
         self.widget = widgets.VBox([
             widgets.HTML("<b>SecureBoost training (feature holder)</b>"), self.security_note,
-            self.active, self.serve_button, self.status, self.progress_label, self.result_html,
+            self.active, self.min_child_rows,
+            widgets.HTML("<small>The label holder learns the gradient sums of each node's "
+                         "rows per bin of your columns; no node or child of fewer rows than "
+                         "<i>Min rows</i> is answered.</small>"),
+            self.serve_button, self.status, self.progress_label, self.result_html,
         ])
 
 
@@ -436,7 +446,8 @@ class PassiveTrainingPanel(TaskPanel):
             self.status.value = error_html("Cannot serve", exc)
             return
         estimator = SecureBoostPassive(insecure_plaintext=self.insecure_plaintext,
-                                       random_state=self.random_state)
+                                       random_state=self.random_state,
+                                       min_child_rows=self.min_child_rows.value)
         self.model = None
         self.result_html.value = self.progress_label.value = ""
         self.status.value = box_html(f"Serving the training run of {active!r} (session "
