@@ -30,8 +30,8 @@ def _served(floor: int = 20, setup_floor: int = 1):
     (hello,) = proto.on_message(_env(m.Setup(m.VERSION, "id", ["media"], 16, False, PLAIN,
                                              6, 10, setup_floor)))
     announced = m.decode(Envelope("media", ACTIVE, "s", hello.kind, 0, bytes(hello.payload)))
-    (job,) = proto.on_message(_env(m.HistRequest(0, 0, [], [0], [], [0, 1],
-                                                 b"\0" * 16 * N)))
+    (_job,) = proto.on_message(_env(m.HistRequest(0, 0, [], [0], [], [0, 1],
+                                                  b"\0" * 16 * N)))
     usable = m.unbits(proto._usable, (1, 2, 16), ACTIVE)
     return proto, announced, usable, X
 
@@ -63,7 +63,7 @@ def test_too_small_children_are_refused(left_rows: int) -> None:
 def test_a_split_with_a_small_child_is_refused() -> None:
     """Asked to split at a threshold that leaves a few rows on one side, it refuses,
     whatever the label holder's histogram told it."""
-    proto, _, usable, X = _served()
+    proto, _, usable, _ = _served()
     slot = int(np.flatnonzero(~usable[0, 0, 1:])[0]) + 1  # a candidate the floor forbids
     assert usable[0, 0].any() and not usable[0, 0, slot]
     with pytest.raises(ProtocolError, match="answers only nodes of at least 20 rows"):

@@ -63,7 +63,8 @@ def test_one_round_is_xgboost_tree_by_tree() -> None:
     X, y = load_wine(return_X_y=True)
     params = {"n_estimators": 2, "max_depth": 2, "max_bin": 32, "reg_lambda": 2.0,
               "min_child_weight": 3.0}
-    clf = SecureBoostClassifier(**params, min_child_rows=1, insecure_plaintext=True).fit(X, y, party=None,
+    clf = SecureBoostClassifier(**params, min_child_rows=1,
+                                insecure_plaintext=True).fit(X, y, party=None,
                                                                        passive=[])
     ref = xgb.XGBClassifier(tree_method="hist", **params).fit(X, y)
     ours, theirs = clf.predict_margin(X, party=None), ref.predict(X, output_margin=True)
@@ -95,8 +96,11 @@ def test_encrypted_three_parties_equal_plaintext() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             clf = SecureBoostClassifier(**params, min_child_rows=1, insecure_plaintext=not secure)
-            parties = {"media": (SecureBoostPassive(min_child_rows=1, insecure_plaintext=not secure), X[:, 2:4]),
-                       "operator": (SecureBoostPassive(min_child_rows=1, insecure_plaintext=not secure), X[:, 4:])}
+            parties = {
+                "media": (SecureBoostPassive(min_child_rows=1, insecure_plaintext=not secure),
+                          X[:, 2:4]),
+                "operator": (SecureBoostPassive(min_child_rows=1, insecure_plaintext=not secure),
+                             X[:, 4:])}
             fit_local(clf, X[:, :2], y, parties)
             out[secure] = predict_local(clf, X[:, :2], parties)
     assert out[True].shape == (len(y), 4)

@@ -99,7 +99,8 @@ def test_continuous_features_rmse_close_to_xgboost_on_average() -> None:
         X = rng.normal(size=(1500, 6))
         y = (2 * X[:, 0] + np.sin(2 * X[:, 1]) + np.abs(X[:, 2]) + 0.5 * X[:, 3]
              + rng.normal(0, 0.5, 1500))
-        reg = _local(SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True), X[:1000], y[:1000])
+        reg = _local(SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True),
+                     X[:1000], y[:1000])
         ref = xgb.XGBRegressor(tree_method="hist", **params).fit(X[:1000], y[:1000])
         ratios.append(_rmse(reg.predict(X[1000:], party=None), y[1000:])
                       / _rmse(ref.predict(X[1000:]), y[1000:]))
@@ -125,7 +126,8 @@ def test_two_parties_equal_one_party_with_all_columns(params: dict) -> None:
     y = (score + rng.normal(0, 0.5, 500) > 0).astype(int)
     Xnew = rng.normal(size=(200, 8))
     Xnew[rng.random(Xnew.shape) < 0.15] = np.nan
-    central = _local(SecureBoostClassifier(**params, min_child_rows=1, insecure_plaintext=True), X, y)
+    central = _local(SecureBoostClassifier(**params, min_child_rows=1,
+                                           insecure_plaintext=True), X, y)
     clf = SecureBoostClassifier(**params, min_child_rows=1, insecure_plaintext=True)
     srv = SecureBoostPassive(min_child_rows=1, insecure_plaintext=True, random_state=1)
     fit_local(clf, X[:, :4], y, {"media": (srv, X[:, 4:])})
@@ -147,13 +149,16 @@ def test_three_parties_equal_one_party_and_beat_the_label_holder_alone() -> None
     tr, te = slice(0, 600), slice(600, n)
     params = {"n_estimators": 25, "max_depth": 3, "learning_rate": 0.3, "max_bin": 32}
     reg = SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True)
-    media, operator = (SecureBoostPassive(min_child_rows=1, insecure_plaintext=True) for _ in range(2))
+    media, operator = (SecureBoostPassive(min_child_rows=1, insecure_plaintext=True)
+                       for _ in range(2))
     own, xm, xo = _split_columns(X, [3, 3, 3])
     fit_local(reg, own[tr], y[tr], {"media": (media, xm[tr]), "operator": (operator, xo[tr])})
     fed = predict_local(reg, own[te], {"media": (media, xm[te]), "operator": (operator, xo[te])})
-    central = _local(SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True), X[tr], y[tr])
+    central = _local(SecureBoostRegressor(**params, min_child_rows=1,
+                                          insecure_plaintext=True), X[tr], y[tr])
     np.testing.assert_allclose(fed, central.predict(X[te], party=None), rtol=0, atol=1e-12)
-    alone = _local(SecureBoostRegressor(**params, min_child_rows=1, insecure_plaintext=True), own[tr], y[tr])
+    alone = _local(SecureBoostRegressor(**params, min_child_rows=1,
+                                        insecure_plaintext=True), own[tr], y[tr])
     assert _rmse(fed, y[te]) < 0.6 * _rmse(alone.predict(own[te], party=None), y[te])
     owners = {n.owner for t in reg.model.trees for n in t if not n.is_leaf}
     assert owners == {"retailer", "media", "operator"}
