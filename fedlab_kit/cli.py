@@ -304,13 +304,16 @@ def bench_dp_cmd(persons: int, seed: int, funnel_epsilon: float, json_path: Path
 @click.option("--bins", default=32, show_default=True, type=click.IntRange(2, 255))
 @click.option("--shape", type=click.Choice(["default", "a9a"]), default="default",
               show_default=True, help="a9a: 32,561 x 123 binary columns, 63 at the passive")
+@click.option("--min-child-rows", default=20, show_default=True, type=click.IntRange(1),
+              help="every party's privacy floor (1: XGBoost's trees)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 def bench_boost_cmd(rows: int, features: int, parties: int, trees: int, depth: int, bins: int,
-                    shape: str, json_path: Path | None) -> None:
+                    shape: str, min_child_rows: int, json_path: Path | None) -> None:
     """Encrypted SecureBoost over the relay vs XGBoost (central and label holder alone)."""
     from .bench.boost import bench_boost
 
-    report = bench_boost(rows, features, parties, trees, depth, bins, shape)
+    report = bench_boost(rows, features, parties, trees, depth, bins, shape,
+                         min_child_rows=min_child_rows)
     text = json.dumps(report, indent=2)
     click.echo(text)
     if json_path:

@@ -111,7 +111,7 @@ def _party(role: str, key: str, invitation: str, data: dict[str, Any], params: d
             result: dict[str, Any] = {"margin": margin, "train_s": train_s,
                                       "n_trees": len(clf.model.trees)}
         else:
-            srv = SecureBoostPassive()
+            srv = SecureBoostPassive(min_child_rows=params["min_child_rows"])
             srv.fit(data["X"], party=party, active=ACTIVE, timeout=3600)
             train_s = time.monotonic() - t0
             srv.predict(data["X_test"], party=party, active=ACTIVE, timeout=3600)
@@ -129,7 +129,7 @@ def _party(role: str, key: str, invitation: str, data: dict[str, Any], params: d
 
 def bench_boost(rows: int = 100_000, features: int = 40, parties: int = 2, trees: int = 10,
                 depth: int = 5, bins: int = 32, shape: str = "default",
-                seed: int = 7) -> dict[str, Any]:
+                seed: int = 7, min_child_rows: int = 20) -> dict[str, Any]:
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score
 
@@ -139,7 +139,7 @@ def bench_boost(rows: int = 100_000, features: int = 40, parties: int = 2, trees
     cols = split_columns(X.shape[1], parties, shape)
     n_train = int(0.8 * len(X))
     params = {"n_estimators": trees, "max_depth": depth, "max_bin": bins,
-              "learning_rate": 0.3}
+              "learning_rate": 0.3, "min_child_rows": min_child_rows}
     names = [ACTIVE, *PASSIVES[: parties - 1]]
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp, RelayProcess.start() as relay:
@@ -159,7 +159,8 @@ def bench_boost(rows: int = 100_000, features: int = 40, parties: int = 2, trees
             p.join(60)
     act = res[ACTIVE]
     y_test = y[n_train:]
-    xgb_params = {**params, "tree_method": "hist"}
+    xgb_params = {k: v for k, v in params.items() if k != "min_child_rows"}
+    xgb_params["tree_method"] = "hist"
     central = xgb.XGBClassifier(**xgb_params).fit(X[:n_train], y[:n_train])
     own = xgb.XGBClassifier(**xgb_params).fit(X[:n_train, cols[0]], y[:n_train])
     n_trees = max(1, act["n_trees"])
@@ -171,6 +172,7 @@ def bench_boost(rows: int = 100_000, features: int = 40, parties: int = 2, trees
         "shape": shape, "rows": len(X), "train_rows": n_train, "features": X.shape[1],
         "features_per_party": {n: len(c) for n, c in zip(names, cols, strict=True)},
         "parties": parties, "trees": n_trees, "depth": depth, "bins": bins,
+        "min_child_rows": min_child_rows,
         "auc_federated": round(float(roc_auc_score(y_test, act["margin"])), 4),
         "auc_centralized": round(float(roc_auc_score(
             y_test, central.predict_proba(X[n_train:])[:, 1])), 4),

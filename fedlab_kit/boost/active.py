@@ -30,6 +30,7 @@ from .backend import ActiveBackend, decrypt_all, encrypt, node_histograms
 from .binning import (
     bin_matrix,
     canonical_threshold,
+    code_counts,
     codes_left,
     slot_table,
     threshold_value,
@@ -251,6 +252,7 @@ class ActiveTrainer(_Peers):
         self.split_prev: list[int] = []
         self.partitions: list[tuple[int, int, int, str, bytes]] = []
         self.prev_hists: dict[int, np.ndarray] = {}
+        self.own_counts: dict[int, np.ndarray] = {}
         self.passive_usable: dict[str, np.ndarray] = {}
         self.open = [0] if self._can_split(0) else []
         return self._level()
@@ -282,8 +284,13 @@ class ActiveTrainer(_Peers):
         self.computed = [n for n in self.open if n not in self.derived]
         nodes = [self.rows[n] for n in self.computed]
         self.own_hist = node_histograms(self.g, self.h, nodes, self.own_codes, self.own_slots)
-        self.own_usable = {n: usable_slots(self.own_codes[self._sampled(self.rows[n])],
-                                           self.own_slots, self.floor) for n in self.open}
+        counts = {n: code_counts(self.own_codes[self._sampled(self.rows[n])])
+                  for n in self.computed}
+        for big, (parent, small) in self.derived.items():
+            counts[big] = self.own_counts[parent] - counts[small]
+        self.own_counts = counts
+        self.own_usable = {n: usable_slots(counts[n], self.own_slots, self.floor)
+                           for n in self.open}
         if not self.participants:
             return self._score({})
         columns = max(len(self.p_feats[q]) for q in self.participants) * self.p.max_bin

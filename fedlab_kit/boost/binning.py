@@ -164,14 +164,19 @@ def threshold_value(edges: np.ndarray, t: int) -> float:
     return float(edges[t]) if t < len(edges) else ALL_VALUES
 
 
-def usable_slots(codes: np.ndarray, thresholds: np.ndarray, min_rows: int) -> np.ndarray:
-    """(F, n_slots) True where the split "code <= threshold" leaves at least ``min_rows`` of
-    ``codes``' rows (one node's rows that carry gradients) on each side, missing values
-    aside; slot 0 (every non-missing value) splits off the missing values instead. An
-    empty slot (-1) is never usable."""
-    n, n_feat = codes.shape
+def code_counts(codes: np.ndarray) -> np.ndarray:
+    """(F, 256) rows per bin code of each column (code 255: missing). A node's counts are
+    its parent's less its sibling's, as histograms are."""
+    n_feat = codes.shape[1]
     idx = (np.arange(n_feat) * 256 + codes.astype(np.intp)).ravel()
-    counts = np.bincount(idx, minlength=n_feat * 256).reshape(n_feat, 256)
+    return np.bincount(idx, minlength=n_feat * 256).reshape(n_feat, 256)
+
+
+def usable_slots(counts: np.ndarray, thresholds: np.ndarray, min_rows: int) -> np.ndarray:
+    """(F, n_slots) True where the split "code <= threshold" leaves at least ``min_rows``
+    rows on each side, missing values aside, given one node's :func:`code_counts` (of the
+    rows that carry gradients); slot 0 (every non-missing value) splits off the missing
+    values instead. An empty slot (-1) is never usable."""
     cum = np.cumsum(counts[:, :MISSING], axis=1)
     present = cum[:, -1]
     thr = thresholds.astype(np.intp)
@@ -179,6 +184,5 @@ def usable_slots(codes: np.ndarray, thresholds: np.ndarray, min_rows: int) -> np
     left = np.take_along_axis(cum, np.where(exists, thr, 0), axis=1)
     right = present[:, None] - left
     ok = exists & (left >= min_rows) & (right >= min_rows)
-    missing = n - present
-    ok[:, 0] = exists[:, 0] & (present >= min_rows) & (missing >= min_rows)
+    ok[:, 0] = exists[:, 0] & (present >= min_rows) & (counts[:, MISSING] >= min_rows)
     return ok

@@ -26,6 +26,7 @@ from .backend import PassiveBackend, PlaintextPassive, make_backends, passive_hi
 from .binning import (
     bin_matrix,
     canonical_threshold,
+    code_counts,
     codes_left,
     slot_table,
     threshold_value,
@@ -152,6 +153,7 @@ class PassiveTrainer(_Active):
                                     f"{r.depth} out of turn")
             self.t, self.depth = r.tree, -1
             self.rows = {0: np.arange(self.n)}
+            self.counts: dict[int, np.ndarray] = {}
             self.sampled = m.unbits(r.sample, (self.n,), self.active) if r.sample else None
             self.table = slot_table(self.edges, self.n_slots, self.rng)
             self.own_masks: dict[int, np.ndarray] = {}
@@ -174,17 +176,29 @@ class PassiveTrainer(_Active):
         self._check_derived(r)
         try:
             nodes = [self.rows[n] for n in r.nodes]
-            derived = [self.rows[n] for n in r.derived]
+            for n in r.derived:
+                self._check_size(n, self.rows[n], "a derived histogram")
         except KeyError:
             raise ProtocolError("SecureBoost: histogram request for unknown nodes") from None
         for nid, rows in zip(r.nodes, nodes, strict=True):
             self._check_size(nid, rows, "a histogram")
         table = self.table[feats]
         # which candidate splits leave the floor's rows on each side: the label holder may
-        # ask only for those (a split request is checked again)
-        self._usable = m.bits(np.stack([
-            usable_slots(self.codes[self._sampled(rows)][:, feats], table, self.floor)
-            for rows in nodes + derived]) if nodes or derived else b"")
+        # ask only for those (a split request is checked again); a derived node's counts
+        # are its parent's less its sibling's
+        family = {}
+        for part in r.partitions:
+            family[part.left] = family[part.right] = part
+        counts = {n: code_counts(self.codes[self._sampled(rows)][:, feats])
+                  for n, rows in zip(r.nodes, nodes, strict=True)}
+        for n in r.derived:
+            part = family[n]
+            sibling = part.right if n == part.left else part.left
+            counts[n] = self.counts[part.node] - counts[sibling]
+        self.counts = counts
+        self._usable = m.bits(np.stack([usable_slots(counts[n], table, self.floor)
+                                        for n in [*r.nodes, *r.derived]])
+                              ) if counts else b""
         return [Compute(("hist", r.tree, r.depth), passive_histograms,
                         (self.backend, r.crypto, nodes, self.codes[:, feats], table))]
 
