@@ -25,6 +25,33 @@ from __future__ import annotations
 class FedlabError(Exception):
     """Base class of every error fedlab-kit raises on purpose."""
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Errors whose constructor takes other arguments than the message still pickle
+        (they cross process pools): each instance keeps the arguments it was made with."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        def __init__(self: FedlabError, *args: object, **kw: object) -> None:
+            if not hasattr(self, "_init_args"):  # the outermost constructor's arguments
+                self._init_args = (args, kw)
+            init(self, *args, **kw)
+
+        __init__.__doc__ = init.__doc__
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def __reduce__(self) -> tuple[object, ...]:
+        args, kw = getattr(self, "_init_args", (self.args, {}))
+        if kw:
+            return (_rebuild, (type(self), args, kw))
+        return (type(self), tuple(args))
+
+
+def _rebuild(cls: type[FedlabError], args: tuple[object, ...],
+             kw: dict[str, object]) -> FedlabError:
+    return cls(*args, **kw)
+
 
 # ---------------------------------------------------------------- this party's input
 class InputError(FedlabError, ValueError):

@@ -170,3 +170,18 @@ def test_the_allow_list_has_no_stale_entries() -> None:
     stale = [key for key, name in ALLOWED.items()
              if name not in {n for _, n in sites.get(key, [])}]
     assert not stale, f"these allowed sites no longer raise a builtin: {stale}"
+
+
+def test_errors_with_their_own_arguments_survive_pickling() -> None:
+    """Errors cross process pools (a worker's error reaches the driver pickled)."""
+    import pickle
+
+    from fedlab_kit.dp.errors import BudgetExceeded
+    from fedlab_kit.errors import PeerAborted, PeerLost, PeerRestarted, SecurityError
+
+    for exc in (PeerAborted("PSI", "media", "1 duplicate IDs"), PeerLost("PSI", "media"),
+                PeerRestarted("PSI", "media"), SecurityError("media", "replayed frame"),
+                BudgetExceeded("q", "media", (1.0, 0.0), (0.5, 0.0), (2.0, 0.0))):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc)
+        assert getattr(back, "peer", None) == getattr(exc, "peer", None)

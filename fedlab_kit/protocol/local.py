@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InternalError, ProtocolError
+from ..errors import InternalError
 from .core import Action, Compute, Protocol
 from .envelope import Envelope
 
@@ -30,7 +30,7 @@ class LocalNetwork:
                     post(sender, self.protocols[sender].on_computed(m.key, m.fn(*m.args)))
                     continue
                 if m.to not in self.protocols:
-                    raise ProtocolError(f"{sender} sent to unknown party {m.to!r}")
+                    raise InternalError(f"{sender} sent to unknown party {m.to!r}")
                 seq = seqs.get((sender, m.to), 0)
                 seqs[(sender, m.to)] = seq + 1
                 self._queue.append(Envelope(sender, m.to, "local", m.kind, seq, bytes(m.payload)))
