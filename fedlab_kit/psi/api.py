@@ -60,6 +60,7 @@ class PsiResult:
 
 ProgressFn = Callable[[str, int, int], None]
 BUCKET_SIZE = 1_000_000
+ONE_BUCKET = 2**62  # a bucket size no set reaches
 
 
 def _fingerprint(ids: Any) -> str:
@@ -80,7 +81,9 @@ def psi(
 
     Every party calls this with the same ``peers`` (as a set, itself included implicitly),
     ``reveal``, ``receivers``, ``session`` and ``bucket_size``. Sets larger than
-    ``bucket_size`` are split into hash buckets on disk and intersected bucket by bucket.
+    ``bucket_size`` are split into hash buckets on disk and intersected bucket by bucket;
+    ``reveal="cardinality"`` always runs one bucket (the sets in memory), so that only the
+    total count is revealed.
     With ``checkpoint_dir``, finished buckets are kept there: after a crash, calling ``psi``
     again with the same arguments resumes at the first bucket not every party finished.
     Scalar multiplications run in a pool of ``workers`` processes (default: every core).
@@ -93,6 +96,10 @@ def psi(
     parties = sorted([party.name, *peers])
     if not isinstance(ids, pd.Series | list | tuple | np.ndarray | pd.Index):
         ids = list(ids)
+    if reveal == "cardinality":
+        # one bucket: per-bucket counts would tell, for a hash partition every party knows,
+        # how many common IDs each bucket holds (with small buckets, nearly which ones)
+        bucket_size = ONE_BUCKET
     store = BucketStore(checkpoint_dir) if checkpoint_dir is not None else None
     owner = f"party {party.name!r} in room {party.aio.invitation.room!r}"
     options = {"session": session, "parties": parties, "reveal": reveal,
