@@ -9,6 +9,7 @@ One tree under :class:`FedlabError`::
     +-- PeerError                          a peer stopped taking part
     |   +-- PeerLost                       left the room (or was replaced) during a protocol
     |   |   +-- PeerRestarted              its process was replaced by a new one
+    |   |   +-- PeerRerun                  it started the protocol anew mid-run
     |   +-- PeerAborted                    it stopped the protocol and said why
     +-- ProtocolError                      a peer sent what the protocol does not allow
     |   +-- SecurityError                  ... that failed authentication or was replayed
@@ -94,6 +95,16 @@ class PeerRestarted(PeerLost):
 
     def __init__(self, protocol: str, peer: str) -> None:
         super().__init__(protocol, peer, "restarted")
+
+
+class PeerRerun(PeerLost):
+    """A peer started a protocol again while this party's run still waited for it (its
+    earlier run ended without a word, e.g. an interrupted kernel)."""
+
+    def __init__(self, protocol: str, peer: str) -> None:
+        PeerError.__init__(self, f"{peer!r} started {protocol} again while this party's run "
+                                 f"waited for it; run {protocol} again at every party", peer)
+        self.protocol, self.event = protocol, "rerun"
 
 
 class PeerAborted(PeerError):

@@ -20,7 +20,6 @@ class HubParty:
     def __init__(self, hub: dict[str, HubParty], name: str) -> None:
         self.hub, self.name = hub, name
         hub[name] = self
-        self.runs: dict[tuple[str, str], bytes] = {}
         self.presence: dict[str, str] = {}
         self.inbox: deque[Envelope] = deque()
         self.sent: list[Envelope] = []
@@ -51,6 +50,10 @@ class HubParty:
                     return env
             self._changed.clear()
             await self._changed.wait()
+
+    def unrecv(self, env: Envelope) -> None:
+        self.inbox.appendleft(env)
+        self._changed.set()
 
     def waiting(self, *, sender: str, session: str, kind: str) -> list[Envelope]:
         return [e for e in self.inbox

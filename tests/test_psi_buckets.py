@@ -143,3 +143,12 @@ def test_a_checkpoint_folder_serves_one_party_and_run(tmp_path: Path) -> None:
         pass
     with BucketStore(tmp_path / "ckpt").held("party 'retailer' in room 'r'"):
         pass  # the same party resumes its own checkpoint
+
+
+def test_bucketed_type_counts_exclude_dropped_duplicates(tmp_path: Path) -> None:
+    from fedlab_kit.psi.buckets import BucketStore
+
+    store = BucketStore(tmp_path / "b")
+    report = store.partition([1, 1, 2, "a", "a"], b"tag", 3, normalize=None,
+                             duplicates="first")
+    assert report.types == {"int": 2, "str": 1} and report.n_used == 3

@@ -32,7 +32,7 @@ from collections.abc import Hashable, Iterable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
-from ..errors import FedlabError, PeerAborted, PeerError, PeerLost, PeerRestarted
+from ..errors import FedlabError, PeerAborted, PeerError, PeerLost, PeerRerun, PeerRestarted
 from ..protocol.core import Action, Compute, ProgressCallback, Protocol, Send
 from ..protocol.envelope import Envelope
 from ..protocol.stop import ABORT, CORE, MAX_REASON, START, Abort, Start
@@ -56,21 +56,26 @@ def reason_of(exc: BaseException) -> str:
     return text if isinstance(exc, FedlabError) else f"{type(exc).__name__}: {text}"
 
 
-def _latest_run(party: AsyncParty, peer: str, session: str) -> bytes:
-    """The peer's newest run id in ``session``: announced but not received yet, else seen."""
+def _latest_run(party: AsyncParty, peer: str, session: str,
+                seen: dict[str, bytes] | None) -> bytes:
+    """The run of ``peer`` an abort stops: its newest start still waiting to be received,
+    else the one taken in during our current run (``seen``), else none (empty: an abort
+    for whatever run of the peer comes next)."""
     for env in reversed(party.waiting(sender=peer, session=session, kind=START)):
         with contextlib.suppress(FedlabError):
             return bytes(CORE.decode(env, Start).run)
-    return party.runs.get((peer, session), b"")
+    return (seen or {}).get(peer, b"")
 
 
 async def send_abort(party: AsyncParty, peers: Iterable[str], *, session: str,
-                     protocol: str, reason: str, run: bytes = b"") -> None:
+                     protocol: str, reason: str, run: bytes = b"",
+                     seen: dict[str, bytes] | None = None) -> None:
     """Tell ``peers`` that this party stopped ``protocol`` in ``session``, and why; waits (a
-    few seconds at most) until they acknowledged it. Never raises: the error to show is ours."""
+    few seconds at most) until they acknowledged it. Never raises: the error to show is ours.
+    ``seen``: the peers' run ids taken in during the run that stops, if any."""
     told = []
     for peer in peers:
-        msg = Abort(protocol, reason[:MAX_REASON], run, _latest_run(party, peer, session))
+        msg = Abort(protocol, reason[:MAX_REASON], run, _latest_run(party, peer, session, seen))
         with contextlib.suppress(Exception):
             await party.send(peer, CORE.encode(msg), kind=ABORT, session=session)
             told.append(peer)
@@ -136,7 +141,7 @@ async def drive(
     computing: dict[asyncio.Future[Any], Hashable] = {}
     watched = sorted(set(watch))
     announced: set[str] = set()  # peers told of this run
-    current: set[str] = set()  # peers whose start of their current run we took in
+    seen: dict[str, bytes] = {}  # peer -> the run id of its current run, taken in here
     departed: list[tuple[str, str]] = []
     departed_event = asyncio.Event()
     start_msg = CORE.encode(Start(run_id, protocol.name))
@@ -167,11 +172,13 @@ async def drive(
         """Driver messages and stale ones are handled here; True: give it to the protocol."""
         if env.kind == START:
             start = CORE.decode(env, Start)
-            party.runs[(env.sender, session)] = bytes(start.run)
-            if party.waiting(sender=env.sender, session=session, kind=START):
-                current.discard(env.sender)  # a newer run of this peer is already queued
-            else:
-                current.add(env.sender)
+            if env.sender in seen and bytes(start.run) != seen[env.sender]:
+                # the peer left this run without a word and started anew: that start is
+                # for our next run
+                party.unrecv(env)
+                raise PeerRerun(name, env.sender)
+            if not party.waiting(sender=env.sender, session=session, kind=START):
+                seen[env.sender] = bytes(start.run)  # else a newer run is queued
             return False
         if env.kind == ABORT:
             abort = CORE.decode(env, Abort)
@@ -181,7 +188,7 @@ async def drive(
                           party.name, env.sender)
                 return False
             raise PeerAborted(name, env.sender, str(abort.reason)[:MAX_REASON])
-        if env.sender not in current:
+        if env.sender not in seen:
             log.debug("%s: dropped %r from %s's earlier run", party.name, env.kind, env.sender)
             return False
         return True
@@ -192,6 +199,7 @@ async def drive(
             on_presence(peer, "left")
     departed_task = asyncio.ensure_future(departed_event.wait())
     receiving: asyncio.Future[Envelope] | None = None
+    grace_until: float | None = None  # after a peer left: take in what it sent until then
     try:
         for peer in watched:
             await announce(peer)
@@ -199,22 +207,24 @@ async def drive(
         while not protocol.done:
             if receiving is None:
                 receiving = asyncio.ensure_future(party.recv(session=session))
-            done, _ = await asyncio.wait(
-                [receiving, departed_task, *computing],
-                timeout=None if computing else timeout, return_when=asyncio.FIRST_COMPLETED)
+            restarted = [p for p, e in departed if e == "restarted"]
+            if restarted:  # whatever arrives now is from its new process
+                raise PeerRestarted(name, restarted[0])
+            if departed and grace_until is None:
+                grace_until = loop.time() + LOST_GRACE
+            wait = [receiving, *computing] if departed else [receiving, departed_task,
+                                                              *computing]
+            limit = (max(0.0, grace_until - loop.time()) if grace_until is not None
+                     else None if computing else timeout)
+            done, _ = await asyncio.wait(wait, timeout=limit,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if departed_task in done:
+                continue  # decided at the top: restarted now, or left after the grace
             if not done:
+                if grace_until is not None:
+                    raise PeerLost(name, *departed[0])
                 raise TimeoutError(f"{name}: no message from the peers within {timeout} s "
                                    f"(waiting for {', '.join(watched) or 'the peers'})")
-            if departed_task in done:
-                peer, event = departed[0]
-                if event == "restarted":  # whatever arrives now is from its new process
-                    raise PeerRestarted(name, peer)
-                # what the peer sent before leaving (e.g. why it stopped) comes first
-                if receiving is not None and not receiving.done():
-                    await asyncio.wait({receiving}, timeout=LOST_GRACE)
-                if receiving is None or not receiving.done():
-                    raise PeerLost(name, peer, event)
-                done = {receiving, *(f for f in done if f in computing)}
             for fut in done:
                 if fut is receiving:
                     receiving = None
@@ -226,19 +236,28 @@ async def drive(
             if progress is not None:
                 progress(protocol.name, *protocol.progress())
     except BaseException as exc:
-        gone = {p for p, _ in departed} if isinstance(exc, PeerLost) else set()
-        if not isinstance(exc, (PeerAborted, asyncio.CancelledError)):
+        gone = {p for p, _ in departed}
+        if not isinstance(exc, PeerAborted):
+            reason = ("it was interrupted by its user" if isinstance(exc, asyncio.CancelledError
+                                                                     | KeyboardInterrupt)
+                      else reason_of(exc))
             await send_abort(party, [p for p in watched if p not in gone], session=session,
-                             protocol=name, reason=reason_of(exc), run=run_id)
+                             protocol=name, reason=reason, run=run_id, seen=seen)
         with contextlib.suppress(Exception):
             exc._fedlab_told = True  # type: ignore[attr-defined]
         raise
     finally:
         party.remove_presence_callback(on_presence)
-        for fut in [departed_task, receiving, *computing]:
-            if fut is not None:
-                fut.cancel()
-    await party.flush(timeout)
+        if (receiving is not None and receiving.done() and not receiving.cancelled()
+                and receiving.exception() is None):
+            party.unrecv(receiving.result())  # taken from the inbox, never handled
+        pending = [f for f in (departed_task, receiving, *computing) if f is not None]
+        for fut in pending:
+            fut.cancel()
+        with contextlib.suppress(BaseException):  # let them end before we return
+            await asyncio.wait(pending, timeout=1)
+    # acknowledgements from the peers of this run (not from others in the room)
+    await party.flush(timeout, peers=[p for p in announced if party.presence.get(p) != "left"])
     return protocol.result
 
 

@@ -27,6 +27,7 @@ from .sealing import OVERHEAD, PeerSealer
 
 log = logging.getLogger("fedlab.party")
 R = TypeVar("R")
+ABORT_WAIT = 10.0  # seconds an interrupted call waits for its run to tell the peers
 PresenceCallback = Callable[[str, str], None]
 
 
@@ -69,8 +70,6 @@ class AsyncParty:
         self._conn: RelayConnection | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._presence_callbacks: list[PresenceCallback] = []
-        #: (peer, session) -> the peer's latest protocol run id seen there (set by the driver)
-        self.runs: dict[tuple[str, str], bytes] = {}
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -207,6 +206,12 @@ class AsyncParty:
             return found[0]
         self._check()
         raise SessionClosed("unreachable")  # pragma: no cover
+
+    def unrecv(self, env: Envelope) -> None:
+        """Put a received message back at the front of the inbox (for the next receiver)."""
+        self._inbox.appendleft(env)
+        if self._changed is not None:
+            asyncio.get_running_loop().create_task(self._notify())
 
     def waiting(self, *, sender: str, session: str, kind: str) -> list[Envelope]:
         """The messages matching every filter that arrived and were not received yet."""
@@ -361,7 +366,13 @@ class Party:
         return self._loop
 
     def _call(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
-        fut: Future[R] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        task: list[asyncio.Task[Any]] = []
+
+        async def tracked() -> R:
+            task.append(asyncio.current_task())  # type: ignore[arg-type]
+            return await coro
+
+        fut: Future[R] = asyncio.run_coroutine_threadsafe(tracked(), self._loop)
         try:
             return fut.result(timeout)
         except FutureTimeout:  # the builtin TimeoutError from 3.11 on
@@ -369,6 +380,15 @@ class Party:
                 raise
             fut.cancel()
             raise TimeoutError(f"{self.name}: no answer within {timeout} s") from None
+        except BaseException:  # e.g. KeyboardInterrupt: "interrupt kernel" in Jupyter
+            if not fut.done():
+                fut.cancel()  # the run ends in the party's loop too, and tells its peers
+                ended = threading.Event()
+                if task:
+                    self._loop.call_soon_threadsafe(
+                        task[0].add_done_callback, lambda _t: ended.set())
+                    ended.wait(ABORT_WAIT)
+            raise
 
     def send(self, peer: str, payload: bytes | bytearray | memoryview, *, kind: str = "data",
              session: str = "default") -> int:

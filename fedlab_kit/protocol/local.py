@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InternalError
@@ -19,28 +20,36 @@ class LocalNetwork:
 
     protocols: dict[str, Protocol]
     delivered: int = 0
-    _queue: list[Envelope] = field(default_factory=list)
 
     def run(self, max_messages: int = 1_000_000) -> dict[str, Any]:
+        """Run every protocol to its end; their results by party name. As the driver does,
+        a party's sends go out in order and its computations run after the sends of the
+        same step (here at once, before the next delivery)."""
         seqs: dict[tuple[str, str], int] = {}
+        work: deque[tuple[str, Compute]] = deque()
+        queue: deque[Envelope] = deque()
 
         def post(sender: str, actions: list[Action]) -> None:
-            for m in actions:
-                if isinstance(m, Compute):  # computed inline, in order
-                    post(sender, self.protocols[sender].on_computed(m.key, m.fn(*m.args)))
+            for a in actions:
+                if isinstance(a, Compute):
+                    work.append((sender, a))
                     continue
-                if m.to not in self.protocols:
-                    raise InternalError(f"{sender} sent to unknown party {m.to!r}")
-                seq = seqs.get((sender, m.to), 0)
-                seqs[(sender, m.to)] = seq + 1
-                self._queue.append(Envelope(sender, m.to, "local", m.kind, seq, bytes(m.payload)))
+                if a.to not in self.protocols:
+                    raise InternalError(f"{sender} sent to unknown party {a.to!r}")
+                seq = seqs.get((sender, a.to), 0)
+                seqs[(sender, a.to)] = seq + 1
+                queue.append(Envelope(sender, a.to, "local", a.kind, seq, bytes(a.payload)))
 
         for name, proto in self.protocols.items():
             post(name, proto.start())
-        while self._queue:
+        while work or queue:
+            if work:
+                sender, job = work.popleft()
+                post(sender, self.protocols[sender].on_computed(job.key, job.fn(*job.args)))
+                continue
             if self.delivered >= max_messages:
                 raise InternalError("local network: message limit reached (protocol loops?)")
-            env = self._queue.pop(0)
+            env = queue.popleft()
             self.delivered += 1
             post(env.recipient, self.protocols[env.recipient].on_message(env))
         stuck = [n for n, p in self.protocols.items() if not p.done]

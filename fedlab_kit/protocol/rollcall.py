@@ -36,6 +36,8 @@ class RollCall(Protocol):
         self._doc = Doc(msgspec.json.encode(info))
 
     def start(self) -> list[Send]:
+        if not self.peers:  # alone: nothing to wait for
+            self.done, self.result = True, dict(self.docs)
         return CODEC.broadcast(self.peers, self._doc)
 
     def on_message(self, env: Envelope) -> list[Send]:

@@ -128,6 +128,8 @@ class BucketStore:
             report.excluded["duplicate"] = n_dupes
             report.examples["duplicate"] = counted.examples["duplicate"]
             report.n_used -= n_dupes
+            for what, n in counted.types.items():  # type counts of the IDs that take part
+                report.types[what] = report.types.get(what, 0) + n
         return report
 
     def write_bucket(self, k: int, keys: list[bytes], rows: np.ndarray) -> None:

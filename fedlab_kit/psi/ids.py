@@ -147,7 +147,7 @@ def dedup(keys: list[bytes], rows: np.ndarray, policy: DuplicatePolicy,
     for i in range(len(keys)):  # type counts are of the IDs that take part
         if i not in kept:
             what = _TYPES[keys[i][:2]]
-            report.types[what] -= 1
+            report.types[what] = report.types.get(what, 0) - 1
     if policy == "raise":
         raise IdError(
             f"{n_dupes} duplicate IDs (e.g. {dupes}); PSI needs one row per customer: "
