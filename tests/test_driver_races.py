@@ -62,6 +62,8 @@ def test_start_taken_by_our_dying_run_makes_the_next_run_drop_the_peer() -> None
         b.deliver(_doc("a", "b", 3, {"try": 2}))  # ... and its document, after c's abort
         with pytest.raises(PeerRerun, match="'a' started the roll call again"):
             await run1
+        assert not [e for e in b.sent if e.kind == ABORT and e.recipient == "a"]  # its new
+        # run is left alone
         b.deliver(_start("c", "b", 1, b"c-run-2"))
         b.deliver(_doc("c", "b", 2, {"n": "c"}))
         return await drive(b, RollCall("b", ["a", "c"], {}), session="s",  # type: ignore[arg-type]

@@ -236,7 +236,9 @@ async def drive(
             if progress is not None:
                 progress(protocol.name, *protocol.progress())
     except BaseException as exc:
-        gone = {p for p, _ in departed}
+        gone = {p for p, _ in departed}  # and a peer that reran: its new run is not ours
+        if isinstance(exc, PeerRerun):
+            gone.add(exc.peer)
         if not isinstance(exc, PeerAborted):
             reason = ("it was interrupted by its user" if isinstance(exc, asyncio.CancelledError
                                                                      | KeyboardInterrupt)
