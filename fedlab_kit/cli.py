@@ -190,7 +190,7 @@ def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path
                                timeout=timeout, checkpoint_dir=checkpoint,
                                bucket_size=bucket_size)
         if out is not None and result.rows is not None:
-            write_table(result.align(frame), out)
+            write_table(result.align(frame), out, private=True)
     except (FedlabError, OSError, ValueError) as exc:
         _fail(exc)
     click.echo(result.summary(), err=True)

@@ -363,3 +363,28 @@ def test_sample_dir_missing_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sample, "_checkout_dir", lambda: None)
     with pytest.raises(FileNotFoundError, match="make_sample"):
         sample_dir()
+
+
+def test_private_tables_are_never_readable_by_others(tmp_path: Path) -> None:
+    import os
+
+    import pandas as pd
+
+    from fedlab_kit.tables import read_table, write_table
+
+    frame = pd.DataFrame({"user_id": ["a", "b"], "x": [1, 2]})
+    old = os.umask(0o022)
+    try:
+        for name in ("rows.parquet", "rows.csv"):
+            path = write_table(frame, tmp_path / "new" / name, private=True)
+            assert path.stat().st_mode & 0o777 == 0o600
+            assert read_table(path, "user_id").equals(frame)
+        assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+        shared = tmp_path / "shared.csv"
+        shared.write_text("x\n")
+        shared.chmod(0o644)
+        write_table(frame, shared, private=True)  # an existing file loses its old mode
+        assert shared.stat().st_mode & 0o777 == 0o600
+        assert write_table(frame, tmp_path / "open.csv").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

@@ -33,6 +33,8 @@ def test_demo_writes_aligned_rows_and_a_dp_map(tmp_path: Path) -> None:
     ids = [pd.read_parquet(tmp_path / f"{r}_aligned.parquet")["user_id"].tolist()
            for r in ("retailer", "media", "operator")]
     assert ids[0] == ids[1] == ids[2] and set(ids[0]) == common
+    for r in ("retailer", "media", "operator"):  # person-level rows: their owner's only
+        assert (tmp_path / f"{r}_aligned.parquet").stat().st_mode & 0o077 == 0
     crowd = summary["operator_crowd"]
     assert crowd["epsilon_left"] == pytest.approx(0.0)  # own crowd, funnel, joint crowd: 1 each
     check_joint_releases(tmp_path, summary)

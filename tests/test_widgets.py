@@ -209,6 +209,19 @@ def test_psi_panel_runs_and_reports(room: tuple[Invitation, dict[str, Path]],
     assert "PSI finished" in panel.status.value
     assert panel.run_button.description == "Run PSI"
 
+    good = panel.result  # a re-run that fails keeps the earlier result
+    panel.frame = pd.DataFrame({"customer_id": ["a", "a", "b"]})
+    panel.id_column.value = "customer_id"
+    panel.run_button.click()
+    again: dict[str, Any] = {}
+    thread = run_peer(peer, PEER_IDS, again)
+    assert panel.join(60) and isinstance(panel.error, FedlabError)
+    thread.join(30)
+    assert isinstance(again.get("error"), PeerAborted)
+    assert panel.result is good and set(panel.aligned["customer_id"]) == {"b", "d", "e"}
+    assert "the result below is the earlier one" in panel.result_html.value
+    assert "<td>3</td>" in panel.result_html.value
+
 
 def test_psi_panel_cardinality_only(room: tuple[Invitation, dict[str, Path]],
                                     parties: list[Any]) -> None:

@@ -25,6 +25,7 @@ from ..net.driver import run
 from ..net.identity import Identity, Invitation
 from ..net.session import Party
 from ..protocol import RollCall
+from ..tables import write_table
 from .harness import PartyProcesses, RelayProcess, create_room
 from .training import poi_crowd_stage, training_stage
 
@@ -62,7 +63,7 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
                 visits=load_sample_visits(data) if role == "operator" else None)
             poi["poi_crowd_s"] = round(time.monotonic() - started, 2)
         (Path(out) / f"{role}_rollcall.json").write_text(json.dumps(roll, indent=2) + "\n")
-        rows.to_parquet(Path(out) / f"{role}_aligned.parquet", index=False)
+        write_table(rows, Path(out) / f"{role}_aligned.parquet", private=True)
         report = {"ok": True, "rollcall_s": round(rollcall_s, 3),
                   "psi_s": round(aligned.seconds, 2), "intersection": aligned.size,
                   "psi_report": aligned.report.summary(), "joint": joint, "training": training,

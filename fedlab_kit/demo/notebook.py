@@ -133,6 +133,5 @@ def save_aligned(aligned: pd.DataFrame | None, workspace: str | os.PathLike[str]
     if aligned is None:
         return None
     path = workspace_dir(workspace) / f"{role}_aligned.parquet"
-    aligned.to_parquet(path, index=False)
-    path.chmod(0o600)  # this party's rows of the common customers: private
+    tables.write_table(aligned, path, private=True)  # the common customers' rows: private
     return path

@@ -124,8 +124,7 @@ class PsiPanel(TaskPanel):
         except FedlabError as exc:
             self.status.value = error_html("Cannot run PSI", exc)
             return
-        self.result, self.aligned = None, None
-        self.result_html.value = ""
+        # the earlier result stays until this run succeeds
         self.progress.max, self.progress.value = _STEPS, 0
         self.progress.bar_style = "info"
         self.progress_label.value = "waiting for the peers…"
@@ -162,6 +161,10 @@ class PsiPanel(TaskPanel):
         self.progress.bar_style = "danger" if failed else "success"
         if failed:
             self.progress_label.value = "failed"
+            if self.result is not None:
+                self.result_html.value = (
+                    "<p><i>This run failed; the result below is the earlier one.</i></p>"
+                    + result_html(self.result, self.aligned))
 
     def _show_result(self, outcome: tuple[Any, pd.DataFrame | None]) -> None:
         self.result, self.aligned = outcome
