@@ -182,6 +182,7 @@ def test_psi_panel_runs_and_reports(room: tuple[Invitation, dict[str, Path]],
     panel = PsiPanel(me, FRAME, workers=1, timeout=60)
     assert [v for _, v in panel.id_column.options] == [None, "customer_id", "spend"]
     assert panel.id_column.value == "customer_id"  # the one column named like an ID
+    assert None not in [v for _, v in panel.normalize.options]  # ipywidgets shows None blank
 
     panel.run_button.click()
     assert panel.busy

@@ -208,7 +208,9 @@ def test_training_panel_regression_and_early_stopping() -> None:
                           insecure_plaintext=True, n_estimators=80, max_depth=3,
                           learning_rate=0.5, early_stopping_rounds=2)
     assert panel.task.value == "regression"
-    assert [v for _, v in panel.eval_metric.options] == [None, "rmse", "mae"]
+    assert [v for _, v in panel.eval_metric.options] == ["default", "rmse", "mae"]
+    assert panel.eval_metric.value == "default"  # a real option: never shown blank
+    assert panel.hyperparameters()["eval_metric"] is None
     panel.eval_metric.value = "mae"
     panel.train_button.click()
     finish(panel)
@@ -222,7 +224,7 @@ def test_training_panel_regression_and_early_stopping() -> None:
     assert f"Best iteration</th><td>{model.best_iteration} (validation_0-mae" in \
         panel.result_html.value
     panel.task.value = "classification"
-    assert [v for _, v in panel.eval_metric.options] == [None, "logloss", "auc", "error"]
+    assert [v for _, v in panel.eval_metric.options] == ["default", "logloss", "auc", "error"]
 
 
 # ----------------------------------------------------------- two parties, relay

@@ -18,6 +18,9 @@ _STEPS = 100  # progress bar steps per bucket
 _OWN_OPTIONS = {"reveal", "duplicates", "normalize", "progress", "peers", "session"}
 
 
+AS_TYPED = "typed"  # the normalize option that keeps IDs as typed (normalize=None)
+
+
 class PsiPanel(TaskPanel):
     """Pick the ID column and the options, press Run: PSI runs in the background.
 
@@ -54,10 +57,11 @@ class PsiPanel(TaskPanel):
         self.duplicates = widgets.Dropdown(
             options=[("refuse the run", "raise"), ("keep the first row", "first")],
             value="raise", description="Duplicates")
+        # no option may have the value None: ipywidgets 8 shows it as no selection (blank)
         self.normalize = widgets.Dropdown(
-            options=[("as typed (42 ≠ '42')", None), ("as text", "str"),
+            options=[("as typed (42 ≠ '42')", AS_TYPED), ("as text", "str"),
                      ("text, trimmed", "strip"), ("text, trimmed, lower case", "lower")],
-            value=None, description="IDs")
+            value=AS_TYPED, description="IDs")
         self.run_button = widgets.Button(description="Run PSI", button_style="primary",
                                          icon="play")
         self.progress = widgets.IntProgress(value=0, min=0, max=_STEPS, description="Progress")
@@ -134,7 +138,8 @@ class PsiPanel(TaskPanel):
             f"{self.session!r}); each of them must start it too.", "info")
         self.run_button.description = "Running…"
         options = {"reveal": self.reveal.value, "duplicates": self.duplicates.value,
-                   "normalize": self.normalize.value}
+                   "normalize": None if self.normalize.value == AS_TYPED
+                   else self.normalize.value}
         self._task.start(self._run, party, frame, column, options, title="PSI failed",
                          on_success=self._show_result, on_done=self._finished)
 

@@ -50,6 +50,7 @@ _HYPER: dict[str, tuple[type, Any, str, str]] = {
     "colsample_bytree": (widgets.FloatText, 1.0, "Col. sample",
                          "columns sampled per tree, in (0, 1]"),
 }
+DEFAULT_METRIC = "default"  # the eval-metric option meaning "the objective's default"
 _FIXED = ("gamma", "random_state", "base_score")  # passed through to the estimator
 _TOP_FEATURES = 8
 _STYLE = {"description_width": "110px"}
@@ -197,7 +198,8 @@ class TrainingPanel(TaskPanel):
     def hyperparameters(self) -> dict[str, Any]:
         """The estimator's keyword arguments as the widgets (and fixed options) say."""
         params: dict[str, Any] = {name: w.value for name, w in self.hyper.items()}
-        params["eval_metric"] = self.eval_metric.value
+        metric = self.eval_metric.value
+        params["eval_metric"] = None if metric == DEFAULT_METRIC else metric
         return {**params, **self.fixed}
 
     @staticmethod
@@ -210,9 +212,10 @@ class TrainingPanel(TaskPanel):
 
     def _metric_options(self) -> None:
         metrics = METRICS[_OBJECTIVES[self.task.value]]
-        self.eval_metric.options = [(f"default ({metrics[0]})", None),
+        # not None: ipywidgets 8 shows an option whose value is None as blank
+        self.eval_metric.options = [(f"default ({metrics[0]})", DEFAULT_METRIC),
                                     *((m, m) for m in metrics)]
-        self.eval_metric.value = None
+        self.eval_metric.value = DEFAULT_METRIC
 
     # -------------------------------------------------------------------- run
     def _inputs(self) -> tuple[Any, Party | None, list[str], int | None]:
