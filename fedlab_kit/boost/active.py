@@ -30,8 +30,8 @@ from .backend import ActiveBackend, decrypt_all, encrypt, node_histograms
 from .binning import (
     bin_matrix,
     canonical_threshold,
-    code_counts,
     codes_left,
+    level_counts,
     slot_table,
     threshold_value,
     usable_slots,
@@ -284,12 +284,10 @@ class ActiveTrainer(_Peers):
         self.computed = [n for n in self.open if n not in self.derived]
         nodes = [self.rows[n] for n in self.computed]
         self.own_hist = node_histograms(self.g, self.h, nodes, self.own_codes, self.own_slots)
-        counts = {n: code_counts(self.own_codes[self._sampled(self.rows[n])])
-                  for n in self.computed}
-        for big, (parent, small) in self.derived.items():
-            counts[big] = self.own_counts[parent] - counts[small]
-        self.own_counts = counts
-        self.own_usable = {n: usable_slots(counts[n], self.own_slots, self.floor)
+        self.own_counts = level_counts(
+            {n: self.own_codes[self._sampled(self.rows[n])] for n in self.computed},
+            self.derived, self.own_counts)
+        self.own_usable = {n: usable_slots(self.own_counts[n], self.own_slots, self.floor)
                            for n in self.open}
         if not self.participants:
             return self._score({})

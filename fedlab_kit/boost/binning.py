@@ -172,6 +172,17 @@ def code_counts(codes: np.ndarray) -> np.ndarray:
     return np.bincount(idx, minlength=n_feat * 256).reshape(n_feat, 256)
 
 
+def level_counts(computed: dict[int, np.ndarray], derived: dict[int, tuple[int, int]],
+                 previous: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """:func:`code_counts` of a level's nodes: counted for ``computed`` (node -> codes of
+    its rows that carry gradients), for each ``derived`` node (-> (parent, sibling)) the
+    parent's counts of the ``previous`` level less the sibling's."""
+    counts = {n: code_counts(codes) for n, codes in computed.items()}
+    for n, (parent, sibling) in derived.items():
+        counts[n] = previous[parent] - counts[sibling]
+    return counts
+
+
 def usable_slots(counts: np.ndarray, thresholds: np.ndarray, min_rows: int) -> np.ndarray:
     """(F, n_slots) True where the split "code <= threshold" leaves at least ``min_rows``
     rows on each side, missing values aside, given one node's :func:`code_counts` (of the

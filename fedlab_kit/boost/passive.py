@@ -26,8 +26,8 @@ from .backend import PassiveBackend, PlaintextPassive, make_backends, passive_hi
 from .binning import (
     bin_matrix,
     canonical_threshold,
-    code_counts,
     codes_left,
+    level_counts,
     slot_table,
     threshold_value,
     usable_slots,
@@ -173,32 +173,22 @@ class PassiveTrainer(_Active):
             for child, sel in ((part.left, mask), (part.right, ~mask)):
                 self._check_size(child, rows[sel], f"a split of node {part.node}")
                 self.rows[child] = rows[sel]
-        self._check_derived(r)
+        derived = self._derived(r)  # every node here is a checked child of a split
         try:
             nodes = [self.rows[n] for n in r.nodes]
-            for n in r.derived:
-                self._check_size(n, self.rows[n], "a derived histogram")
         except KeyError:
             raise ProtocolError("SecureBoost: histogram request for unknown nodes") from None
         for nid, rows in zip(r.nodes, nodes, strict=True):
-            self._check_size(nid, rows, "a histogram")
+            self._check_size(nid, rows, "a histogram")  # the root, at the first level
         table = self.table[feats]
         # which candidate splits leave the floor's rows on each side: the label holder may
-        # ask only for those (a split request is checked again); a derived node's counts
-        # are its parent's less its sibling's
-        family = {}
-        for part in r.partitions:
-            family[part.left] = family[part.right] = part
-        counts = {n: code_counts(self.codes[self._sampled(rows)][:, feats])
-                  for n, rows in zip(r.nodes, nodes, strict=True)}
-        for n in r.derived:
-            part = family[n]
-            sibling = part.right if n == part.left else part.left
-            counts[n] = self.counts[part.node] - counts[sibling]
-        self.counts = counts
-        self._usable = m.bits(np.stack([usable_slots(counts[n], table, self.floor)
+        # ask only for those (a split request is checked again)
+        self.counts = level_counts(
+            {n: self.codes[self._sampled(rows)][:, feats]
+             for n, rows in zip(r.nodes, nodes, strict=True)}, derived, self.counts)
+        self._usable = m.bits(np.stack([usable_slots(self.counts[n], table, self.floor)
                                         for n in [*r.nodes, *r.derived]])
-                              ) if counts else b""
+                              ) if self.counts else b""
         return [Compute(("hist", r.tree, r.depth), passive_histograms,
                         (self.backend, r.crypto, nodes, self.codes[:, feats], table))]
 
@@ -213,15 +203,21 @@ class PassiveTrainer(_Active):
                                 f"{n} rows; it answers only nodes of at least {self.floor} rows "
                                 "(min_child_rows)")
 
-    def _check_derived(self, r: m.HistRequest) -> None:
-        """Each derived node is the sibling of a requested one, split at this level."""
-        siblings = {}
+    @staticmethod
+    def _derived(r: m.HistRequest) -> dict[int, tuple[int, int]]:
+        """Each derived node -> (parent, sibling); it must be the sibling of a requested
+        node, both children of a split announced at this level."""
+        family = {}
         for part in r.partitions:
-            siblings[part.left], siblings[part.right] = part.right, part.left
+            family[part.left] = (part.node, part.right)
+            family[part.right] = (part.node, part.left)
+        out = {}
         for nid in r.derived:
-            if siblings.get(nid) not in r.nodes or nid in r.nodes:
+            if nid not in family or family[nid][1] not in r.nodes or nid in r.nodes:
                 raise ProtocolError(f"SecureBoost: node {nid} is not the sibling of a "
                                     "requested node")
+            out[nid] = family[nid]
+        return out
 
     def on_computed(self, key: Hashable, result: Any) -> list[Action]:
         _, tree, depth = key  # type: ignore[misc]

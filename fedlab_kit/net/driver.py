@@ -43,13 +43,6 @@ LOST_GRACE = 1.0  # seconds to take in what a departed peer sent before it left
 ABORT_FLUSH = 5.0  # seconds to wait for the peers to acknowledge an abort
 
 
-def title(protocol: Protocol | str) -> str:
-    """The protocol's name as an analyst reads it ("PSI", "SecureBoost training")."""
-    if isinstance(protocol, str):
-        return protocol
-    return getattr(protocol, "title", "") or protocol.name
-
-
 def reason_of(exc: BaseException) -> str:
     """An error as a peer should read it."""
     text = str(exc) or type(exc).__name__
@@ -134,7 +127,7 @@ async def drive(
     back with its state, and the links resume).
     """
     session = session or f"{protocol.name}-{uuid.uuid4().hex[:12]}"
-    name = title(protocol)
+    name = protocol.title or protocol.name  # as an analyst reads it: "PSI"
     run_id = os.urandom(8)
     loop = asyncio.get_running_loop()
     backlog: deque[Compute] = deque()
