@@ -1,4 +1,4 @@
-"""CKKS grouped sums, the encrypted-counts chain, the joint crowd and the funnel (in memory)."""
+"""BFV contexts, the encrypted-counts chain, the joint crowd and the funnel (in memory)."""
 
 from __future__ import annotations
 
@@ -17,54 +17,22 @@ from fedlab_kit.dp import PrivacyLedger
 from fedlab_kit.dp.errors import DPError
 from fedlab_kit.dp.mechanisms import release_noise
 from fedlab_kit.errors import ProtocolError
-from fedlab_kit.he import (
-    PublicContext,
-    RowLayout,
-    SecretContext,
-    decrypt_rows,
-    encrypt_rows,
-    grouped_sums,
-    replicate,
-)
+from fedlab_kit.he import RowLayout
+from fedlab_kit.he.bfv import SLOTS, BfvPublic, BfvSecret
 from fedlab_kit.protocol import LocalNetwork
 
 RNG = np.random.default_rng(11)
 
 
 @pytest.fixture(scope="module")
-def keys16() -> tuple[SecretContext, PublicContext, RowLayout]:
-    layout = RowLayout(1500, 16)
-    secret = SecretContext(depth=1, rotations=layout.fold_steps)
-    return secret, PublicContext.from_bytes(secret.to_bytes()), layout
-
-
-def test_grouped_sums_match_numpy(keys16: tuple[SecretContext, PublicContext, RowLayout]) -> None:
-    secret, public, layout = keys16
-    x = RNG.normal(size=layout.n_rows)
-    cts = public.load(public.dump(encrypt_rows(public, layout, replicate(x, 16))))
-    dense = [RNG.random((layout.n_rows, 16)) < p for p in (0.01, 0.3, 0.0)]
-    masks = [np.nonzero(m) for m in dense]
-    got = decrypt_rows(secret, grouped_sums(public, cts, layout, masks), 16)
-    want = np.stack([(m * x[:, None]).sum(axis=0) for m in dense])
-    assert np.allclose(got, want, atol=1e-4)
-    assert not hasattr(public, "decrypt")  # an evaluator's context has no secret key
-
-
-def test_rerandomise_and_noise_keep_sums(keys16: tuple[SecretContext, PublicContext, RowLayout]
-                                         ) -> None:
-    secret, public, layout = keys16
-    x = RNG.integers(0, 2, layout.n_rows).astype(float)
-    cts = encrypt_rows(public, layout, replicate(x, 16))
-    (ct,) = grouped_sums(public, cts, layout, [np.nonzero(np.ones((layout.n_rows, 16)))])
-    before = public.dump([ct])
-    public.add_plain(ct, np.full(4096, 3.0))
-    public.rerandomise(ct)
-    assert public.dump([ct]) != before
-    assert np.allclose(secret.decrypt(ct)[:16], x.sum() + 3.0, atol=1e-4)
+def keys16() -> tuple[BfvSecret, BfvPublic, RowLayout]:
+    layout = RowLayout(1500, 16, slots=SLOTS)
+    secret = BfvSecret(16)
+    return secret, BfvPublic.from_bytes(secret.to_bytes()), layout
 
 
 def test_garbage_ciphertexts_are_a_protocol_error(
-        keys16: tuple[SecretContext, PublicContext, RowLayout]) -> None:
+        keys16: tuple[BfvSecret, BfvPublic, RowLayout]) -> None:
     _, public, _ = keys16
     with pytest.raises(ProtocolError):
         public.load(b"not msgpack at all \xff")
@@ -72,11 +40,12 @@ def test_garbage_ciphertexts_are_a_protocol_error(
     with pytest.raises(ProtocolError):
         public.load(msgspec.msgpack.encode([b"\x00" * 64]))
     with pytest.raises(ProtocolError):
-        PublicContext.from_bytes(b"\x01\x02")
+        BfvPublic.from_bytes(b"\x01\x02")
+    assert not hasattr(public, "decrypt")  # an evaluator's context has no secret key
 
 
 def _zero_noise(n_masks: int, width: int):
-    return lambda: (np.zeros((n_masks, width)), {"ok": 1})
+    return lambda: (np.zeros((n_masks, width), np.int64), {"ok": 1})
 
 
 def test_chain_of_three_counts_exactly() -> None:
@@ -94,7 +63,7 @@ def test_chain_of_three_counts_exactly() -> None:
     res = LocalNetwork(protos).run()["k"]
     rows = np.repeat(values, 4, axis=1) * row_mask
     want = np.stack([rows[groups == g].sum(axis=0) for g in range(3)])
-    assert np.allclose(res.sums, want, atol=1e-3)
+    assert np.array_equal(res.sums, want)  # exact: BFV counts integers
     assert res.meta == {"ok": 1}
 
 
@@ -224,7 +193,7 @@ def test_visit_cells_from_pois_and_coordinates() -> None:
 
 
 def test_serialisation_leaves_no_scratch_files(
-        keys16: tuple[SecretContext, PublicContext, RowLayout]) -> None:
+        keys16: tuple[BfvSecret, BfvPublic, RowLayout]) -> None:
     import glob
     import tempfile
     import threading
@@ -232,16 +201,16 @@ def test_serialisation_leaves_no_scratch_files(
 
     import msgspec
 
-    from fedlab_kit.he import ckks
+    from fedlab_kit.he import serial
 
-    pattern = f"{ckks._SCRATCH_DIR or tempfile.gettempdir()}/fedlab-seal-*"
+    pattern = f"{serial._SCRATCH_DIR or tempfile.gettempdir()}/fedlab-seal-*"
     before = set(glob.glob(pattern))
     _, public, layout = keys16
     seen: list[Any] = []
 
     def round_trip() -> None:  # in a new thread: no per-thread scratch file may stay behind
-        cts = public.load(public.dump(encrypt_rows(public, layout,
-                                                   np.ones((layout.n_rows, 16)))))
+        cts = public.load(public.dump(
+            public.encrypt(v) for v in layout.place(np.ones((layout.n_rows, 16), np.int64))))
         seen.append(len(cts))
         try:
             public.load(msgspec.msgpack.encode([b"\x00" * 64]))

@@ -2,7 +2,7 @@
 
 * :func:`release_own_crowd`: one party's own crowd per H3 cell;
 * :mod:`.joint_crowd`: a target audience (labels at one party) per cell of another party's
-  visits, computed under CKKS;
+  visits, computed under BFV (exact counts, flooded results, checked inputs);
 * :mod:`.funnel`: exposure -> visit -> purchase -> repeat funnel across three parties;
 * :mod:`.encrypted_counts`: the sans-IO chain protocol both joint releases run on.
 """

@@ -1,18 +1,22 @@
-"""Joint grouped counts under CKKS: a chain of parties, one key holder (sans-IO).
+"""Joint grouped counts under BFV: a chain of parties, one key holder (sans-IO).
 
-The *key holder* (e.g. the retailer) encrypts per-row values; each *multiplier* in the
-chain (e.g. the operator: "did this person visit a campaign store?") multiplies them slot
-by slot with its own 0/1 row mask; the last party, the *grouper* (e.g. the media owner:
-district and exposure), adds them up per group with :func:`~fedlab_kit.he.grouped_sums`,
-adds DP noise under encryption and re-randomises; the key holder decrypts noisy sums only.
+The *key holder* (e.g. the retailer) encrypts per-row 0/1 values (exact integers, BFV);
+each *multiplier* in the chain (e.g. the operator: "did this person visit a campaign
+store?") multiplies them slot by slot with its own 0/1 row mask; the last party, the
+*grouper* (e.g. the media owner: district and exposure), adds them up per group, adds DP
+noise under encryption and floods each result (:meth:`~fedlab_kit.he.bfv.BfvPublic.flood`)
+so that what the key holder decrypts is, within statistical distance 2^-40, a function of
+the noisy group sums alone. The first evaluator also computes the input check
+(:func:`~fedlab_kit.he.bfv.zero_one_check`) and the grouper folds it into every result, so a
+key holder that encrypts anything but 0 and 1 gets noise back.
 
 Who learns what: the key holder learns the noisy group sums (and the public plan: row
-count, number of groups); multipliers and the grouper see only ciphertexts (CKKS, 128-bit
+count, number of groups); multipliers and the grouper see only ciphertexts (BFV, 128-bit
 security) and the row count. The relay sees sizes. Rows must be PSI-aligned beforehand.
 
 Message flow (kinds): every other party -> key holder ``ec/plan`` (row count, layout
 wishes); key holder -> first in chain ``ec/data`` (public context + ciphertexts); each
-multiplier -> next ``ec/data``; grouper -> key holder ``ec/result`` (ciphertexts + meta).
+multiplier -> next ``ec/data`` (+ the input check); grouper -> key holder ``ec/result``.
 A party that refuses (bad input, budget, misaligned rows) stops through the driver, which
 tells the others why.
 """
@@ -31,9 +35,8 @@ import tenseal.sealapi as seal
 from ..dp.errors import BudgetExceeded
 from ..dp.ledger import PrivacyLedger, check_epsilon
 from ..errors import InputError, ProtocolError
-from ..he import PublicContext, RowLayout, SecretContext, SparseMask, grouped_sums
-from ..he.ckks import SLOTS
-from ..he.grouped import zero_product
+from ..he import RowLayout, SparseMask
+from ..he.bfv import SLOTS, BfvPublic, BfvSecret, plain_modulus, zero_one_check
 from ..protocol import Action, Codec, Compute, Envelope, Protocol
 
 
@@ -47,6 +50,12 @@ class _Data(msgspec.Struct, array_like=True):
     width: int
     context: bytes
     cts: bytes
+    check: bytes = b""  # the folded input check, from the first evaluator on
+
+
+#: evaluators in a chain: the noise budget holds two multipliers and the grouper with the
+#: flooding margin (see ``tests/test_bfv.py``)
+MAX_CHAIN = 3
 
 
 class _Result(msgspec.Struct, array_like=True):
@@ -76,8 +85,8 @@ class CountsResult:
 
 
 class KeyHolder(Protocol):
-    """Encrypts ``values`` (n_rows, V) replicated ``copies`` times per row (the grouper says
-    how many) and decrypts the noisy sums at the end."""
+    """Encrypts 0/1 ``values`` (n_rows, V) replicated ``copies`` times per row (the grouper
+    says how many) and decrypts the noisy sums at the end."""
 
     name, title = "encrypted-counts", TITLE
 
@@ -86,13 +95,17 @@ class KeyHolder(Protocol):
         self.values = np.asarray(values, dtype=float)
         if self.values.ndim == 1:
             self.values = self.values[:, None]
-        if not np.isfinite(self.values).all():
-            raise InputError("values to encrypt must be finite numbers")
+        if not np.isin(self.values, (0.0, 1.0)).all():
+            raise InputError("values to count must be 0 or 1")
+        if len(self.values) >= plain_modulus() // 4:
+            raise InputError(f"too many rows to count exactly: {len(self.values)}")
         if not chain:
             raise InputError("the chain needs at least the grouper")
+        if len(chain) > MAX_CHAIN:
+            raise InputError(f"a chain has at most {MAX_CHAIN} parties, got {len(chain)}")
         self.chain = list(chain)
         self.plans: dict[str, _Plan] = {}
-        self.secret: SecretContext | None = None
+        self.secret: BfvSecret | None = None
         self.layout: RowLayout | None = None
 
     def start(self) -> list[Action]:
@@ -109,7 +122,7 @@ class KeyHolder(Protocol):
             raise ProtocolError(f"encrypted counts: result from {env.sender!r} out of turn")
         cts = self.secret.load(res.cts, expect=res.n_masks)
         sums = np.stack([self.secret.decrypt(ct)[: self.layout.width] for ct in cts]) \
-            if cts else np.zeros((0, self.layout.width))
+            if cts else np.zeros((0, self.layout.width), np.int64)
         try:
             meta = msgspec.json.decode(res.meta)
         except msgspec.DecodeError as exc:
@@ -132,46 +145,82 @@ class KeyHolder(Protocol):
         copies = width // self.values.shape[1]
         if copies < 1 or width > SLOTS:
             raise ProtocolError(f"encrypted counts: grouper asked for an invalid width {width}")
-        self.layout = RowLayout(n, width)
-        self.secret = SecretContext(depth=len(self.chain), rotations=self.layout.fold_steps)
-        rows = np.zeros((n, width))
+        self.layout = RowLayout(n, width, slots=SLOTS)
+        self.secret = BfvSecret(width)
+        rows = np.zeros((n, width), np.int64)
         rows[:, : copies * self.values.shape[1]] = np.repeat(self.values, copies, axis=1)
         cts = self.secret.encrypt_dump(self.layout.place(rows))
         data = _Data(n, width, self.secret.to_bytes(), cts)
         return [CODEC.send(self.chain[0], data)]
 
 
-def _apply_row_mask(context: bytes, cts: bytes, n_rows: int, width: int,
-                    mask: np.ndarray) -> bytes:
-    """Multiplier work: ciphertexts times a 0/1 (n_rows, width) mask, rescaled."""
-    ctx = PublicContext.from_bytes(context)
-    layout = RowLayout(n_rows, width)
+def _apply_row_mask(context: bytes, cts: bytes, n_rows: int, width: int, mask: np.ndarray,
+                    first: bool) -> tuple[bytes, bytes]:
+    """Multiplier work: ciphertexts times a 0/1 (n_rows, width) mask; the first evaluator
+    also computes the input check of the key holder's ciphertexts."""
+    ctx = BfvPublic.from_bytes(context)
+    layout = RowLayout(n_rows, width, slots=SLOTS)
     items = ctx.load(cts, expect=layout.n_cts)
-    out = []
-    for ct, vec in zip(items, layout.place(mask.astype(float)), strict=True):
-        if vec.any():
-            res = seal.Ciphertext()
-            ctx.evaluator.multiply_plain(ct, ctx.encode(vec, like=ct), res)
-            ctx.evaluator.rescale_to_next_inplace(res)
-        else:  # SEAL refuses a product that is a transparent zero
-            res = zero_product(ctx, ct)
-        ctx.rerandomise(res)
-        out.append(res)
-    return ctx.dump(out)
+    check = ctx.dump([zero_one_check(ctx, items)]) if first else b""
+    out = [ctx.multiply(ct, vec) for ct, vec in
+           zip(items, layout.place(mask.astype(np.int64)), strict=True)]
+    return ctx.dump(out), check
 
 
-def _group(context: bytes, cts: bytes, n_rows: int, width: int,
+def _check(context: bytes, cts: bytes, n_rows: int, width: int) -> bytes:
+    """The input check when the grouper is the first evaluator."""
+    ctx = BfvPublic.from_bytes(context)
+    items = ctx.load(cts, expect=RowLayout(n_rows, width, slots=SLOTS).n_cts)
+    return ctx.dump([zero_one_check(ctx, items)])
+
+
+def _group(context: bytes, cts: bytes, check: bytes, n_rows: int, width: int,
            masks: list[SparseMask], noise: np.ndarray) -> bytes:
-    """Grouper work: masked, folded sums + noise (one row of noise per mask), re-randomised."""
-    ctx = PublicContext.from_bytes(context)
-    layout = RowLayout(n_rows, width)
+    """Grouper work on bytes (see :func:`grouped_counts`)."""
+    ctx = BfvPublic.from_bytes(context)
+    layout = RowLayout(n_rows, width, slots=SLOTS)
     items = ctx.load(cts, expect=layout.n_cts)
+    (destruct,) = ctx.load(check, expect=1)
+    return ctx.dump(grouped_counts(ctx, items, destruct, layout, masks, noise))
+
+
+def grouped_counts(ctx: BfvPublic, items: list[seal.Ciphertext], destruct: seal.Ciphertext,
+                   layout: RowLayout, masks: Sequence[SparseMask], noise: np.ndarray
+                   ) -> list[seal.Ciphertext]:
+    """Per mask the masked sums folded over rows, plus the DP noise (one row of noise per
+    mask) and the input check, flooded: what goes back to the key holder. ``items`` are
+    turned to NTT form in place."""
+    ev = ctx.evaluator
+    for ct in items:
+        if not ct.is_ntt_form():
+            ev.transform_to_ntt_inplace(ct)
     out = []
-    for ct, row_noise in zip(grouped_sums(ctx, items, layout, masks), noise, strict=True):
-        ctx.add_plain(ct, np.tile(row_noise, layout.rows_per_ct))
-        ctx.rerandomise(ct)
-        out.append(ct)
-    return ctx.dump(out)
+    for mask, row_noise in zip(masks, noise, strict=True):
+        acc = masked_count(ctx, items, layout, mask)
+        ctx.add_plain(acc, np.tile(row_noise, layout.rows_per_ct))
+        ctx.self_destruct(acc, destruct)
+        ctx.flood(acc)
+        out.append(acc)
+    return out
+
+
+def masked_count(ctx: BfvPublic, items: list[seal.Ciphertext], layout: RowLayout,
+                 mask: SparseMask) -> seal.Ciphertext:
+    """The masked sums of one mask folded over rows (``items`` in NTT form): the
+    deterministic part of a result."""
+    ev, tmp = ctx.evaluator, seal.Ciphertext()
+    acc: seal.Ciphertext | None = None
+    for b, vec in layout.place_sparse(mask).items():
+        ev.multiply_plain(items[b], ctx.encode(vec.astype(np.int64), ntt_like=items[b]), tmp)
+        if acc is None:
+            acc, tmp = tmp, seal.Ciphertext()
+        else:
+            ev.add_inplace(acc, tmp)
+    if acc is None:  # an empty group
+        return ctx.encrypt(np.zeros(SLOTS, np.int64))
+    ev.transform_from_ntt_inplace(acc)
+    ctx.fold(acc)
+    return acc
 
 
 class Multiplier(Protocol):
@@ -202,10 +251,13 @@ class Multiplier(Protocol):
                                 f"{(self.n_rows, data.width)}")
         self._data = data
         return [Compute("mask", _apply_row_mask,
-                        (data.context, data.cts, data.n_rows, data.width, mask))]
+                        (data.context, data.cts, data.n_rows, data.width, mask,
+                         not data.check))]
 
     def on_computed(self, key: Hashable, result: Any) -> list[Action]:
-        data = _Data(self._data.n_rows, self._data.width, self._data.context, result)
+        cts, check = result
+        data = _Data(self._data.n_rows, self._data.width, self._data.context, cts,
+                     check or self._data.check)
         self.done, self.result = True, {"rows": self.n_rows}
         return [CODEC.send(self.next, data)]
 
@@ -239,17 +291,29 @@ class Grouper(Protocol):
             raise ProtocolError(f"encrypted counts: got {data.n_rows} rows x {data.width} "
                                 f"slots, expected {self.n_rows} x {self.width}")
         noise, meta = self.noise()
-        noise = np.asarray(noise, dtype=float)
+        noise = np.asarray(noise)
         if noise.shape != (len(self.masks), self.width):
             raise InputError(f"noise must have shape {(len(self.masks), self.width)}")
+        if not np.array_equal(noise, np.rint(noise)):
+            raise InputError("noise for exact counts must be whole numbers")
+        self.noise_values = noise.astype(np.int64)
         self.meta = msgspec.json.encode(meta)
+        self._data = data
+        if not data.check:  # the grouper is the first evaluator: it checks the inputs
+            return [Compute("check", _check, (data.context, data.cts, data.n_rows, data.width))]
+        return self._jobs(data.check)
+
+    def _jobs(self, check: bytes) -> list[Action]:
+        data, noise = self._data, self.noise_values
         bounds = np.linspace(0, len(self.masks), min(self.jobs, len(self.masks)) + 1).astype(int)
         self.n_jobs = len(bounds) - 1
-        return [Compute(j, _group, (data.context, data.cts, data.n_rows, data.width,
+        return [Compute(j, _group, (data.context, data.cts, check, data.n_rows, data.width,
                                     self.masks[a:b], noise[a:b]))
                 for j, (a, b) in enumerate(itertools.pairwise(bounds))]
 
     def on_computed(self, key: Hashable, result: Any) -> list[Action]:
+        if key == "check":
+            return self._jobs(result)
         self.parts[int(key)] = result  # type: ignore[call-overload]
         if len(self.parts) < self.n_jobs:
             return []

@@ -23,7 +23,7 @@ from ..dp import PrivacyLedger, bound_contributions
 from ..dp.errors import DPError
 from ..dp.mechanisms import clip_nonnegative, release_noise
 from ..he import SparseMask
-from ..he.ckks import SLOTS
+from ..he.bfv import ROW, SLOTS
 from ..net.driver import run, stopping
 from ..net.session import Party
 from ..protocol import ProgressCallback
@@ -36,10 +36,13 @@ def choose_copies(n_rows: int, n_groups: int) -> int:
     """Groups per mask (a power of two) balancing encryption volume against rotations."""
     best, best_cost = 1, math.inf
     k = 1
-    while k <= min(SLOTS // 2, max(1, n_groups) * 2):
+    while k <= min(ROW // 2, max(1, n_groups) * 2):
         n_cts = -(-n_rows // (SLOTS // k))
-        folds = -(-n_groups // k) * int(math.log2(SLOTS // k))
-        cost = 5.0 * n_cts + 2.5 * folds  # ms: encrypt+send+load per ct, rotate+add per fold
+        results = -(-n_groups // k)
+        rotations = results * (int(math.log2(ROW // k)) + 1)
+        # ms (BFV, N=16384): encrypt, send, load, check and multiply per ciphertext; rotate
+        # and add per rotation; noise, input check and flooding per result
+        cost = 90.0 * n_cts + 16.0 * rotations + 60.0 * results
         if cost < best_cost:
             best, best_cost = k, cost
         k *= 2

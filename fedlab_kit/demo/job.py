@@ -3,7 +3,7 @@
 A relay and three party processes (retailer, media, operator) on localhost, each reading its
 own file of the shipped sample city. Stages so far: the roll call (each party tells the
 others what it brings: row counts and column names, never rows), a three-party PSI that
-aligns the common customers, the joint DP ad funnel (CKKS across all three), a retailer x
+aligns the common customers, the joint DP ad funnel (BFV across all three), a retailer x
 operator PSI and the joint DP target-audience crowd per H3 cell, and the operator's DP
 release of its own crowd, all drawn on offline maps. Training appends to it later.
 """
@@ -100,7 +100,7 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
                  funnel_epsilon: float = 1.0) -> dict[str, Any]:
     """Joint releases after the three-party PSI: the ad funnel (all three parties, over the
     aligned rows), then the TA crowd (retailer and operator, after their own two-party PSI).
-    Every number released is DP; the retailer holds the CKKS key and gets the results."""
+    Every number released is DP; the retailer holds the BFV key and gets the results."""
     from concurrent.futures import ProcessPoolExecutor
 
     import numpy as np
@@ -246,10 +246,10 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
     echo(f"PSI: {summary['psi']['intersection']} customers common to all three; aligned rows "
          f"in {out}/<party>_aligned.parquet")
     joint = summary["joint"]["retailer"]
-    echo(f"DP ad funnel (CKKS across all three, epsilon 1 paid by media and operator): "
+    echo(f"DP ad funnel (BFV across all three, epsilon 1 paid by media and operator): "
          f"{joint['funnel_rows']} numbers -> {out}/retailer_funnel.csv "
          f"{' '.join(joint.get('funnel_files', {}).values())}")
-    echo(f"DP beauty-TA crowd (CKKS, retailer labels x operator visits, epsilon 1): "
+    echo(f"DP beauty-TA crowd (BFV, retailer labels x operator visits, epsilon 1): "
          f"{joint['crowd_cells']} H3 cells -> {out}/retailer_ta_crowd.csv "
          f"{' '.join(joint.get('crowd_files', {}).values())}")
     tr = summary["training"]

@@ -4,24 +4,20 @@ The key owner (:class:`SecretContext`) decrypts; everyone else gets a :class:`Pu
 (public key and only the rotation keys a computation needs, never the secret key). TenSEAL's
 high-level vectors re-encode plaintexts on every call, so hot paths use SEAL directly.
 
-SEAL objects save and load through file paths only; :func:`_to_bytes` / :func:`_from_bytes`
-go through a scratch file on tmpfs (``/dev/shm``) when there is one, removed right after.
+SEAL objects go to and from bytes through :mod:`.serial`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from typing import Any
+from collections.abc import Iterable, Sequence
 
 import msgspec
 import numpy as np
 import tenseal.sealapi as seal
 
-from ..errors import InputError, InternalError, ProtocolError
+from ..errors import InputError, ProtocolError
+from .serial import from_bytes, to_bytes
 
 POLY_DEGREE = 8192
 SLOTS = POLY_DEGREE // 2
@@ -29,42 +25,7 @@ SCALE = 2.0**40
 #: coefficient modulus per multiplicative depth; at N=8192, 128-bit security allows 218 bits
 _CHAINS = {1: [60, 40, 60], 2: [60, 40, 40, 60]}
 
-_SCRATCH_DIR = ("/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK)
-                else None)
-
-
-@contextmanager
-def _scratch() -> Iterator[str]:
-    """A fresh scratch file (tmpfs when there is one), removed afterwards whatever happens."""
-    fd, path = tempfile.mkstemp(prefix="fedlab-seal-", dir=_SCRATCH_DIR)
-    os.close(fd)
-    try:
-        yield path
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(path)
-
-
-def _to_bytes(obj: Any) -> bytes:
-    with _scratch() as path:
-        obj.save(path)
-        with open(path, "rb") as f:
-            return f.read()
-
-
-def _from_bytes(obj: Any, data: bytes | memoryview, *context: Any, own: bool = False) -> Any:
-    """Load ``obj`` from ``data``: a peer's bytes (invalid ones are a ProtocolError) or, with
-    ``own``, this party's own (invalid ones are a bug: InternalError)."""
-    with _scratch() as path:
-        with open(path, "wb") as f:
-            f.write(data)
-        try:
-            obj.load(*context, path)
-        except (RuntimeError, ValueError) as exc:
-            if own:
-                raise InternalError(f"cannot load this party's own CKKS object: {exc}") from exc
-            raise ProtocolError(f"invalid CKKS object from peer: {exc}") from exc
-    return obj
+_to_bytes, _from_bytes = to_bytes, from_bytes
 
 
 class _Bundle(msgspec.Struct, array_like=True):
@@ -234,12 +195,12 @@ class SymmetricEncryptor:
         return _to_bytes(self.encryptor.encrypt_symmetric(pt))
 
 
-def power_of_two_steps(width: int) -> list[int]:
-    """Rotation steps ``width, 2*width, ..., SLOTS/2`` that fold rows of ``width`` slots."""
-    if width <= 0 or width & (width - 1) or width > SLOTS:
-        raise InputError(f"row width must be a power of two <= {SLOTS}, got {width}")
+def power_of_two_steps(width: int, slots: int = SLOTS) -> list[int]:
+    """Rotation steps ``width, 2*width, ..., slots/2`` that fold rows of ``width`` slots."""
+    if width <= 0 or width & (width - 1) or width > slots:
+        raise InputError(f"row width must be a power of two <= {slots}, got {width}")
     steps, s = [], width
-    while s < SLOTS:
+    while s < slots:
         steps.append(s)
         s *= 2
     return steps

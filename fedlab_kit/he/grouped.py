@@ -1,4 +1,4 @@
-"""Grouped sums under CKKS: the encrypted kernel behind joint counts and histograms.
+"""Grouped sums under CKKS: the encrypted kernel behind SecureBoost's histograms.
 
 The key owner lays out one *row* (a person, a sample) per ``width`` consecutive slots, with
 its values replicated across the row (:class:`RowLayout`), and encrypts. An evaluator who
@@ -14,14 +14,14 @@ sending a result back.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import tenseal.sealapi as seal
 
 from ..errors import InputError
-from .ckks import SLOTS, PublicContext, SecretContext, power_of_two_steps
+from .ckks import SLOTS, PublicContext, power_of_two_steps
 
 #: sparse 0/1 mask: (row indices, slot-in-row indices) of its ones
 SparseMask = tuple[np.ndarray, np.ndarray]
@@ -29,10 +29,12 @@ SparseMask = tuple[np.ndarray, np.ndarray]
 
 @dataclass(frozen=True)
 class RowLayout:
-    """``n_rows`` rows of ``width`` slots (a power of two), ``SLOTS // width`` per ciphertext."""
+    """``n_rows`` rows of ``width`` slots (a power of two), ``slots // width`` per ciphertext
+    (``slots``: CKKS's 4096 by default; BFV's 16384 for counts)."""
 
     n_rows: int
     width: int
+    slots: int = SLOTS
 
     def __post_init__(self) -> None:
         power_of_two_steps(self.width)  # validates width
@@ -41,7 +43,7 @@ class RowLayout:
 
     @property
     def rows_per_ct(self) -> int:
-        return SLOTS // self.width
+        return self.slots // self.width
 
     @property
     def n_cts(self) -> int:
@@ -57,32 +59,19 @@ class RowLayout:
             raise InputError(f"expected shape {(self.n_rows, self.width)}, got {rows.shape}")
         out = np.zeros((self.n_cts * self.rows_per_ct, self.width), dtype=rows.dtype)
         out[: self.n_rows] = rows
-        return out.reshape(self.n_cts, SLOTS)
+        return out.reshape(self.n_cts, self.slots)
 
     def place_sparse(self, mask: SparseMask) -> dict[int, np.ndarray]:
         """A sparse mask as {ciphertext index: 0/1 slot vector}, only non-empty ciphertexts."""
         rows, cols = mask
         flat = np.asarray(rows, dtype=np.int64) * self.width + np.asarray(cols, dtype=np.int64)
         blocks: dict[int, np.ndarray] = {}
-        for b in np.unique(flat // SLOTS):
-            vec = np.zeros(SLOTS)
-            sel = flat[(flat // SLOTS) == b] % SLOTS
+        for b in np.unique(flat // self.slots):
+            vec = np.zeros(self.slots)
+            sel = flat[(flat // self.slots) == b] % self.slots
             vec[sel] = 1.0
             blocks[int(b)] = vec
         return blocks
-
-
-def replicate(values: np.ndarray, copies: int) -> np.ndarray:
-    """(n, V) values -> (n, V * copies) rows, each value repeated ``copies`` times in a run."""
-    values = np.asarray(values, dtype=float)
-    if values.ndim == 1:
-        values = values[:, None]
-    return np.repeat(values, copies, axis=1)
-
-
-def encrypt_rows(ctx: PublicContext, layout: RowLayout, rows: np.ndarray) -> list[seal.Ciphertext]:
-    """Encrypt (n_rows, width) values laid out by ``layout``."""
-    return [ctx.encrypt(vec) for vec in layout.place(rows)]
 
 
 def zero_product(ctx: PublicContext, like: seal.Ciphertext) -> seal.Ciphertext:
@@ -126,23 +115,3 @@ def masked_sums(ctx: PublicContext, sources: Sequence[Sequence[seal.Ciphertext]]
         ctx.rotate_sum(acc, steps)
         out.append(acc)
     return out
-
-
-def grouped_sums(ctx: PublicContext, cts: Sequence[seal.Ciphertext], layout: RowLayout,
-                 masks: Iterable[SparseMask]) -> Iterator[seal.Ciphertext]:
-    """For each mask, a ciphertext whose every row holds the masked column sums.
-
-    Costs per mask: one plaintext encoding and multiplication per ciphertext the mask
-    touches, one rescale, ``len(layout.fold_steps)`` rotations.
-    """
-    if len(cts) != layout.n_cts:
-        raise InputError(f"layout has {layout.n_cts} ciphertexts, got {len(cts)}")
-    for mask in masks:
-        (acc,) = masked_sums(ctx, [cts], layout.place_sparse(mask).items(), layout.fold_steps)
-        yield acc
-
-
-def decrypt_rows(ctx: SecretContext, cts: Iterable[seal.Ciphertext], width: int) -> np.ndarray:
-    """The first row of each folded ciphertext: (n_masks, width) sums."""
-    out = [ctx.decrypt(ct)[:width] for ct in cts]
-    return np.stack(out) if out else np.zeros((0, width))

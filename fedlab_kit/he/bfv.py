@@ -1,0 +1,304 @@
+"""BFV (exact integers mod ``t``) on raw SEAL, for joint counts: keys, slots, circuit privacy.
+
+Parameters: ring degree N = 16384, coefficient modulus of five 60-bit primes (four data
+primes, q ~ 2^240, and one special prime for key switching: 300 bits, within the 438 that
+128-bit security allows at this N), plain modulus ``t`` a 30-bit prime = 1 mod 2N, so a
+ciphertext holds 16384 integers mod t (two rows of 8192 for rotations). Counts are exact
+as long as every sum stays inside (-t/2, t/2), about +-5e8.
+
+Circuit privacy (:meth:`BfvPublic.flood`): before a result goes back to the key holder, the
+evaluator adds a fresh public-key encryption of zero (so the result's second component is
+fresh) and adds to its first component a polynomial whose coefficients are uniform in
+``[-2^b, 2^b)`` with ``2^b <= q / (8 t)``. Decryption stays exact, and the statistical
+distance between what the key holder decrypts and a fresh encryption of the same output
+with the same flooding is at most ``N * |v| / 2^(b+1)``, ``|v|`` the largest coefficient of
+the evaluator's noise before flooding. :data:`FLOOD_MARGIN_BITS` states the margin used;
+``tests/test_bfv.py`` measures it.
+
+Self-destructing inputs (:func:`zero_one_check`, :meth:`BfvPublic.self_destruct`): for a
+computation that expects 0/1 inputs, an evaluator computes ``T = sum_i r_i * x_i (x_i - 1)``
+(fresh uniform ``r_i`` per slot) folded like the outputs, and adds ``rho * T`` (fresh uniform
+nonzero ``rho`` per slot) to every output: 0 when every input is 0 or 1, and uniform
+noise on every output slot that an invalid input could reach otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from functools import cache
+
+import msgspec
+import numpy as np
+import tenseal.sealapi as seal
+
+from ..errors import InputError, ProtocolError
+from .ckks import power_of_two_steps
+from .serial import from_bytes, to_bytes
+
+POLY_DEGREE = 16384
+SLOTS = POLY_DEGREE
+ROW = POLY_DEGREE // 2  # rotations act within each of the two rows of 8192 slots
+PLAIN_BITS = 30
+_COEFFS = [60, 60, 60, 60, 60]
+#: bits by which the flooding must exceed the evaluator's noise for statistical distance
+#: 2^-40 over all N coefficients: 40 + log2(N) + 1
+FLOOD_MARGIN_BITS = 40 + 14 + 1
+
+
+@cache
+def _context() -> seal.SEALContext:
+    params = seal.EncryptionParameters(seal.SCHEME_TYPE.BFV)
+    params.set_poly_modulus_degree(POLY_DEGREE)
+    params.set_coeff_modulus(seal.CoeffModulus.Create(POLY_DEGREE, _COEFFS))
+    params.set_plain_modulus(seal.PlainModulus.Batching(POLY_DEGREE, PLAIN_BITS))
+    return seal.SEALContext(params, True, seal.SEC_LEVEL_TYPE.TC128)
+
+
+def plain_modulus() -> int:
+    return int(_context().first_context_data().parms().plain_modulus().value())
+
+
+def data_primes() -> list[int]:
+    return [int(m.value()) for m in _context().first_context_data().parms().coeff_modulus()]
+
+
+def flood_bits() -> int:
+    """``b``: flooding coefficients are uniform in ``[-2^b, 2^b)``, ``2^b <= q / (8 t)``."""
+    q = 1
+    for p in data_primes():
+        q *= p
+    return (q // (8 * plain_modulus())).bit_length() - 1
+
+
+def uniform_below(n: int, bound: int) -> np.ndarray:
+    """``n`` integers uniform in ``[0, bound)`` from the OS CSPRNG (rejection, no bias)."""
+    if not 0 < bound < 2**62:
+        raise InputError(f"bound must be in (0, 2^62), got {bound}")
+    limit = (2**64 // bound) * bound
+    out = np.zeros(0, dtype=np.uint64)
+    while len(out) < n:
+        draw = np.frombuffer(os.urandom(8 * (n - len(out) + 16)), dtype=np.uint64)
+        out = np.concatenate([out, draw[draw < np.uint64(limit)] % np.uint64(bound)])
+    return out[:n].astype(np.int64)
+
+
+def fold_steps(width: int) -> list[int]:
+    """Row rotations ``width, 2*width, ..., ROW/2``; with the column swap every slot ends
+    up holding the sum over all slots congruent to it modulo ``width``."""
+    return power_of_two_steps(width, ROW)
+
+
+class _Bundle(msgspec.Struct, array_like=True):
+    public_key: bytes
+    relin_keys: bytes
+    galois_keys: bytes
+    width: int
+
+
+class BfvPublic:
+    """What an evaluating party holds: encrypt, multiply by plaintexts, fold, flood."""
+
+    def __init__(self, public_key: seal.PublicKey, relin_keys: seal.RelinKeys | None,
+                 galois_keys: seal.GaloisKeys, width: int) -> None:
+        self.context = _context()
+        self.width = width
+        self.steps = fold_steps(width)
+        self.public_key, self.relin_keys, self.galois_keys = public_key, relin_keys, galois_keys
+        self.encoder = seal.BatchEncoder(self.context)
+        self.evaluator = seal.Evaluator(self.context)
+        self.encryptor = seal.Encryptor(self.context, public_key)
+        self.t = plain_modulus()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> BfvPublic:
+        try:
+            b = msgspec.msgpack.decode(data, type=_Bundle)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProtocolError("invalid BFV public context from peer") from exc
+        ctx = _context()
+        try:
+            fold_steps(b.width)
+        except InputError as exc:
+            raise ProtocolError(f"BFV public context from peer: {exc}") from exc
+        pk = from_bytes(seal.PublicKey(), b.public_key, ctx)
+        rk = from_bytes(seal.RelinKeys(), b.relin_keys, ctx) if b.relin_keys else None
+        gk = from_bytes(seal.GaloisKeys(), b.galois_keys, ctx)
+        return cls(pk, rk, gk, b.width)
+
+    # ------------------------------------------------------------------ bytes
+    def dump(self, cts: Iterable[seal.Ciphertext]) -> bytes:
+        return msgspec.msgpack.encode([to_bytes(c) for c in cts])
+
+    def load(self, data: bytes | memoryview, *, expect: int | None = None
+             ) -> list[seal.Ciphertext]:
+        try:
+            parts = msgspec.msgpack.decode(data, type=list[bytes])
+        except msgspec.DecodeError as exc:
+            raise ProtocolError("invalid ciphertext list from peer") from exc
+        if expect is not None and len(parts) != expect:
+            raise ProtocolError(f"expected {expect} ciphertexts from peer, got {len(parts)}")
+        out = [from_bytes(seal.Ciphertext(), p, self.context) for p in parts]
+        for ct in out:
+            if ct.size() != 2 or ct.is_ntt_form():
+                raise ProtocolError("a ciphertext from peer is not a fresh-form BFV ciphertext")
+        return out
+
+    # ------------------------------------------------------------------ ops
+    def encode(self, values: np.ndarray, ntt_like: seal.Ciphertext | None = None
+               ) -> seal.Plaintext:
+        """Integers (reduced mod t; at most ``SLOTS``, zero-padded); in NTT form at
+        ``ntt_like``'s level when given (for :meth:`multiply_ntt`)."""
+        vals = np.zeros(SLOTS, dtype=np.int64)
+        v = np.asarray(values, dtype=np.int64).ravel()
+        vals[: len(v)] = v
+        pt = seal.Plaintext()
+        self.encoder.encode((vals % self.t).tolist(), pt)
+        if ntt_like is not None:
+            self.evaluator.transform_to_ntt_inplace(pt, ntt_like.parms_id())
+        return pt
+
+    def encrypt(self, values: np.ndarray) -> seal.Ciphertext:
+        ct = seal.Ciphertext()
+        self.encryptor.encrypt(self.encode(values), ct)
+        return ct
+
+    def multiply(self, ct: seal.Ciphertext, values: np.ndarray) -> seal.Ciphertext:
+        """``ct * values`` slot by slot (an all-zero ``values`` gives a fresh zero: SEAL
+        refuses transparent products)."""
+        if not np.any(np.asarray(values) % self.t):
+            return self.encrypt(np.zeros(SLOTS, np.int64))
+        out = seal.Ciphertext()
+        self.evaluator.multiply_plain(ct, self.encode(values), out)
+        return out
+
+    def fold(self, ct: seal.Ciphertext) -> None:
+        """Every slot := the sum over its residue class modulo ``width`` (in place)."""
+        rotated = seal.Ciphertext()
+        for s in self.steps:
+            self.evaluator.rotate_rows(ct, s, self.galois_keys, rotated)
+            self.evaluator.add_inplace(ct, rotated)
+        self.evaluator.rotate_columns(ct, self.galois_keys, rotated)
+        self.evaluator.add_inplace(ct, rotated)
+
+    def add_plain(self, ct: seal.Ciphertext, values: np.ndarray) -> None:
+        self.evaluator.add_plain_inplace(ct, self.encode(values))
+
+    def self_destruct(self, ct: seal.Ciphertext, check: seal.Ciphertext) -> None:
+        """``ct += rho * check`` with fresh uniform nonzero ``rho`` per slot."""
+        rho = uniform_below(SLOTS, self.t - 1) + 1
+        tmp = seal.Ciphertext()
+        self.evaluator.multiply_plain(check, self.encode(rho), tmp)
+        self.evaluator.add_inplace(ct, tmp)
+
+    def flood(self, ct: seal.Ciphertext) -> None:
+        """Re-randomise and flood ``ct`` before it goes back to the key holder (see the
+        module docstring): a fresh encryption of zero, plus uniform noise on ``c0``."""
+        zero = seal.Ciphertext()
+        self.encryptor.encrypt_zero(ct.parms_id(), zero)
+        self.evaluator.add_inplace(ct, zero)
+        self.evaluator.add_inplace(ct, _noise_ciphertext(self.context, ct.parms_id()))
+
+
+class BfvSecret(BfvPublic):
+    """The key owner: everything public plus the secret key (never sent)."""
+
+    def __init__(self, width: int, *, relin: bool = True) -> None:
+        context = _context()
+        keygen = seal.KeyGenerator(context)
+        pk = seal.PublicKey()
+        keygen.create_public_key(pk)
+        steps = fold_steps(width)
+        elts = context.key_context_data().galois_tool().get_elts_from_steps(steps)
+        elts.append(2 * POLY_DEGREE - 1)  # the column swap
+        # seeded (Serializable) keys: half the bytes on the wire
+        self._gk_bytes = to_bytes(keygen.create_galois_keys(elts))
+        self._rk_bytes = to_bytes(keygen.create_relin_keys()) if relin else b""
+        gk = from_bytes(seal.GaloisKeys(), self._gk_bytes, context, own=True)
+        rk = from_bytes(seal.RelinKeys(), self._rk_bytes, context, own=True) if relin else None
+        super().__init__(pk, rk, gk, width)
+        self._pk_bytes = to_bytes(pk)
+        self._decryptor = seal.Decryptor(context, keygen.secret_key())
+        self._symmetric = seal.Encryptor(context, pk)
+        self._symmetric.set_secret_key(keygen.secret_key())
+
+    def to_bytes(self) -> bytes:
+        """Public key, relinearisation and rotation keys: what the evaluators need."""
+        return msgspec.msgpack.encode(
+            _Bundle(self._pk_bytes, self._rk_bytes, self._gk_bytes, self.width))
+
+    def encrypt_dump(self, vectors: Iterable[np.ndarray]) -> bytes:
+        """Secret-key encryption (half the bytes: SEAL sends the random half as a seed)."""
+        return msgspec.msgpack.encode(
+            [to_bytes(self._symmetric.encrypt_symmetric(self.encode(v))) for v in vectors])
+
+    def decrypt(self, ct: seal.Ciphertext) -> np.ndarray:
+        """Slot values in ``(-t/2, t/2]`` as int64."""
+        pt = seal.Plaintext()
+        self._decryptor.decrypt(ct, pt)
+        return np.asarray(self.encoder.decode_int64(pt), dtype=np.int64)
+
+    def noise_budget(self, ct: seal.Ciphertext) -> int:
+        """Bits of noise budget left (SEAL's invariant noise budget; for tests)."""
+        return int(self._decryptor.invariant_noise_budget(ct))
+
+
+def zero_one_check(ctx: BfvPublic, cts: Sequence[seal.Ciphertext]) -> seal.Ciphertext:
+    """``sum_i r_i * x_i * (x_i - 1)`` over the ciphertexts (fresh uniform ``r_i`` per
+    slot), folded: zero in every slot iff every input slot of its class is 0 or 1."""
+    if ctx.relin_keys is None:
+        raise ProtocolError("the key holder sent no relinearisation keys for the input check")
+    ev = ctx.evaluator
+    ones = ctx.encode(np.ones(SLOTS, np.int64))
+    acc: seal.Ciphertext | None = None
+    xm1, z = seal.Ciphertext(), seal.Ciphertext()
+    for ct in cts:
+        ev.sub_plain(ct, ones, xm1)
+        ev.multiply(ct, xm1, z)
+        ev.relinearize_inplace(z, ctx.relin_keys)
+        ev.transform_to_ntt_inplace(z)
+        ev.multiply_plain_inplace(z, ctx.encode(uniform_below(SLOTS, ctx.t), ntt_like=z))
+        if acc is None:
+            acc, z = z, seal.Ciphertext()
+        else:
+            ev.add_inplace(acc, z)
+    if acc is None:
+        raise InputError("nothing to check: no ciphertexts")
+    ev.transform_from_ntt_inplace(acc)
+    ctx.fold(acc)
+    return acc
+
+
+# ---------------------------------------------------------------- flooding ciphertext
+
+@cache
+def _seal_version() -> bytes:
+    """Magic, header size and version bytes of this SEAL build's serialisation header."""
+    return to_bytes(seal.Plaintext())[:5]
+
+
+def _header(size: int) -> bytes:
+    return _seal_version() + b"\x00" + struct.pack("<HQ", 0, 16 + size)  # no compression
+
+
+def _noise_ciphertext(context: seal.SEALContext, parms_id: Sequence[int]) -> seal.Ciphertext:
+    """The pair ``(E, 0)`` with ``E``'s coefficients uniform in ``[-2^b, 2^b)`` (CSPRNG),
+    in SEAL's ciphertext format at ``parms_id`` (coefficient form)."""
+    primes = [int(m.value()) for m in context.get_context_data(parms_id).parms().coeff_modulus()]
+    b = flood_bits()
+    nbytes = (b + 1 + 7) // 8
+    raw = os.urandom(POLY_DEGREE * nbytes)
+    top = (1 << (b + 1)) - 1
+    offset = 1 << b
+    coeffs = [(int.from_bytes(raw[i:i + nbytes], "little") & top) - offset
+              for i in range(0, len(raw), nbytes)]
+    k = len(primes)
+    data = np.zeros((2, k, POLY_DEGREE), dtype=np.uint64)
+    for i, q in enumerate(primes):
+        data[0, i] = np.array([c % q for c in coeffs], dtype=np.uint64)
+    payload = struct.pack("<Q", data.size) + data.tobytes()
+    body = (struct.pack("<4Q", *parms_id) + b"\x00"
+            + struct.pack("<QQQdQ", 2, POLY_DEGREE, k, 1.0, 1)
+            + _header(len(payload)) + payload)
+    return from_bytes(seal.Ciphertext(), _header(len(body)) + body, context, own=True)
