@@ -119,10 +119,38 @@ def test_tag_separates_sessions_after_multiplication() -> None:
     one, two = hash_and_mul(s, b"session-1", keys), hash_and_mul(s, b"session-2", keys)
     assert one[:POINT] != two[:POINT] and one[POINT:] != two[POINT:]
     # pinned construction: every party (and every version of the kit) must hash alike
-    assert hash_id(b"t", b"k") == hashlib.sha256(b"fedlab-psi1|t|k").digest()
+    assert hash_id(b"t", b"k") == curve.elligator2(hashlib.sha512(b"fedlab-psi2|t|k").digest())
+    # and the map pinned on two values computed by hand: r = 0 maps to u = -A / 1 when
+    # g(-A) = -A is a square mod p, else to u = 0
+    p, a = 2**255 - 19, 486662
+    want = (-a) % p if pow((-a) % p, (p - 1) // 2, p) == 1 else 0
+    assert curve.elligator2(bytes(64)) == want.to_bytes(32, "little")
 
 
 def test_new_scalar_is_fresh_32_bytes() -> None:
     a, b = curve.new_scalar(), curve.new_scalar()
     assert len(a) == len(b) == 32
     assert a != b
+
+
+def test_twist_bit_of_the_hash_does_not_survive_two_hops() -> None:
+    """The attack: a peer that guesses an ID computes whether the ID's raw hash lies on the
+    curve or on its twist and compares with the element it relays after two scalar
+    multiplications. With raw SHA-256 bytes as u-coordinates (the control) the bit survives
+    for every element; hashed onto the curve, every element is on the curve and the
+    guess agrees by chance only."""
+    from fedlab_kit.psi.curve import TAG_PREFIX, on_curve
+
+    a, b = curve.new_scalar(), curve.new_scalar()
+    keys = [b"s:id-%d" % i for i in range(2000)]
+    raw = [hashlib.sha256(TAG_PREFIX + b"t|" + k).digest() for k in keys]
+    two_hops = mul_points(a, mul_points(b, b"".join(raw)))
+    control = sum(on_curve(r) == on_curve(two_hops[i * POINT:(i + 1) * POINT])
+                  for i, r in enumerate(raw))
+    assert control == len(keys)  # the leak the old hashing had
+    ours = mul_points(a, hash_and_mul(b, b"t", keys))
+    outs = [ours[i * POINT:(i + 1) * POINT] for i in range(len(keys))]
+    assert all(on_curve(o) for o in outs)
+    agree = sum(on_curve(r) == on_curve(o) for r, o in zip(raw, outs, strict=True))
+    assert 0.45 * len(keys) <= agree <= 0.55 * len(keys)
+    assert all(on_curve(hash_id(b"t", k)) for k in keys[:200])

@@ -1,8 +1,12 @@
 """Curve25519 work for ECDH-PSI: hashing IDs to points and X25519 scalar multiplication.
 
-A point is a 32-byte X25519 u-coordinate; batches are concatenations of points. Hashing an
-ID to 32 bytes and using it as a u-coordinate is sound for X25519 (twist-secure), and
+A point is a 32-byte X25519 u-coordinate; batches are concatenations of points, and
 ``X25519(a, X25519(b, P)) == X25519(b, X25519(a, P))``, which is what ECDH-PSI needs.
+
+IDs are hashed onto the curve itself with Elligator 2 (RFC 9380's ``map_to_curve_elligator2``
+for curve25519, Z = 2) of a SHA-512 hash reduced mod p. Raw hash bytes used as a
+u-coordinate land on the curve or on its twist half the time each, and that bit survives
+every scalar multiplication, so each relayed element would leak one bit of its hash.
 These functions run in worker processes: keep this module's imports light.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import gmpy2
 from nacl.bindings import crypto_scalarmult
 from nacl.exceptions import RuntimeError as NaclRuntimeError
 
@@ -23,7 +28,9 @@ except ImportError:  # pragma: no cover - other PyNaCl layouts use the public bi
     _ffi = _lib = None
 
 POINT = 32
-TAG_PREFIX = b"fedlab-psi1|"
+TAG_PREFIX = b"fedlab-psi2|"
+_P = gmpy2.mpz(2**255 - 19)
+_A = gmpy2.mpz(486662)
 
 
 class InvalidPoint(ProtocolError):
@@ -48,8 +55,28 @@ def new_scalar() -> bytes:
 
 
 def hash_id(tag: bytes, key: bytes) -> bytes:
-    """Domain-separated hash of one encoded ID to a point."""
-    return hashlib.sha256(TAG_PREFIX + tag + b"|" + key).digest()
+    """Domain-separated hash of one encoded ID to a point on the curve."""
+    return elligator2(hashlib.sha512(TAG_PREFIX + tag + b"|" + key).digest())
+
+
+def elligator2(digest: bytes) -> bytes:
+    """The u-coordinate (32 bytes, little-endian) of the curve point that Elligator 2 maps
+    ``digest`` (read as an integer mod p) to: always on Curve25519, never on its twist."""
+    p, a = _P, _A
+    r = gmpy2.mpz(int.from_bytes(digest, "little")) % p
+    tv = 2 * r * r % p
+    if tv == p - 1:  # 1 + 2 r^2 = 0: RFC 9380 maps it as r = 0
+        tv = gmpy2.mpz(0)
+    x1 = -a * gmpy2.invert(1 + tv, p) % p
+    gx1 = x1 * (x1 * (x1 + a) + 1) % p
+    x = x1 if gmpy2.jacobi(gx1, p) >= 0 else (-x1 - a) % p
+    return int(x).to_bytes(POINT, "little")
+
+
+def on_curve(point: bytes) -> bool:
+    """Whether a u-coordinate is on Curve25519 (True) or on its twist (False)."""
+    u = gmpy2.mpz(int.from_bytes(point, "little") & ((1 << 255) - 1)) % _P
+    return gmpy2.jacobi(u * (u * (u + _A) + 1) % _P, _P) >= 0
 
 
 def mul_points(scalar: bytes, points: bytes) -> bytes:
@@ -86,5 +113,5 @@ def _mul_points_binding(scalar: bytes, points: bytes) -> bytes:
 def hash_and_mul(scalar: bytes, tag: bytes, keys: list[bytes]) -> bytes:
     """Hash each encoded ID to a point and multiply by ``scalar`` (the owner's first step)."""
     prefix = TAG_PREFIX + tag + b"|"
-    sha = hashlib.sha256
-    return mul_points(scalar, b"".join([sha(prefix + key).digest() for key in keys]))
+    sha = hashlib.sha512
+    return mul_points(scalar, b"".join([elligator2(sha(prefix + key).digest()) for key in keys]))
