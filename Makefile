@@ -7,7 +7,7 @@ RELAY_PORT ?= 8765
 # JupyterLab refuses to run as root unless told so (containers, CI machines)
 LAB_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root --no-browser,)
 
-.PHONY: setup demo test lint lab bench clean maps-assets
+.PHONY: setup system-deps demo test lint lab bench clean maps-assets
 
 setup: $(STAMP)
 
@@ -18,11 +18,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-demo: $(STAMP)  ## headless end-to-end run on the shipped sample; writes out/
+# Chromium (PNG map snapshots, browser tests) and npm (the offline map assets): installed
+# with apt-get when missing and this user may (root on Debian/Ubuntu); otherwise a note
+# says what to install (HTML export and everything else work without them)
+APT_INSTALL = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
+system-deps:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || [ -n "$$FEDLAB_CHROMIUM" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Chromium (apt-get)"; apt-get update -qq && $(APT_INSTALL) chromium; \
+	else echo "note: no Chromium and no way to install it here: PNG map export and its tests" \
+	  "need it (apt-get install chromium, or set FEDLAB_CHROMIUM=/path/to/chromium)"; fi
+	@if command -v npm >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing npm (apt-get)"; apt-get update -qq && $(APT_INSTALL) nodejs npm; \
+	else echo "note: no npm: offline map assets need it once (python -m fedlab_kit.maps)"; fi
+
+demo: $(STAMP) system-deps  ## headless end-to-end run on the shipped sample; writes out/
 	-$(BIN)/python -m fedlab_kit.maps
 	$(BIN)/fedlab demo --out out
 
-test: $(STAMP)  ## lint + the whole test suite (unit and end-to-end)
+test: $(STAMP) system-deps  ## lint + the whole test suite (unit and end-to-end)
 	$(BIN)/ruff check fedlab_kit tests datasets
 	$(BIN)/python -m fedlab_kit.maps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
