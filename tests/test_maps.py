@@ -550,3 +550,48 @@ def test_funnel_layer_shades_districts_by_lift(districts: gpd.GeoDataFrame,
     with pytest.raises(ValueError, match="color_stage 'bought' is not a stage"):
         maps.funnel_layer(maps.base_map(), districts, frame, color_by="lift",
                           color_stage="bought")
+
+
+# --------------------------------------------------------------------------- in the notebook
+
+
+def _srcdoc(view: str) -> str:
+    import html as html_lib
+    import re
+
+    match = re.search(r'srcdoc="(.*?)" style=', view, re.S)
+    assert match is not None, view[:200]
+    return html_lib.unescape(match.group(1))
+
+
+def test_a_map_shown_in_a_notebook_draws_with_the_network_blocked(
+        chromium: str, web_assets: Path, tmp_path: Path, cells: pd.DataFrame) -> None:
+    """What a notebook cell ending in ``m`` shows: Leaflet inlined, no CDN and no "Make
+    this Notebook Trusted" placeholder; in Chromium with no network it draws every cell."""
+    m = maps.base_map()
+    maps.crowd_layer(m, cells)
+    view = m._repr_html_()
+    assert "Make this Notebook Trusted" not in view
+    page = _srcdoc(view)
+    assert maps.remote_asset_refs(page) == []
+    path = tmp_path / "cell.html"
+    path.write_text(page, encoding="utf-8")
+    classes = _classes(_tags(_dump_dom(chromium, path, tmp_path / "profile")))
+    assert classes[("div", "leaflet-container")] == 1
+    assert classes[("path", "leaflet-interactive")] == len(cells)
+
+
+def test_a_map_without_bundled_assets_falls_back_to_folium_view(web_assets: Path) -> None:
+    m = maps.base_map()
+    folium.Marker([31.2, 121.4], icon=folium.Icon()).add_to(m)  # awesome-markers: no copy
+    assert "Make this Notebook Trusted" in m._repr_html_()
+
+
+def test_map_panel_inlines_assets_by_default_when_they_are_there(
+        web_assets: Path, cells: pd.DataFrame) -> None:
+    from fedlab_kit.widgets import MapPanel
+
+    panel = MapPanel(cells=cells)
+    assert panel.offline is True
+    page = _srcdoc(panel.map_view.value)
+    assert maps.remote_asset_refs(page) == [] and "leaflet" in page.lower()

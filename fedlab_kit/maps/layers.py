@@ -37,6 +37,7 @@ from folium.plugins import HeatMap
 
 from fedlab_kit.errors import InputError, InputTypeError
 from fedlab_kit.maps.errors import NotReleasedError
+from fedlab_kit.maps.snapshot import notebook_html
 
 DEFAULT_CENTER = (31.23, 121.47)
 DEFAULT_ZOOM = 12
@@ -164,9 +165,20 @@ def _fmt_interval(low: float, high: float) -> str:
 # --------------------------------------------------------------------------- base map
 
 
+class NotebookMap(folium.Map):
+    """A folium map that, shown in a notebook, inlines Leaflet & co. (no CDN, so it draws
+    offline) whenever the offline assets are there, and falls back to folium's own view
+    otherwise."""
+
+    def _repr_html_(self, **kwargs: Any) -> str:
+        page = notebook_html(self)
+        return page if page is not None else super()._repr_html_(**kwargs)
+
+
 def base_map(center: Sequence[float] = DEFAULT_CENTER, zoom: int = DEFAULT_ZOOM,
              tiles: str | None = None, *, attr: str | None = None, **kwargs: Any) -> folium.Map:
-    """A folium map with no tile layer by default (renders with no network).
+    """A folium map with no tile layer by default (renders with no network); in a notebook
+    it shows itself with its web assets inlined (:class:`NotebookMap`).
 
     ``tiles=maps.OSM`` (``"OpenStreetMap"``) adds OpenStreetMap tiles for online use; any
     other folium tile name, or a URL template with ``attr``, works too. Without tiles, add
@@ -176,9 +188,9 @@ def base_map(center: Sequence[float] = DEFAULT_CENTER, zoom: int = DEFAULT_ZOOM,
         raise InputError(f"center must be (lat, lon), got {center!r}")
     options: dict[str, Any] = {"control_scale": True, **kwargs}
     if tiles is None:
-        return folium.Map(location=list(center), zoom_start=zoom, tiles=None, **options)
-    return folium.Map(location=list(center), zoom_start=zoom, tiles=tiles, attr=attr,
-                      **options)
+        return NotebookMap(location=list(center), zoom_start=zoom, tiles=None, **options)
+    return NotebookMap(location=list(center), zoom_start=zoom, tiles=tiles, attr=attr,
+                       **options)
 
 
 def _ensure_legend_style(m: folium.Map) -> None:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import os
 import shutil
 import signal
@@ -62,6 +63,23 @@ def offline_html(m: Any, *, assets_dir: Path | str | None = None) -> str:
     if root is None or not hasattr(root, "render"):
         raise InputTypeError(f"snapshot expects a folium map, got {type(m).__name__}")
     return inline_assets(root.render(), assets_dir)
+
+
+def iframe_html(page: str, height: int = 450) -> str:
+    """An ``<iframe>`` showing the whole HTML ``page`` (for notebooks and widgets)."""
+    return (f'<iframe class="fedlab-map" srcdoc="{html.escape(page, quote=True)}" '
+            f'style="width:100%;height:{int(height)}px;border:1px solid #ddd" '
+            'sandbox="allow-scripts allow-popups"></iframe>')
+
+
+def notebook_html(m: Any, height: int = 450) -> str | None:
+    """How a map shows itself in a notebook: its page with Leaflet & co. inlined, so it
+    draws with no network; ``None`` when that cannot be done (offline assets not fetched,
+    or a plugin without a bundled copy), for the caller to fall back to the CDN page."""
+    try:
+        return iframe_html(offline_html(m), height)
+    except MapExportError:
+        return None
 
 
 def browser_command(browser: str, url: str, *, user_data_dir: Path | str,

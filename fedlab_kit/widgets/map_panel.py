@@ -3,7 +3,6 @@ HTML or PNG from buttons."""
 
 from __future__ import annotations
 
-import html
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import pandas as pd
 from .. import maps
 from ..errors import FedlabError, InputError, InputTypeError
 from ..maps.layers import DEFAULT_CENTER, DEFAULT_ZOOM
+from ..maps.snapshot import iframe_html
 from ._background import Background, TaskPanel, box_html, describe_error, error_html
 
 LayerBuilder = Callable[[folium.Map], Any]
@@ -39,24 +39,28 @@ class MapPanel(TaskPanel):
     ``m`` (added after the built-in ones). ``shown`` names the layers ticked at first (default:
     all). A layer that cannot be drawn is reported in the panel; the others are still drawn.
 
-    The map is shown in ``panel.map_view`` (an ``HTML`` widget holding an iframe; with
-    ``offline=True`` the page inlines Leaflet & co. and needs no network, see
-    ``python -m fedlab_kit.maps``). ``panel.map`` is the folium map last drawn. The export
-    buttons write the ticked layers to the path in ``panel.path`` with the suffix ``.html``
-    or ``.png`` (PNG needs headless Chromium); ``panel.exported`` is the last file written.
+    The map is shown in ``panel.map_view`` (an ``HTML`` widget holding an iframe). With
+    ``offline=True`` the page inlines Leaflet & co. and needs no network (see
+    ``python -m fedlab_kit.maps``); the default, ``None``, does so whenever those assets
+    are there and loads them from the CDN otherwise. ``panel.map`` is the folium map last
+    drawn. The export buttons write the ticked layers to the path in ``panel.path`` with the
+    suffix ``.html`` or ``.png`` (PNG needs headless Chromium); ``panel.exported`` is the
+    last file written.
     """
 
     def __init__(self, *, cells: pd.DataFrame | None = None, funnel: pd.DataFrame | None = None,
                  districts: Any = None, layers: Mapping[str, LayerBuilder] | None = None,
                  shown: Sequence[str] | None = None, path: str | os.PathLike[str] = "map.html",
                  center: Sequence[float] | None = None, zoom: int = DEFAULT_ZOOM,
-                 tiles: str | None = None, layer_control: bool = True, offline: bool = False,
+                 tiles: str | None = None, layer_control: bool = True, offline: bool | None = None,
                  height: int = 450, png_size: tuple[int, int] = (1200, 800),
                  stage_order: Sequence[str] | None = None, browser: str | None = None) -> None:
         if funnel is not None and districts is None:
             raise InputTypeError("a funnel layer needs the districts too (districts=...)")
         self.cells, self.funnel, self.districts = cells, funnel, districts
         self.center, self.zoom, self.tiles = center, zoom, tiles
+        if offline is None:
+            offline = not maps.missing_assets()
         self.layer_control, self.offline, self.height = layer_control, offline, height
         self.png_size, self.browser = png_size, browser
         self.builders: dict[str, LayerBuilder] = {}
@@ -176,10 +180,7 @@ class MapPanel(TaskPanel):
             for name, text in errors.items())
         if not self.selected:
             self.layer_status.value = box_html("No layer ticked: the map is empty.", "info")
-        self.map_view.value = (
-            f'<iframe class="fedlab-map" srcdoc="{html.escape(page, quote=True)}" '
-            f'style="width:100%;height:{int(self.height)}px;border:1px solid #ddd" '
-            'sandbox="allow-scripts allow-popups"></iframe>')
+        self.map_view.value = iframe_html(page, self.height)
 
     # ----------------------------------------------------------------- export
     def target(self, suffix: str) -> Path:
