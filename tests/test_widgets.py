@@ -300,9 +300,7 @@ def test_privacy_panel_accuracy_budget_and_releases(tmp_path: Path) -> None:
 
     ledger.spend("visits_by_region", "laplace", 0.75, noise_scale=4.0,
                  meta={"accuracy": 12.5})
-    assert "remaining 2 of 2" in panel.budget_html.value  # until refreshed
-    panel.refresh()
-    assert "remaining 1.25 of 2" in panel.budget_html.value
+    assert "remaining 1.25 of 2" in panel.budget_html.value  # updated by the release itself
     assert "visits_by_region" in panel.releases_html.value
     assert "<td>12.5</td>" in panel.releases_html.value
     assert panel.budget_bar.value == pytest.approx(0.75)
@@ -312,6 +310,36 @@ def test_privacy_panel_accuracy_budget_and_releases(tmp_path: Path) -> None:
 
     panel.sensitivity = 0  # invalid: shown, not raised
     assert "fedlab-error" in panel.accuracy_html.value and panel.accuracy is None
+
+    other = PrivacyLedger.open(tmp_path / "ledger.sqlite")  # e.g. another process
+    other.spend("elsewhere", "laplace", 0.25)
+    assert "remaining 1.25 of 2" in panel.budget_html.value
+    panel.refresh_button.click()
+    assert "remaining 1 of 2" in panel.budget_html.value and "elsewhere" in \
+        panel.releases_html.value
+
+
+def test_privacy_panel_previews_the_queries_that_will_run(tmp_path: Path) -> None:
+    import pickle
+
+    from fedlab_kit.widgets.privacy import DEFAULT_QUERIES
+
+    ledger = PrivacyLedger(tmp_path / "ledger.sqlite", total_epsilon=3.0, party="operator")
+    panel = PrivacyPanel(ledger, epsilon=1.0)
+    assert list(panel.query.options) == list(DEFAULT_QUERIES)
+    _crowd, funnel_q = DEFAULT_QUERIES
+    assert panel.sensitivity == 5 and panel.accuracy == pytest.approx(accuracy_for(1.0, 5))
+    assert "each person in at most 5 cells" in panel.accuracy_html.value
+    panel.query.value = funnel_q
+    assert panel.sensitivity == 3 and panel.accuracy == pytest.approx(accuracy_for(1.0, 3))
+    # a failing display never fails the release, and listeners stay in their process
+    ledger.subscribe(lambda _: 1 / 0)
+    assert ledger.spend("crowd", "laplace", 1.0) >= 1
+    assert "remaining 2 of 3" in panel.budget_html.value
+    assert pickle.loads(pickle.dumps(ledger))._listeners == []
+    panel.unsubscribe()
+    ledger.spend("crowd again", "laplace", 1.0)
+    assert "remaining 2 of 3" in panel.budget_html.value
 
 
 def test_panels_display_as_their_widget(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -111,6 +111,17 @@ class PrivacyLedger:
                        check_delta(total_delta, "total_delta"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.party, self.total = self._init_budget(party, total)
+        self._listeners: list[Callable[[int], None]] = []
+
+    def subscribe(self, listener: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``listener(release_id)`` after every release recorded through this object
+        (e.g. a panel that shows the budget); returns the function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners \
+            else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_listeners": []}  # listeners stay in their process
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, timeout: float = 30.0) -> PrivacyLedger:
@@ -223,6 +234,9 @@ class PrivacyLedger:
                  meta_text))
             release_id = cur.lastrowid
         assert release_id is not None
+        for listener in list(self._listeners):
+            with suppress(Exception):  # a display must never undo or fail a release
+                listener(int(release_id))
         return int(release_id)
 
     def releases(self) -> pd.DataFrame:

@@ -11,26 +11,45 @@ import ipywidgets as widgets
 import pandas as pd
 
 from ..dp.ledger import PrivacyLedger
+from ..errors import InputError
 from ._background import Panel, box_html, error_html
 
 _SHOWN_COLUMNS = ["id", "time", "query", "mechanism", "epsilon", "delta", "noise_scale",
                   "accuracy"]
 
 
-class PrivacyPanel(Panel):
-    """An epsilon slider with the accuracy it buys (before spending anything), the remaining
-    budget and the releases recorded on ``ledger``. It only informs: releases are made by
-    the analytics functions, which spend on the same ledger. Call :meth:`refresh` (or press
-    its button) after a release.
+#: the kit's own releases and their L1 sensitivity with the defaults of the role notebooks
+DEFAULT_QUERIES: dict[str, float] = {
+    "joint crowd per cell (each person in at most 5 cells)": 5,
+    "ad funnel (3 campaigns: one exit per campaign)": 3,
+}
 
-    ``sensitivity`` is the L1 sensitivity of the counts to release (see
-    :func:`fedlab_kit.dp.sensitivity_for`); ``alpha`` the miss probability of the accuracy.
+
+class PrivacyPanel(Panel):
+    """An epsilon slider with the accuracy it buys (before spending anything) for the query
+    picked in "Query", the remaining budget and the releases recorded on ``ledger``. It
+    only informs: releases are made by the analytics functions, which spend on the same
+    ledger; the panel updates after every release made through that ledger object (and
+    on Refresh, e.g. after releases made by another process).
+
+    ``queries`` maps a query's name to the L1 sensitivity of its counts (see
+    :func:`fedlab_kit.dp.sensitivity_for`; default :data:`DEFAULT_QUERIES`);
+    ``sensitivity`` instead previews a single custom query; ``alpha`` is the miss
+    probability of the accuracy.
     """
 
-    def __init__(self, ledger: PrivacyLedger, sensitivity: float = 1, *,
-                 alpha: float = 0.05, epsilon: float | None = None) -> None:
+    def __init__(self, ledger: PrivacyLedger, sensitivity: float | None = None, *,
+                 queries: dict[str, float] | None = None, alpha: float = 0.05,
+                 epsilon: float | None = None) -> None:
         self.ledger = ledger
-        self._sensitivity = sensitivity
+        if sensitivity is not None:
+            queries = {f"custom query (sensitivity {sensitivity:g})": sensitivity}
+        self.queries = dict(queries if queries is not None else DEFAULT_QUERIES)
+        if not self.queries:
+            raise InputError("PrivacyPanel needs at least one query to preview")
+        self.query = widgets.Dropdown(options=list(self.queries), description="Query",
+                                      layout=widgets.Layout(width="60%"))
+        self._sensitivity = self.queries[self.query.value]
         self.alpha = alpha
         self.accuracy: float | None = None
         total = ledger.total.epsilon
@@ -47,10 +66,12 @@ class PrivacyPanel(Panel):
         self.releases_html = widgets.HTML("")
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.epsilon.observe(lambda _: self._show_accuracy(), names="value")
+        self.query.observe(lambda _: self._pick(), names="value")
         self.refresh_button.on_click(lambda _: self.refresh())
+        self.unsubscribe = ledger.subscribe(lambda _: self.refresh())
         self.widget = widgets.VBox([
             widgets.HTML(f"<b>Privacy budget of {html.escape(ledger.party)}</b>"),
-            self.epsilon, self.accuracy_html,
+            self.query, self.epsilon, self.accuracy_html,
             widgets.HBox([self.budget_bar, self.budget_html]),
             widgets.HTML("<b>Releases so far</b>"), self.releases_html, self.refresh_button,
         ])
@@ -64,6 +85,9 @@ class PrivacyPanel(Panel):
     def sensitivity(self, value: float) -> None:
         self._sensitivity = value
         self._show_accuracy()
+
+    def _pick(self) -> None:
+        self.sensitivity = self.queries[self.query.value]
 
     def refresh(self) -> None:
         """Re-read the ledger: remaining budget, releases, and whether ε still fits."""
@@ -100,7 +124,8 @@ class PrivacyPanel(Panel):
         acc = self.accuracy
         text = (f"ε = {eps:.3g} buys: each released count is off by less than {acc:.3g} "
                 f"with probability {1 - self.alpha:.0%} (so by at most "
-                f"{max(0, math.ceil(acc) - 1)}), sensitivity {self._sensitivity:g}.")
+                f"{max(0, math.ceil(acc) - 1)}) from the DP noise, for "
+                f"{self.query.value} (sensitivity {self._sensitivity:g}).")
         if eps <= remaining:
             note = box_html(f"{text} It fits the remaining budget (ε {remaining:.4g}).", "ok")
         else:
