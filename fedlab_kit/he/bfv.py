@@ -27,49 +27,90 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from functools import cache
 
 import msgspec
 import numpy as np
 import tenseal.sealapi as seal
 
-from ..errors import InputError, ProtocolError
+from ..errors import InputError, InternalError, ProtocolError
 from .ckks import power_of_two_steps
 from .serial import from_bytes, to_bytes
 
-POLY_DEGREE = 16384
-SLOTS = POLY_DEGREE
-ROW = POLY_DEGREE // 2  # rotations act within each of the two rows of 8192 slots
-PLAIN_BITS = 30
-_COEFFS = [60, 60, 60, 60, 60]
-#: bits by which the flooding must exceed the evaluator's noise for statistical distance
-#: 2^-40 over all N coefficients: 40 + log2(N) + 1
-FLOOD_MARGIN_BITS = 40 + 14 + 1
+
+@dataclass(frozen=True)
+class BfvParams:
+    """One BFV parameter set: ring degree, coefficient modulus bit sizes (the last prime is
+    the key-switching one), plain modulus bits."""
+
+    name: str
+    poly_degree: int
+    coeff_bits: tuple[int, ...]
+    plain_bits: int
+
+    @property
+    def slots(self) -> int:
+        return self.poly_degree
+
+    @property
+    def row(self) -> int:  # rotations act within each of the two rows
+        return self.poly_degree // 2
+
+    @property
+    def flood_margin_bits(self) -> int:
+        """Bits by which the flooding must exceed the evaluator's noise for statistical
+        distance 2^-40 over all N coefficients: 40 + log2(N) + 1."""
+        return 40 + self.poly_degree.bit_length()
+
+
+#: joint counts: exact 0/1 sums up to +-5e8, room for two multipliers, the input check and
+#: the flooding
+COUNTS = BfvParams("counts", 16384, (60, 60, 60, 60, 60), 30)
+#: SecureBoost histograms: fixed-point gradient sums up to +-2^39, one plaintext product,
+#: a fold and the flooding (on three of the four data primes)
+HISTOGRAMS = BfvParams("histograms", 8192, (43, 43, 44, 44, 44), 40)
+PARAMS = {p.name: p for p in (COUNTS, HISTOGRAMS)}
+
+POLY_DEGREE = COUNTS.poly_degree
+SLOTS = COUNTS.slots
+ROW = COUNTS.row
+PLAIN_BITS = COUNTS.plain_bits
+FLOOD_MARGIN_BITS = COUNTS.flood_margin_bits
 
 
 @cache
-def _context() -> seal.SEALContext:
-    params = seal.EncryptionParameters(seal.SCHEME_TYPE.BFV)
-    params.set_poly_modulus_degree(POLY_DEGREE)
-    params.set_coeff_modulus(seal.CoeffModulus.Create(POLY_DEGREE, _COEFFS))
-    params.set_plain_modulus(seal.PlainModulus.Batching(POLY_DEGREE, PLAIN_BITS))
-    return seal.SEALContext(params, True, seal.SEC_LEVEL_TYPE.TC128)
+def _context(params: BfvParams = COUNTS) -> seal.SEALContext:
+    ep = seal.EncryptionParameters(seal.SCHEME_TYPE.BFV)
+    ep.set_poly_modulus_degree(params.poly_degree)
+    ep.set_coeff_modulus(seal.CoeffModulus.Create(params.poly_degree, list(params.coeff_bits)))
+    ep.set_plain_modulus(seal.PlainModulus.Batching(params.poly_degree, params.plain_bits))
+    return seal.SEALContext(ep, True, seal.SEC_LEVEL_TYPE.TC128)
 
 
-def plain_modulus() -> int:
-    return int(_context().first_context_data().parms().plain_modulus().value())
+def plain_modulus(params: BfvParams = COUNTS) -> int:
+    return int(_context(params).first_context_data().parms().plain_modulus().value())
 
 
-def data_primes() -> list[int]:
-    return [int(m.value()) for m in _context().first_context_data().parms().coeff_modulus()]
+def level_primes(params: BfvParams = COUNTS, parms_id: Sequence[int] | None = None
+                 ) -> list[int]:
+    """The data primes at ``parms_id`` (default: the first, fullest level)."""
+    ctx = _context(params)
+    data = ctx.get_context_data(parms_id) if parms_id is not None else ctx.first_context_data()
+    return [int(m.value()) for m in data.parms().coeff_modulus()]
 
 
-def flood_bits() -> int:
-    """``b``: flooding coefficients are uniform in ``[-2^b, 2^b)``, ``2^b <= q / (8 t)``."""
+def data_primes(params: BfvParams = COUNTS) -> list[int]:
+    return level_primes(params)
+
+
+def flood_bits(params: BfvParams = COUNTS, parms_id: Sequence[int] | None = None) -> int:
+    """``b``: flooding coefficients are uniform in ``[-2^b, 2^b)``, ``2^b <= q / (8 t)`` for
+    the modulus ``q`` at ``parms_id``."""
     q = 1
-    for p in data_primes():
+    for p in level_primes(params, parms_id):
         q *= p
-    return (q // (8 * plain_modulus())).bit_length() - 1
+    return (q // (8 * plain_modulus(params))).bit_length() - 1
 
 
 def uniform_below(n: int, bound: int) -> np.ndarray:
@@ -84,13 +125,14 @@ def uniform_below(n: int, bound: int) -> np.ndarray:
     return out[:n].astype(np.int64)
 
 
-def fold_steps(width: int) -> list[int]:
-    """Row rotations ``width, 2*width, ..., ROW/2``; with the column swap every slot ends
+def fold_steps(width: int, params: BfvParams = COUNTS) -> list[int]:
+    """Row rotations ``width, 2*width, ..., row/2``; with the column swap every slot ends
     up holding the sum over all slots congruent to it modulo ``width``."""
-    return power_of_two_steps(width, ROW)
+    return power_of_two_steps(width, params.row)
 
 
 class _Bundle(msgspec.Struct, array_like=True):
+    params: str
     public_key: bytes
     relin_keys: bytes
     galois_keys: bytes
@@ -101,15 +143,17 @@ class BfvPublic:
     """What an evaluating party holds: encrypt, multiply by plaintexts, fold, flood."""
 
     def __init__(self, public_key: seal.PublicKey, relin_keys: seal.RelinKeys | None,
-                 galois_keys: seal.GaloisKeys, width: int) -> None:
-        self.context = _context()
+                 galois_keys: seal.GaloisKeys, width: int, params: BfvParams = COUNTS) -> None:
+        self.params = params
+        self.context = _context(params)
+        self.slots = params.slots
         self.width = width
-        self.steps = fold_steps(width)
+        self.steps = fold_steps(width, params)
         self.public_key, self.relin_keys, self.galois_keys = public_key, relin_keys, galois_keys
         self.encoder = seal.BatchEncoder(self.context)
         self.evaluator = seal.Evaluator(self.context)
         self.encryptor = seal.Encryptor(self.context, public_key)
-        self.t = plain_modulus()
+        self.t = plain_modulus(params)
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> BfvPublic:
@@ -117,15 +161,19 @@ class BfvPublic:
             b = msgspec.msgpack.decode(data, type=_Bundle)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ProtocolError("invalid BFV public context from peer") from exc
-        ctx = _context()
+        params = PARAMS.get(b.params)
+        if params is None:
+            raise ProtocolError(f"BFV public context from peer has unknown parameters "
+                                f"{b.params!r}; this kit has {sorted(PARAMS)}")
+        ctx = _context(params)
         try:
-            fold_steps(b.width)
+            fold_steps(b.width, params)
         except InputError as exc:
             raise ProtocolError(f"BFV public context from peer: {exc}") from exc
         pk = from_bytes(seal.PublicKey(), b.public_key, ctx)
         rk = from_bytes(seal.RelinKeys(), b.relin_keys, ctx) if b.relin_keys else None
         gk = from_bytes(seal.GaloisKeys(), b.galois_keys, ctx)
-        return cls(pk, rk, gk, b.width)
+        return cls(pk, rk, gk, b.width, params)
 
     # ------------------------------------------------------------------ bytes
     def dump(self, cts: Iterable[seal.Ciphertext]) -> bytes:
@@ -150,7 +198,7 @@ class BfvPublic:
                ) -> seal.Plaintext:
         """Integers (reduced mod t; at most ``SLOTS``, zero-padded); in NTT form at
         ``ntt_like``'s level when given (for :meth:`multiply_ntt`)."""
-        vals = np.zeros(SLOTS, dtype=np.int64)
+        vals = np.zeros(self.slots, dtype=np.int64)
         v = np.asarray(values, dtype=np.int64).ravel()
         vals[: len(v)] = v
         pt = seal.Plaintext()
@@ -168,7 +216,7 @@ class BfvPublic:
         """``ct * values`` slot by slot (an all-zero ``values`` gives a fresh zero: SEAL
         refuses transparent products)."""
         if not np.any(np.asarray(values) % self.t):
-            return self.encrypt(np.zeros(SLOTS, np.int64))
+            return self.encrypt(np.zeros(self.slots, np.int64))
         out = seal.Ciphertext()
         self.evaluator.multiply_plain(ct, self.encode(values), out)
         return out
@@ -187,7 +235,7 @@ class BfvPublic:
 
     def self_destruct(self, ct: seal.Ciphertext, check: seal.Ciphertext) -> None:
         """``ct += rho * check`` with fresh uniform nonzero ``rho`` per slot."""
-        rho = uniform_below(SLOTS, self.t - 1) + 1
+        rho = uniform_below(self.slots, self.t - 1) + 1
         tmp = seal.Ciphertext()
         self.evaluator.multiply_plain(check, self.encode(rho), tmp)
         self.evaluator.add_inplace(ct, tmp)
@@ -198,26 +246,26 @@ class BfvPublic:
         zero = seal.Ciphertext()
         self.encryptor.encrypt_zero(ct.parms_id(), zero)
         self.evaluator.add_inplace(ct, zero)
-        self.evaluator.add_inplace(ct, _noise_ciphertext(self.context, ct.parms_id()))
+        self.evaluator.add_inplace(ct, _noise_ciphertext(self.params, ct.parms_id()))
 
 
 class BfvSecret(BfvPublic):
     """The key owner: everything public plus the secret key (never sent)."""
 
-    def __init__(self, width: int, *, relin: bool = True) -> None:
-        context = _context()
+    def __init__(self, width: int, *, relin: bool = True, params: BfvParams = COUNTS) -> None:
+        context = _context(params)
         keygen = seal.KeyGenerator(context)
         pk = seal.PublicKey()
         keygen.create_public_key(pk)
-        steps = fold_steps(width)
+        steps = fold_steps(width, params)
         elts = context.key_context_data().galois_tool().get_elts_from_steps(steps)
-        elts.append(2 * POLY_DEGREE - 1)  # the column swap
+        elts.append(2 * params.poly_degree - 1)  # the column swap
         # seeded (Serializable) keys: half the bytes on the wire
         self._gk_bytes = to_bytes(keygen.create_galois_keys(elts))
         self._rk_bytes = to_bytes(keygen.create_relin_keys()) if relin else b""
         gk = from_bytes(seal.GaloisKeys(), self._gk_bytes, context, own=True)
         rk = from_bytes(seal.RelinKeys(), self._rk_bytes, context, own=True) if relin else None
-        super().__init__(pk, rk, gk, width)
+        super().__init__(pk, rk, gk, width, params)
         self._pk_bytes = to_bytes(pk)
         self._decryptor = seal.Decryptor(context, keygen.secret_key())
         self._symmetric = seal.Encryptor(context, pk)
@@ -225,8 +273,8 @@ class BfvSecret(BfvPublic):
 
     def to_bytes(self) -> bytes:
         """Public key, relinearisation and rotation keys: what the evaluators need."""
-        return msgspec.msgpack.encode(
-            _Bundle(self._pk_bytes, self._rk_bytes, self._gk_bytes, self.width))
+        return msgspec.msgpack.encode(_Bundle(self.params.name, self._pk_bytes, self._rk_bytes,
+                                              self._gk_bytes, self.width))
 
     def encrypt_dump(self, vectors: Iterable[np.ndarray]) -> bytes:
         """Secret-key encryption (half the bytes: SEAL sends the random half as a seed)."""
@@ -250,7 +298,7 @@ def zero_one_check(ctx: BfvPublic, cts: Sequence[seal.Ciphertext]) -> seal.Ciphe
     if ctx.relin_keys is None:
         raise ProtocolError("the key holder sent no relinearisation keys for the input check")
     ev = ctx.evaluator
-    ones = ctx.encode(np.ones(SLOTS, np.int64))
+    ones = ctx.encode(np.ones(ctx.slots, np.int64))
     acc: seal.Ciphertext | None = None
     xm1, z = seal.Ciphertext(), seal.Ciphertext()
     for ct in cts:
@@ -258,7 +306,7 @@ def zero_one_check(ctx: BfvPublic, cts: Sequence[seal.Ciphertext]) -> seal.Ciphe
         ev.multiply(ct, xm1, z)
         ev.relinearize_inplace(z, ctx.relin_keys)
         ev.transform_to_ntt_inplace(z)
-        ev.multiply_plain_inplace(z, ctx.encode(uniform_below(SLOTS, ctx.t), ntt_like=z))
+        ev.multiply_plain_inplace(z, ctx.encode(uniform_below(ctx.slots, ctx.t), ntt_like=z))
         if acc is None:
             acc, z = z, seal.Ciphertext()
         else:
@@ -282,23 +330,31 @@ def _header(size: int) -> bytes:
     return _seal_version() + b"\x00" + struct.pack("<HQ", 0, 16 + size)  # no compression
 
 
-def _noise_ciphertext(context: seal.SEALContext, parms_id: Sequence[int]) -> seal.Ciphertext:
+def _noise_ciphertext(params: BfvParams, parms_id: Sequence[int]) -> seal.Ciphertext:
     """The pair ``(E, 0)`` with ``E``'s coefficients uniform in ``[-2^b, 2^b)`` (CSPRNG),
     in SEAL's ciphertext format at ``parms_id`` (coefficient form)."""
-    primes = [int(m.value()) for m in context.get_context_data(parms_id).parms().coeff_modulus()]
-    b = flood_bits()
-    nbytes = (b + 1 + 7) // 8
-    raw = os.urandom(POLY_DEGREE * nbytes)
-    top = (1 << (b + 1)) - 1
-    offset = 1 << b
-    coeffs = [(int.from_bytes(raw[i:i + nbytes], "little") & top) - offset
-              for i in range(0, len(raw), nbytes)]
-    k = len(primes)
-    data = np.zeros((2, k, POLY_DEGREE), dtype=np.uint64)
+    context = _context(params)
+    primes = level_primes(params, parms_id)
+    n, b = params.poly_degree, flood_bits(params, parms_id)
+    # U uniform in [0, 2^(b+1)) from the CSPRNG, in 4-bit limbs, so that a limb times a
+    # residue (< 2^60) stays below 2^64; E = U - 2^b, reduced mod each prime
+    n_bytes = -(-(b + 1) // 8)
+    raw = np.frombuffer(os.urandom(n * n_bytes), dtype=np.uint8).reshape(n, n_bytes).copy()
+    raw[:, -1] &= np.uint8((1 << ((b + 1) - 8 * (n_bytes - 1))) - 1)
+    nibbles = np.empty((2 * n_bytes, n), dtype=np.uint64)
+    nibbles[0::2] = (raw & 15).T
+    nibbles[1::2] = (raw >> 4).T
+    data = np.zeros((2, len(primes), n), dtype=np.uint64)
     for i, q in enumerate(primes):
-        data[0, i] = np.array([c % q for c in coeffs], dtype=np.uint64)
+        if q >= 2**60:
+            raise InternalError("flooding expects data primes below 2^60")  # pragma: no cover
+        qq = np.uint64(q)
+        acc = np.zeros(n, dtype=np.uint64)
+        for j in range(len(nibbles)):
+            acc = (acc + nibbles[j] * np.uint64(pow(2, 4 * j, q)) % qq) % qq
+        data[0, i] = (acc + np.uint64(q - pow(2, b, q))) % qq
     payload = struct.pack("<Q", data.size) + data.tobytes()
     body = (struct.pack("<4Q", *parms_id) + b"\x00"
-            + struct.pack("<QQQdQ", 2, POLY_DEGREE, k, 1.0, 1)
+            + struct.pack("<QQQdQ", 2, n, len(primes), 1.0, 1)
             + _header(len(payload)) + payload)
     return from_bytes(seal.Ciphertext(), _header(len(body)) + body, context, own=True)
