@@ -1,10 +1,10 @@
 """``fedlab bench boost``: encrypted SecureBoost between party processes over a real relay.
 
-Reports the AUC of the federated (CKKS) model, of XGBoost trained centrally on all columns
+Reports the AUC of the federated (BFV) model, of XGBoost trained centrally on all columns
 with the same hyperparameters, and of XGBoost on the label holder's columns alone (what
 federation adds), seconds per tree split into encrypt / histogram / decrypt / the rest
 (communication, plaintext histograms of the label holder's own columns, split finding),
-bytes sent, peak RSS per party (and the RSS of its CKKS worker pool), CPU seconds of each
+bytes sent, peak RSS per party (and the RSS of its HE worker pool), CPU seconds of each
 party's process tree, and the feature holders' mask cache budget (``FEDLAB_MASK_CACHE_MB``).
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from ..boost.ckks import MASK_CACHE_MB
+from ..boost.bfv import MASK_CACHE_MB
 from ..demo.harness import RelayProcess, create_room
 from ..net.identity import Identity, Invitation
 from ..net.session import Party
@@ -76,13 +76,13 @@ def _timed(cls: type, methods: tuple[str, ...], spent: dict[str, float]) -> type
 
 def _party(role: str, key: str, invitation: str, data: dict[str, Any], params: dict[str, Any],
            out: Any) -> None:
-    from ..boost import SecureBoostClassifier, SecureBoostPassive, ckks
+    from ..boost import SecureBoostClassifier, SecureBoostPassive, bfv
     from ..boost import backend as backend_mod
 
     warnings.simplefilter("ignore")
     spent: dict[str, float] = {}
-    timed_active = _timed(ckks.CkksActive, ("encrypt_nodes", "decrypt_histograms"), spent)
-    timed_passive = _timed(ckks.CkksPassive, ("histograms",), spent)
+    timed_active = _timed(bfv.BfvActive, ("encrypt_nodes", "decrypt_histograms"), spent)
+    timed_passive = _timed(bfv.BfvPassive, ("histograms",), spent)
     real = backend_mod.make_backends
 
     def make_backends(insecure_plaintext: bool) -> Any:

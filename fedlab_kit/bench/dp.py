@@ -1,7 +1,7 @@
 """``fedlab bench dp``: accuracy of the joint DP releases against the generator's truth.
 
 Generates a city, runs the demo pipeline on it (relay + three party processes: PSI, the
-CKKS ad funnel, the retailer x operator PSI and the CKKS TA crowd, each at epsilon 1) and
+BFV ad funnel, the retailer x operator PSI and the BFV TA crowd, each at epsilon 1) and
 compares the retailer's released numbers with the ground truth the generator wrote.
 """
 

@@ -2,7 +2,7 @@
 
 The label holder (*active* party) trains with :class:`SecureBoostClassifier` or
 :class:`SecureBoostRegressor`; each feature holder (*passive* party) serves with
-:class:`SecureBoostPassive`. Gradients go to the passives encrypted (CKKS backend), or in
+:class:`SecureBoostPassive`. Gradients go to the passives encrypted (BFV backend), or in
 the clear with ``insecure_plaintext=True`` (tests and benchmarks only). Thresholds and
 feature values never leave their owner; each party saves only its part of the model.
 """

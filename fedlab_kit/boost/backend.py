@@ -4,7 +4,7 @@ The label holder (active) turns gradients into a payload, each feature holder (p
 turns that payload plus its own bin codes into a histogram payload, and the active reads
 the histogram sums out of it. :class:`PlaintextActive`/:class:`PlaintextPassive` send
 everything in the clear (tests, benchmarks); the encrypted backends live in
-:mod:`fedlab_kit.boost.ckks` and are chosen by :func:`make_backends`.
+:mod:`fedlab_kit.boost.bfv` and are chosen by :func:`make_backends`.
 
 Histograms are *cumulative* per candidate slot: entry ``[node, f, s]`` holds the sums of
 (g, h) over the node's rows whose code of feature f is at most ``thresholds[f, s]`` and not
@@ -148,7 +148,7 @@ class Backends(NamedTuple):
 
 
 def make_backends(insecure_plaintext: bool) -> Backends:
-    """The CKKS backends, or (only if asked explicitly) the plaintext ones, with a warning."""
+    """The BFV backends, or (only if asked explicitly) the plaintext ones, with a warning."""
     if insecure_plaintext is True:
         warnings.warn("SecureBoost with insecure_plaintext=True: gradients and histograms "
                       "travel UNENCRYPTED; every feature holder sees the label holder's "
@@ -158,13 +158,13 @@ def make_backends(insecure_plaintext: bool) -> Backends:
     if insecure_plaintext is not False:
         raise BoostError(f"insecure_plaintext must be True or False, got {insecure_plaintext!r}")
     try:
-        from .ckks import CkksActive, CkksPassive
+        from .bfv import BfvActive, BfvPassive
     except ModuleNotFoundError as exc:
-        if exc.name != f"{__package__}.ckks":
+        if exc.name != f"{__package__}.bfv":
             raise
-        raise BoostError("the encrypted SecureBoost backend (fedlab_kit.boost.ckks) is not "
+        raise BoostError("the encrypted SecureBoost backend (fedlab_kit.boost.bfv) is not "
                          "installed") from None
-    return Backends(CkksActive, CkksPassive, True)
+    return Backends(BfvActive, BfvPassive, True)
 
 
 # top-level functions, so that the protocol driver can run them in a pool

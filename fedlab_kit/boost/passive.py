@@ -8,7 +8,7 @@ active party, per tree and leaf, which rows its own splits let reach that leaf.
 
 What it learns: the row sets of the nodes (so which rows end in the same leaf), the rows
 each tree samples (with ``subsample < 1``), the tree shapes and which splits are its own;
-with the CKKS backend nothing about gradients.
+with the BFV backend nothing about gradients.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def best_splits(hist: np.ndarray, totals: np.ndarray, p: BoostParams,
 
 
 def _tie(gain: np.ndarray | float) -> np.ndarray | float:
-    """Gains closer than this are ties: covers the error of CKKS-decrypted sums (~1e-6)
+    """Gains closer than this are ties: covers the rounding of fixed-point encrypted sums
     and is applied in plaintext mode too, so both modes grow the same trees."""
     with np.errstate(invalid="ignore"):
         return TIE_MARGIN * np.maximum(1.0, np.abs(np.nan_to_num(gain, neginf=0.0)))

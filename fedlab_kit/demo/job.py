@@ -253,10 +253,10 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
          f"{joint['crowd_cells']} H3 cells -> {out}/retailer_ta_crowd.csv "
          f"{' '.join(joint.get('crowd_files', {}).values())}")
     tr = summary["training"]
-    echo(f"SecureBoost (CKKS, {tr['train_rows']} rows, 3 parties): test AUC "
+    echo(f"SecureBoost (BFV, {tr['train_rows']} rows, 3 parties): test AUC "
          f"{tr['auc_federated']} vs {tr['auc_retailer_only']} on the retailer's columns alone")
     poi = summary["poi_crowd"]
-    echo(f"POI crowd regression (CKKS, {poi['train_pois']} counted POIs, 3 parties): P30 "
+    echo(f"POI crowd regression (BFV, {poi['train_pois']} counted POIs, 3 parties): P30 "
          f"{poi['p30_federated']} vs {poi['p30_retailer_only']} on the retailer's columns "
          f"alone ({poi['test_pois']} held-out POIs)")
     crowd = summary["operator_crowd"]

@@ -1,9 +1,7 @@
-"""Homomorphic encryption on raw SEAL: CKKS with the grouped-sum kernel behind SecureBoost's
-histograms (:mod:`.ckks`, :mod:`.grouped`), BFV with flooding and input checks for exact
-joint counts (:mod:`.bfv`)."""
+"""Homomorphic encryption on raw SEAL: BFV with flooding (circuit privacy) and input checks
+(:mod:`.bfv`), for exact joint counts and SecureBoost's histograms; row layouts and sparse
+masks (:mod:`.layout`); process pools (:mod:`.pool`)."""
 
-from .ckks import SLOTS, PublicContext, SecretContext, power_of_two_steps
-from .grouped import RowLayout, SparseMask
+from .layout import RowLayout, SparseMask, power_of_two_steps
 
-__all__ = ["SLOTS", "PublicContext", "RowLayout", "SecretContext", "SparseMask",
-           "power_of_two_steps"]
+__all__ = ["RowLayout", "SparseMask", "power_of_two_steps"]

@@ -35,7 +35,7 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from ..errors import InputError, InternalError, ProtocolError
-from .ckks import power_of_two_steps
+from .layout import power_of_two_steps
 from .serial import from_bytes, to_bytes
 
 
@@ -270,6 +270,11 @@ class BfvSecret(BfvPublic):
         self._decryptor = seal.Decryptor(context, keygen.secret_key())
         self._symmetric = seal.Encryptor(context, pk)
         self._symmetric.set_secret_key(keygen.secret_key())
+        self._secret_bytes = to_bytes(keygen.secret_key())
+
+    def secret_key_bytes(self) -> bytes:
+        """The secret key, for this party's own worker processes only (see :mod:`.pool`)."""
+        return self._secret_bytes
 
     def to_bytes(self) -> bytes:
         """Public key, relinearisation and rotation keys: what the evaluators need."""
@@ -290,6 +295,23 @@ class BfvSecret(BfvPublic):
     def noise_budget(self, ct: seal.Ciphertext) -> int:
         """Bits of noise budget left (SEAL's invariant noise budget; for tests)."""
         return int(self._decryptor.invariant_noise_budget(ct))
+
+
+class BfvSymmetric:
+    """Secret-key encryption in a key owner's worker process (built from key bytes)."""
+
+    def __init__(self, params_name: str, secret_key: bytes) -> None:
+        self.params = PARAMS[params_name]
+        self.context = _context(self.params)
+        sk = from_bytes(seal.SecretKey(), secret_key, self.context, own=True)
+        self.encoder = seal.BatchEncoder(self.context)
+        self.encryptor = seal.Encryptor(self.context, sk)
+        self.t = plain_modulus(self.params)
+
+    def encrypt_bytes(self, values: np.ndarray) -> bytes:
+        pt = seal.Plaintext()
+        self.encoder.encode((np.asarray(values, dtype=np.int64) % self.t).tolist(), pt)
+        return to_bytes(self.encryptor.encrypt_symmetric(pt))
 
 
 def zero_one_check(ctx: BfvPublic, cts: Sequence[seal.Ciphertext]) -> seal.Ciphertext:
@@ -336,22 +358,21 @@ def _noise_ciphertext(params: BfvParams, parms_id: Sequence[int]) -> seal.Cipher
     context = _context(params)
     primes = level_primes(params, parms_id)
     n, b = params.poly_degree, flood_bits(params, parms_id)
-    # U uniform in [0, 2^(b+1)) from the CSPRNG, in 4-bit limbs, so that a limb times a
-    # residue (< 2^60) stays below 2^64; E = U - 2^b, reduced mod each prime
-    n_bytes = -(-(b + 1) // 8)
-    raw = np.frombuffer(os.urandom(n * n_bytes), dtype=np.uint8).reshape(n, n_bytes).copy()
-    raw[:, -1] &= np.uint8((1 << ((b + 1) - 8 * (n_bytes - 1))) - 1)
-    nibbles = np.empty((2 * n_bytes, n), dtype=np.uint64)
-    nibbles[0::2] = (raw & 15).T
-    nibbles[1::2] = (raw >> 4).T
+    # U uniform in [0, 2^(b+1)) from the CSPRNG, as limbs of ``w`` bits so that a limb
+    # times a residue stays below 2^64; E = U - 2^b, reduced mod each prime
+    if max(primes) >= 2**60:
+        raise InternalError("flooding expects data primes below 2^60")  # pragma: no cover
+    w = min(32, 64 - max(primes).bit_length())
+    n_limbs = -(-(b + 1) // w)
+    limbs = np.frombuffer(os.urandom(4 * n * n_limbs), dtype="<u4").reshape(n_limbs, n)
+    limbs = limbs.astype(np.uint64) & np.uint64((1 << w) - 1)
+    limbs[-1] &= np.uint64((1 << ((b + 1) - w * (n_limbs - 1))) - 1)
     data = np.zeros((2, len(primes), n), dtype=np.uint64)
     for i, q in enumerate(primes):
-        if q >= 2**60:
-            raise InternalError("flooding expects data primes below 2^60")  # pragma: no cover
         qq = np.uint64(q)
         acc = np.zeros(n, dtype=np.uint64)
-        for j in range(len(nibbles)):
-            acc = (acc + nibbles[j] * np.uint64(pow(2, 4 * j, q)) % qq) % qq
+        for j in range(n_limbs):
+            acc = (acc + limbs[j] * np.uint64(pow(2, w * j, q)) % qq) % qq
         data[0, i] = (acc + np.uint64(q - pow(2, b, q))) % qq
     payload = struct.pack("<Q", data.size) + data.tobytes()
     body = (struct.pack("<4Q", *parms_id) + b"\x00"

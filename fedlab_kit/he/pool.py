@@ -1,4 +1,4 @@
-"""Process pools for CKKS work: SEAL keeps the GIL, so cores are used through processes.
+"""Process pools for HE work: SEAL keeps the GIL, so cores are used through processes.
 
 Each pool loads its keys once per worker (initializer) and jobs then move only ciphertext
 bytes and small numpy arrays. A label holder's pool holds its secret key in its own worker

@@ -1,19 +1,23 @@
-"""The encrypted SecureBoost backend: gradients under CKKS, histograms folded and packed.
+"""The encrypted SecureBoost backend: fixed-point gradients under BFV, histograms flooded.
 
-Layout (see ``../shared/DESIGN.md``): the label holder packs each row's gradient pair as one
-complex slot value ``g + i*h`` and replicates it over ``width`` slots; the rows of each
-requested node go in their own ciphertexts (node-sorted), so a node's histogram touches only
-its own ciphertexts. A feature holder lays its candidate (feature, threshold) columns that exist
-side by side, ``width`` to a mask (slot ``j`` of a row is 1 when the row's code of column j's
-feature is at most its threshold; thresholds are in the feature holder's shuffled order, and
-features with few distinct values take few slots), multiplies once per ciphertext, adds the
-products over the node's ciphertexts, rescales and folds the rows together with
-``log2(4096 / width)`` rotations: every row of the result then holds the same ``width``
-cumulative sums (unused columns are zero), so nothing but those sums can be decrypted. Each
-result is re-randomised with a fresh encryption of zero and sent back (depth 1: two data
-primes, ~100 KB per result). The label holder learns exactly the cumulative (G, H) sums it
-asked for; the feature holder sees only ciphertexts. Gradients are scaled so that every sum
-stays inside the CKKS range, and unscaled after decryption.
+Layout: the label holder rounds each row's gradients to integers, ``g * S_g`` and
+``h * S_h`` with powers of two ``S`` chosen per request so that every node sum stays well
+inside the plain modulus (a 40-bit prime, ``fedlab_kit.he.bfv.HISTOGRAMS``), and lays each
+row over ``width`` slots: G replicated over the first half, H over the second. The rows of
+each requested node go in their own ciphertexts (node-sorted), so a node's histogram touches
+only its own ciphertexts. A feature holder packs its candidate (feature, threshold) columns
+``width / 2`` to a mask (slots ``j`` and ``width/2 + j`` of a row are 1 when the row's code of
+column j's feature is at most its threshold and not missing; thresholds are in the feature
+holder's shuffled order), multiplies once per ciphertext, adds the products over the node's
+ciphertexts, drops one prime, folds the rows together (``log2(4096 / width)`` row rotations
+and the column swap) and floods the result before it goes back: a fresh encryption of zero
+plus uniform noise of 2^b on its first component (see :mod:`fedlab_kit.he.bfv`). Every row of
+the result then holds the same exact integer sums, so the label holder decrypts exactly the
+cumulative (G, H) sums it asked for, within statistical distance 2^-40 of a fresh encryption
+of them; the feature holder sees only ciphertexts.
+
+Rounding to integers is the only approximation: sums are off by at most half a unit per
+row (``tolerance``), far below what decides a split.
 """
 
 from __future__ import annotations
@@ -30,27 +34,27 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from ..errors import ProtocolError
-from ..he import PublicContext, RowLayout, SecretContext
-from ..he.ckks import SLOTS, SymmetricEncryptor, _to_bytes
-from ..he.grouped import masked_sums
+from ..he import RowLayout
+from ..he.bfv import HISTOGRAMS, BfvPublic, BfvSecret, BfvSymmetric
 from ..he.pool import KeyedPool, balanced_chunks, state, workers
+from ..he.serial import to_bytes
 from .binning import MISSING
 
-WIDTH = 32  # slots per row when the column count is unknown: a complex mask answers 64
-MIN_WIDTH = 2
-MAX_WIDTH = 64
-SUM_BOUND = 2.0**17
-#: CKKS noise of a decrypted (scaled) sum per row and slot of its node: measured 5e-11 to
-#: 6e-11 (e.g. 2e-4 for 100,000 rows at width 32); bounds use ten times that
-NOISE_PER_ROW_SLOT = 6e-10
+PARAMS = HISTOGRAMS
+SLOTS = PARAMS.slots
+WIDTH = 64  # slots per row when the column count is unknown: a mask answers 32 columns
+MIN_WIDTH = 4
+MAX_WIDTH = 128
+#: every |sum| of scaled gradients stays below 2^38, a quarter of the plain modulus
+SUM_LIMIT = 2.0**38
 # measured costs (ms, sealapi, N=8192) that choose the width of a request: a ciphertext
-# (encode + encrypt + save at the label holder; load + conjugate at a feature holder), a
-# result (rescale, re-randomise, save, load, decrypt) and one fold rotation
-CT_MS, RESULT_MS, ROTATION_MS = 6.5, 6.0, 0.95
+# (encode + encrypt + save at the label holder; load + NTT at a feature holder), a result
+# (back from NTT, prime dropped, flooded, saved, loaded, decrypted) and one fold rotation
+CT_MS, RESULT_MS, ROTATION_MS = 11.2, 22.5, 5.3
 #: memory (MB, all workers of a feature holder) for the encoded masks of the root, which
 #: are the same in every tree without row subsampling; ``FEDLAB_MASK_CACHE_MB`` overrides
 MASK_CACHE_MB = 1024
-PLAINTEXT_BYTES = 2 * SLOTS * 2 * 8  # an encoded mask at the data level: 2 primes x N
+PLAINTEXT_BYTES = (len(PARAMS.coeff_bits) - 1) * SLOTS * 8  # an NTT mask at the data level
 
 
 class _Grads(msgspec.Struct, array_like=True):
@@ -69,10 +73,9 @@ class _Hists(msgspec.Struct, array_like=True):
 def choose_width(sizes: list[int], columns: int) -> int:
     """The row width (slots per row) that minimises the cost of one histogram request.
 
-    Mask work (rows x columns / 8192 plaintext encodings) does not depend on the width;
-    what does: wider rows mean more ciphertexts to encrypt, send and conjugate, narrower
-    rows more results to fold (``log2(4096 / width)`` rotations each) and decrypt. A root
-    with 100,000 rows and 620 columns takes width 8; eight small nodes take 32.
+    Mask work (rows x columns / 4096 plaintext encodings) does not depend on the width;
+    what does: wider rows mean more ciphertexts to encrypt, send and load, narrower rows
+    more results to fold (``log2(4096 / width) + 1`` rotations each) and decrypt.
     """
     busy = [n for n in sizes if n]
     if not busy or columns <= 0:
@@ -81,42 +84,40 @@ def choose_width(sizes: list[int], columns: int) -> int:
     w = MIN_WIDTH
     while w <= MAX_WIDTH:
         cts = sum(-(-n * w // SLOTS) for n in busy)
-        results = len(busy) * 2 * -(-columns // (2 * w))
-        cost = cts * CT_MS + results * (RESULT_MS + ROTATION_MS * math.log2(SLOTS // w))
+        results = len(busy) * -(-columns // (w // 2))
+        cost = cts * CT_MS + results * (RESULT_MS + ROTATION_MS
+                                        * (math.log2(PARAMS.row // w) + 1))
         if cost < best_cost:
             best, best_cost = w, cost
         w *= 2
     return best
 
 
-def _steps() -> list[int]:
-    """Keys for complex conjugation (step 0) and every power-of-two fold."""
-    steps, s = [0], MIN_WIDTH
-    while s < SLOTS:
-        steps.append(s)
-        s *= 2
-    return steps
+def _scale(values: np.ndarray, nodes: list[np.ndarray]) -> float:
+    """The power of two that keeps the biggest node's sum of |values| below SUM_LIMIT."""
+    biggest = max((float(np.abs(values[r]).sum()) for r in nodes), default=0.0)
+    return 2.0 ** math.floor(math.log2(SUM_LIMIT / max(biggest, 1e-300)))
 
 
-class CkksActive:
+class BfvActive:
     """Label holder: owns the secret key; encrypts gradients, decrypts histograms.
 
     Encryption runs in a pool of this party's own worker processes (which get the secret
     key through the spawn pipe, never over the network)."""
 
-    #: absolute error bound of the decrypted sums of the last request (see encrypt_nodes)
-    tolerance = 1e-5
+    #: absolute error bound of the decrypted sums of the last request (rounding)
+    tolerance = 1e-9
 
     def __init__(self, width: int | None = None) -> None:
         self.width = width  # None: chosen per request (:func:`choose_width`)
-        self.secret = SecretContext(depth=1, rotations=_steps())
+        self.secret = BfvSecret(MIN_WIDTH, relin=False, params=PARAMS)
         self._scale = (1.0, 1.0)
-        self._pool = KeyedPool(f"boost-enc-{id(self)}", SymmetricEncryptor,
-                               (1, self.secret.secret_key_bytes()))
+        self._pool = KeyedPool(f"boost-enc-{id(self)}", BfvSymmetric,
+                               (PARAMS.name, self.secret.secret_key_bytes()))
 
     def __getstate__(self) -> dict[str, Any]:
         # pickle's convention for an object that cannot be pickled is a TypeError
-        raise TypeError("the CKKS secret context stays in the label holder's process")
+        raise TypeError("the BFV secret context stays in the label holder's process")
 
     def setup_payload(self) -> bytes:
         return self.secret.to_bytes()
@@ -126,19 +127,17 @@ class CkksActive:
         """The rows of ``nodes``; ``columns`` (the most candidate columns a feature holder
         may have, 0 if unknown) picks the layout width."""
         width = self.width or choose_width([len(r) for r in nodes], columns)
-        every = np.concatenate(nodes) if nodes else np.zeros(0, np.int64)
-        # keep every sum well inside CKKS's range (|x| < 2**19 at the last level)
-        self._scale = tuple(min(1.0, SUM_BOUND / max(float(np.abs(v[every]).sum()), 1e-300))
-                            for v in (g, h))
+        self._scale = (_scale(g, nodes), _scale(h, nodes))
         biggest = max((len(r) for r in nodes), default=0)
-        self.tolerance = max(1e-5, NOISE_PER_ROW_SLOT * biggest * width / self._scale[1])
+        self.tolerance = max(1e-9, 0.5 * biggest / self._scale[1])
         per_ct = SLOTS // width
         n_cts = sum(-(-len(r) // per_ct) for r in nodes)
         step = per_ct * max(1, math.ceil(n_cts / (4 * workers())))  # rows per job
         jobs = []
         for rows in nodes:
-            values = g[rows] * self._scale[0] + 1j * h[rows] * self._scale[1]
-            jobs += [(values[a:a + step], width) for a in range(0, len(rows), step)]
+            gq = np.rint(g[rows] * self._scale[0]).astype(np.int64)
+            hq = np.rint(h[rows] * self._scale[1]).astype(np.int64)
+            jobs += [(gq[a:a + step], hq[a:a + step], width) for a in range(0, len(rows), step)]
         parts = [b for chunk in self._pool.map(_encrypt_job, jobs) for b in chunk]
         return msgspec.msgpack.encode(_Grads(width, [len(r) for r in nodes],
                                              msgspec.msgpack.encode(parts)))
@@ -155,42 +154,45 @@ class CkksActive:
                 cols[:, 0].min() < 0 or cols[:, 0].max() >= n_features
                 or cols[:, 1].min() < 0 or cols[:, 1].max() >= n_slots)):
             raise ProtocolError("encrypted histograms name columns outside the histogram")
-        groups = -(-len(cols) // (2 * msg.width))
-        if msg.n_results != 2 * n_nodes * groups:
-            raise ProtocolError(f"expected {2 * n_nodes * groups} histogram results, got "
+        if msg.width < MIN_WIDTH or msg.width > MAX_WIDTH or msg.width & (msg.width - 1):
+            raise ProtocolError(f"encrypted histograms with an invalid width {msg.width}")
+        half = msg.width // 2
+        groups = -(-len(cols) // half)
+        if msg.n_results != n_nodes * groups:
+            raise ProtocolError(f"expected {n_nodes * groups} histogram results, got "
                                 f"{msg.n_results}")
         cts = self.secret.load(msg.cts, expect=msg.n_results)
-        res = np.stack([self.secret.decrypt(ct, complex_values=True)[: msg.width] for ct in cts]
-                       ) if cts else np.zeros((0, msg.width), complex)
-        # per group: S (real: 2G of the first w columns, imag: 2G of the next w) and
-        # D (imag: 2H of the first w columns, real: -2H of the next w)
-        res = res.reshape(n_nodes, groups, 2, msg.width) / 2
-        g_sums = np.concatenate([res[:, :, 0].real, res[:, :, 0].imag], axis=2)
-        h_sums = np.concatenate([res[:, :, 1].imag, -res[:, :, 1].real], axis=2)
-        g_sums = g_sums.reshape(n_nodes, -1)[:, : len(cols)] / self._scale[0]
-        h_sums = h_sums.reshape(n_nodes, -1)[:, : len(cols)] / self._scale[1]
+        res = np.stack([self.secret.decrypt(ct)[: msg.width] for ct in cts]) \
+            if cts else np.zeros((0, msg.width), np.int64)
+        res = res.reshape(n_nodes, groups, msg.width)
+        g_sums = res[:, :, :half].reshape(n_nodes, -1)[:, : len(cols)] / self._scale[0]
+        h_sums = res[:, :, half:].reshape(n_nodes, -1)[:, : len(cols)] / self._scale[1]
         out = np.zeros((n_nodes, n_features, n_slots, 2))
         out[:, cols[:, 0], cols[:, 1], 0] = g_sums
         out[:, cols[:, 0], cols[:, 1], 1] = h_sums
         return out
 
 
-def _encrypt_job(key: str, values: np.ndarray, width: int) -> list[bytes]:
-    """Worker: encrypt rows (complex g + i h) laid out ``width`` slots each."""
-    enc: SymmetricEncryptor = state(key)
-    layout = RowLayout(len(values), width)
-    return [enc.encrypt_bytes(v) for v in layout.place(np.repeat(values[:, None], width, 1))]
+def _encrypt_job(key: str, gq: np.ndarray, hq: np.ndarray, width: int) -> list[bytes]:
+    """Worker: encrypt rows laid out ``width`` slots each (G then H, each replicated)."""
+    enc: BfvSymmetric = state(key)
+    half = width // 2
+    rows = np.concatenate([np.repeat(gq[:, None], half, 1), np.repeat(hq[:, None], half, 1)],
+                          axis=1)
+    return [enc.encrypt_bytes(v) for v in RowLayout(len(gq), width, slots=SLOTS).place(rows)]
 
 
-class CkksPassive:
+class BfvPassive:
     """Feature holder: computes encrypted cumulative histograms in a pool of worker
     processes; never holds a secret key."""
 
     def __init__(self, setup_payload: bytes) -> None:
         self._setup = bytes(setup_payload)
-        self.ctx = PublicContext.from_bytes(self._setup)  # validates the keys early
-        self._pool = KeyedPool(f"boost-hist-{self.ctx.digest()}", PublicContext.from_bytes,
-                               (self._setup,))
+        self.ctx = BfvPublic.from_bytes(self._setup)  # validates the keys early
+        if self.ctx.params is not PARAMS:
+            raise ProtocolError("the label holder's keys are not for SecureBoost histograms")
+        self._pool = KeyedPool(f"boost-hist-{hashlib.sha256(self._setup).hexdigest()[:16]}",
+                               BfvPublic.from_bytes, (self._setup,))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"setup": self._setup}
@@ -209,19 +211,19 @@ class CkksPassive:
         if msg.sizes != [len(r) for r in nodes]:
             raise ProtocolError("encrypted gradients do not match the requested nodes")
         width = msg.width
-        if width > SLOTS or width < MIN_WIDTH or width & (width - 1):
+        if width > MAX_WIDTH or width < MIN_WIDTH or width & (width - 1):
             raise ProtocolError(f"invalid layout width {width}")
         per_ct = SLOTS // width
         counts = [-(-n // per_ct) for n in msg.sizes]
         if len(parts) != sum(counts):
             raise ProtocolError(f"expected {sum(counts)} ciphertexts, got {len(parts)}")
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-        # only candidate slots that exist are computed, packed ``width`` to a mask
+        # only candidate slots that exist are computed, packed ``width / 2`` to a mask
         cols = np.argwhere(thresholds >= 0).astype("<i4")  # (feature, slot) pairs
-        span = 2 * width  # a complex mask carries two columns per slot
+        span = width // 2
         groups = [cols[a:a + span] for a in range(0, len(cols), span)]
         # a big node is cut into pieces of whole ciphertexts, one per worker, so that no
-        # two workers load and conjugate the same ciphertexts; pieces are added up below
+        # two workers load the same ciphertexts; pieces are added up below
         pieces = _pieces(counts, workers())
         items = [(i, q) for i in range(len(pieces)) for q in range(len(groups))]
         chunks = balanced_chunks([pieces[i][2] - pieces[i][1] for i, _ in items], workers())
@@ -240,38 +242,56 @@ class CkksPassive:
                 piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows],
                                  k not in split_nodes, key)
             jobs.append((piece_data, mine, thresholds, groups, width, budget))
-        sums: dict[tuple[int, int], list[list[bytes]]] = {}
+        sums: dict[tuple[int, int], list[bytes]] = {}
         for chunk, results in zip(chunks, self._pool.map(_histogram_job, jobs), strict=True):
             for i, res in zip(chunk, results, strict=True):
                 piece, q = items[i]
                 sums.setdefault((pieces[piece][0], q), []).append(res)
         sums.update(self._fold_pieces({kq: v for kq, v in sums.items() if kq[0] in split_nodes},
                                       width))
-        zero = _to_bytes(self.ctx.encrypt(np.zeros(SLOTS)))  # empty nodes: zero sums
-        out = []
-        for k in range(len(nodes)):
-            for q in range(len(groups)):
-                out += sums[k, q][0] if (k, q) in sums else [zero, zero]
+        empty = [(k, q) for k in range(len(nodes)) for q in range(len(groups))
+                 if (k, q) not in sums]
+        if empty:  # empty nodes: zero sums, flooded like any result
+            zero = _finished_zero(self.ctx, width)
+            sums.update({kq: [zero] for kq in empty})
+        out = [sums[k, q][0] for k in range(len(nodes)) for q in range(len(groups))]
         return msgspec.msgpack.encode(_Hists(width, len(out), cols.tobytes(),
                                              msgspec.msgpack.encode(out)))
 
-
-    def _fold_pieces(self, sums: dict[tuple[int, int], list[list[bytes]]], width: int
-                     ) -> dict[tuple[int, int], list[list[bytes]]]:
-        """The pieces of a split node come back rescaled but not folded: add them up, fold
-        and re-randomise each (node, group) result once, spread over the workers."""
-        todo = [(kq, j) for kq in sorted(sums) for j in range(2)]
+    def _fold_pieces(self, sums: dict[tuple[int, int], list[bytes]], width: int
+                     ) -> dict[tuple[int, int], list[bytes]]:
+        """The pieces of a split node come back summed but not folded: add them up, then
+        drop a prime, fold and flood each (node, group) result once, over the workers."""
+        todo = sorted(sums)
         if not todo:
             return {}
-        steps = RowLayout(1, width).fold_steps
         chunks = balanced_chunks([1.0] * len(todo), workers())
-        jobs = [([[pair[j] for pair in sums[kq]] for kq, j in (todo[t] for t in chunk)], steps)
-                for chunk in chunks]
+        jobs = [([sums[todo[t]] for t in chunk], width) for chunk in chunks]
         folded = [b for res in self._pool.map(_fold_job, jobs) for b in res]
-        whole: dict[tuple[int, int], list[bytes]] = {}
-        for (kq, j), b in zip(todo, folded, strict=True):
-            whole.setdefault(kq, [b"", b""])[j] = b
-        return {kq: [pair] for kq, pair in whole.items()}
+        return {kq: [b] for kq, b in zip(todo, folded, strict=True)}
+
+
+def _finish(ctx: BfvPublic, ct: seal.Ciphertext, width: int) -> bytes:
+    """A summed result (coefficient form): one prime dropped, folded, flooded, as bytes."""
+    ctx.evaluator.mod_switch_to_next_inplace(ct)
+    _fold(ctx, ct, width)
+    ctx.flood(ct)
+    return to_bytes(ct)
+
+
+def _fold(ctx: BfvPublic, ct: seal.Ciphertext, width: int) -> None:
+    """Every slot := the sum over its residue class modulo ``width``."""
+    ev, rotated, s = ctx.evaluator, seal.Ciphertext(), width
+    while s < PARAMS.row:
+        ev.rotate_rows(ct, s, ctx.galois_keys, rotated)
+        ev.add_inplace(ct, rotated)
+        s *= 2
+    ev.rotate_columns(ct, ctx.galois_keys, rotated)
+    ev.add_inplace(ct, rotated)
+
+
+def _finished_zero(ctx: BfvPublic, width: int) -> bytes:
+    return _finish(ctx, ctx.encrypt(np.zeros(SLOTS, np.int64)), width)
 
 
 def _recurring(nodes: list[np.ndarray], codes: np.ndarray, thresholds: np.ndarray
@@ -323,76 +343,70 @@ def _cached_bytes(key: str, columns: str) -> int:
 def _histogram_job(key: str, piece_data: dict[int, tuple[list[bytes], np.ndarray, bool,
                                                          tuple[Any, ...] | None]],
                    items: list[tuple[int, int]], thresholds: np.ndarray,
-                   groups: list[np.ndarray], width: int, budget: int) -> list[list[bytes]]:
-    """Worker: the (S, D) sums of each (piece, column group): folded and re-randomised when
-    the piece is its whole node (``piece_data[i][2]``), else only rescaled (see
+                   groups: list[np.ndarray], width: int, budget: int) -> list[bytes]:
+    """Worker: the sums of each (piece, column group): finished (folded and flooded) when
+    the piece is its whole node (``piece_data[i][2]``), else only summed (see
     :func:`_fold_job`). Masks of pieces that recur (``piece_data[i][3]``) are kept, within
     ``budget`` bytes, for the next tree."""
-    ctx: PublicContext = state(key)
-    split = {i: _split_gradients(ctx, ctx.load(msgspec.msgpack.encode(cts)))
-             for i, (cts, *_) in piece_data.items()}
+    ctx: BfvPublic = state(key)
+    ev = ctx.evaluator
+    loaded = {}
+    for i, (cts, *_) in piece_data.items():
+        items_i = ctx.load(msgspec.msgpack.encode(cts))
+        for ct in items_i:
+            ev.transform_to_ntt_inplace(ct)
+        loaded[i] = items_i
     out = []
     for i, q in items:
         _, codes, whole, recurs = piece_data[i]
-        layout = RowLayout(len(codes), width)
+        layout = RowLayout(len(codes), width, slots=SLOTS)
         cache_key = (key, *recurs, q) if recurs else None
         blocks = _MASKS.get(cache_key) if cache_key else None
         if blocks is None:
-            blocks = _masks(codes, thresholds, groups[q], layout)
+            blocks = [(b, ctx.encode(vec, ntt_like=loaded[i][b]))
+                      for b, vec in _masks(codes, thresholds, groups[q], layout)]
             if cache_key and _cached_bytes(key, cache_key[1]) + len(blocks) * PLAINTEXT_BYTES \
                     <= budget:
-                blocks = [(b, ctx.encode(vec, like=split[i][0][b])) for b, vec in blocks]
                 _MASKS[cache_key] = blocks
-        pair = masked_sums(ctx, split[i], blocks, layout.fold_steps if whole else [])
-        if whole:
-            for res in pair:
-                ctx.rerandomise(res)
-        out.append([_to_bytes(res) for res in pair])
+        acc: seal.Ciphertext | None = None
+        tmp = seal.Ciphertext()
+        for b, pt in blocks:
+            ev.multiply_plain(loaded[i][b], pt, tmp)
+            if acc is None:
+                acc, tmp = tmp, seal.Ciphertext()
+            else:
+                ev.add_inplace(acc, tmp)
+        if acc is None:  # no row of the piece is in any column of the group
+            acc = ctx.encrypt(np.zeros(SLOTS, np.int64))
+        else:
+            ev.transform_from_ntt_inplace(acc)
+        out.append(_finish(ctx, acc, width) if whole else to_bytes(acc))
     return out
 
 
-def _fold_job(key: str, results: list[list[bytes]], steps: list[int]) -> list[bytes]:
-    """Worker: each result from its pieces' rescaled sums: added, folded, re-randomised."""
-    ctx: PublicContext = state(key)
+def _fold_job(key: str, results: list[list[bytes]], width: int) -> list[bytes]:
+    """Worker: each result from its pieces' sums: added, then finished."""
+    ctx: BfvPublic = state(key)
     out = []
     for partials in results:
         cts = ctx.load(msgspec.msgpack.encode(partials))
         for ct in cts[1:]:
             ctx.evaluator.add_inplace(cts[0], ct)
-        ctx.rotate_sum(cts[0], steps)
-        ctx.rerandomise(cts[0])
-        out.append(_to_bytes(cts[0]))
+        out.append(_finish(ctx, cts[0], width))
     return out
-
-
-def _split_gradients(ctx: PublicContext, cts: list[seal.Ciphertext]
-                     ) -> tuple[list[seal.Ciphertext], list[seal.Ciphertext]]:
-    """``g + i h`` -> ``2g`` and ``2ih`` (one conjugation each), so that one complex mask
-    answers two columns: ``2g (m1 + i m2)`` holds both G sums, ``2ih (m1 + i m2)`` both H."""
-    ev, gk = ctx.evaluator, ctx.galois_keys
-    twice_g, twice_ih = [], []
-    for ct in cts:
-        conj, a, b = seal.Ciphertext(), seal.Ciphertext(), seal.Ciphertext()
-        ev.complex_conjugate(ct, gk, conj)
-        ev.add(ct, conj, a)
-        ev.sub(ct, conj, b)
-        twice_g.append(a)
-        twice_ih.append(b)
-    return twice_g, twice_ih
 
 
 def _masks(codes: np.ndarray, thresholds: np.ndarray, group: np.ndarray,
            layout: RowLayout) -> list[tuple[int, np.ndarray]]:
-    """(ciphertext, complex 0/1 mask) of a column group: slot j of a row is 1 when the row's
-    code of column j's feature is at most its threshold (real part: the group's first
-    ``width`` columns, imaginary part: the next ``width``); all-zero masks are left out."""
+    """(ciphertext, 0/1 mask) of a column group: slots j and width/2 + j of a row are 1 when
+    the row's code of column j's feature is at most its threshold and not missing; all-zero
+    masks are left out."""
     feats, slots = group[:, 0], group[:, 1]
     c = codes[:, feats].astype(np.int32)  # (rows, columns)
     thr = thresholds[feats, slots].astype(np.int32)
-    hit = ((c <= thr[None, :]) & (c != MISSING)).astype(float)
-    w = layout.width
-    mask = np.zeros((layout.n_rows, w), complex)
-    mask.real[:, : min(w, len(group))] = hit[:, :w]
-    if len(group) > w:
-        mask.imag[:, : len(group) - w] = hit[:, w:]
+    hit = ((c <= thr[None, :]) & (c != MISSING)).astype(np.int64)
+    half = layout.width // 2
+    mask = np.zeros((layout.n_rows, layout.width), np.int64)
+    mask[:, : len(group)] = hit
+    mask[:, half: half + len(group)] = hit
     return [(b, vec) for b, vec in enumerate(layout.place(mask)) if vec.any()]

@@ -1,4 +1,5 @@
-"""The CKKS SecureBoost backend: exact histograms, packing, and encrypted == plaintext models."""
+"""The BFV SecureBoost backend: exact histograms, packing, flooding, and encrypted == plaintext
+models."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ from sklearn.model_selection import train_test_split
 
 from fedlab_kit.boost import SecureBoostClassifier, SecureBoostPassive, SecureBoostRegressor
 from fedlab_kit.boost.backend import node_histograms
-from fedlab_kit.boost.ckks import CkksActive, CkksPassive
+from fedlab_kit.boost.bfv import BfvActive, BfvPassive
 from fedlab_kit.errors import ProtocolError
 
 RNG = np.random.default_rng(5)
 
 
 @pytest.fixture(scope="module")
-def active() -> CkksActive:
-    return CkksActive()
+def active() -> BfvActive:
+    return BfvActive()
 
 
 def _case(n: int, n_features: int, n_slots: int):
@@ -35,43 +36,40 @@ def _case(n: int, n_features: int, n_slots: int):
 
 
 @pytest.mark.parametrize("n_slots", [32, 8, 64])
-def test_encrypted_histograms_equal_numpy(active: CkksActive, n_slots: int) -> None:
+def test_encrypted_histograms_equal_numpy(active: BfvActive, n_slots: int) -> None:
     g, h, codes, thr = _case(2500, 5, n_slots)
     nodes = [RNG.choice(2500, 900, replace=False), np.zeros(0, np.int64),
              RNG.choice(2500, 70, replace=False)]
-    passive = pickle.loads(pickle.dumps(CkksPassive(active.setup_payload())))  # pool-safe
+    passive = pickle.loads(pickle.dumps(BfvPassive(active.setup_payload())))  # pool-safe
     payload = passive.histograms(active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
     got = active.decrypt_histograms(payload, len(nodes), 5, n_slots)
     want = node_histograms(g, h, nodes, codes, thr)
     assert np.abs(got - want).max() < active.tolerance
 
 
-def test_the_feature_holder_sees_no_secret_and_unused_slots_are_zero(active: CkksActive
+def test_the_feature_holder_sees_no_secret_and_unused_slots_are_zero(active: BfvActive
                                                                       ) -> None:
-    passive = CkksPassive(active.setup_payload())
+    passive = BfvPassive(active.setup_payload())
     assert not hasattr(passive.ctx, "decrypt")
-    g, h, codes, thr = _case(300, 3, 32)  # 95 candidate columns, 2 * width to a mask
+    g, h, codes, thr = _case(300, 3, 32)  # 95 candidate columns, width / 2 to a mask
     nodes = [np.arange(300)]
     raw = passive.histograms(active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
     msg = msgspec.msgpack.decode(raw)  # [width, n_results, columns, ciphertexts]
     width = msg[0]
-    groups = -(-95 // (2 * width))
-    assert msg[1] == 2 * groups and len(msg[2]) == 95 * 8
-    results = [active.secret.decrypt(ct, complex_values=True).reshape(-1, width)
+    half = width // 2
+    groups = -(-95 // half)
+    assert msg[1] == groups and len(msg[2]) == 95 * 8
+    results = [active.secret.decrypt(ct).reshape(-1, width)
                for ct in active.secret.load(msg[3])]
     for rows in results:  # every row holds the same sums: nothing about single rows
-        assert np.abs(rows - rows[0]).max() < 1e-5
-    used = 95 - (groups - 1) * 2 * width  # columns of the last group
-    s_last, d_last = results[-2][0], results[-1][0]
-    real_used, imag_used = min(used, width), max(0, used - width)
-    for part in (s_last.real, d_last.imag):  # first ``width`` columns of the group
-        assert np.abs(part[real_used:]).max(initial=0) < 1e-5
-    for part in (s_last.imag, d_last.real):  # the next ``width`` columns
-        assert np.abs(part[imag_used:]).max(initial=0) < 1e-5
+        assert (rows == rows[0]).all()
+    used = 95 - (groups - 1) * half  # columns of the last group
+    last = results[-1][0]
+    assert not last[used:half].any() and not last[half + used:].any()
 
 
-def test_mismatched_payloads_are_protocol_errors(active: CkksActive) -> None:
-    passive = CkksPassive(active.setup_payload())
+def test_mismatched_payloads_are_protocol_errors(active: BfvActive) -> None:
+    passive = BfvPassive(active.setup_payload())
     g, h, codes, thr = _case(100, 2, 32)
     payload = active.encrypt_nodes(g, h, [np.arange(100)])
     with pytest.raises(ProtocolError, match="do not match"):
@@ -104,7 +102,7 @@ def test_encrypted_regression_three_parties_equals_plaintext() -> None:
     X = RNG.normal(size=(700, 6))
     X[RNG.random(X.shape) < 0.05] = np.nan
     y = np.nan_to_num(X[:, 0]) * 2 + np.nan_to_num(X[:, 3]) ** 2 + RNG.normal(0, 0.3, 700)
-    y = 1e6 * y  # large gradients: sums must be scaled into the CKKS range
+    y = 1e6 * y  # large gradients: sums must be scaled into the plain modulus
     params = {"n_estimators": 3, "max_depth": 3, "max_bin": 32}
     preds = {}
     for secure in (True, False):
@@ -120,7 +118,7 @@ def test_encrypted_regression_three_parties_equals_plaintext() -> None:
 
 
 def test_width_follows_the_request_shape() -> None:
-    from fedlab_kit.boost.ckks import WIDTH, choose_width
+    from fedlab_kit.boost.bfv import WIDTH, choose_width
     root = choose_width([100_000], 640)
     deep = choose_width([5_000] * 8, 640)
     assert root < deep  # one big node: few ciphertexts; many small nodes: few results
@@ -129,7 +127,7 @@ def test_width_follows_the_request_shape() -> None:
 
 
 def test_pieces_cover_each_ciphertext_once() -> None:
-    from fedlab_kit.boost.ckks import _pieces
+    from fedlab_kit.boost.bfv import _pieces
     counts = [40, 0, 3, 17]
     pieces = _pieces(counts, 2)
     for k, c in enumerate(counts):
@@ -141,11 +139,11 @@ def test_pieces_cover_each_ciphertext_once() -> None:
 
 @pytest.mark.parametrize("cache_mb", ["1024", "0"])
 def test_root_masks_served_from_the_cache_give_the_same_sums(
-        active: CkksActive, cache_mb: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        active: BfvActive, cache_mb: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEDLAB_MASK_CACHE_MB", cache_mb)
     n = 6000
     _, _, codes, thr = _case(n, 4, 32)
-    passive = CkksPassive(active.setup_payload())
+    passive = BfvPassive(active.setup_payload())
     root = [np.arange(n)]
     for _ in range(3):  # new gradients every tree, the same root
         g, h = RNG.normal(size=n), RNG.random(n)
@@ -156,13 +154,13 @@ def test_root_masks_served_from_the_cache_give_the_same_sums(
         assert np.abs(got - node_histograms(g, h, root, codes, thr)).max() < active.tolerance
 
 
-def test_cached_masks_follow_the_columns(active: CkksActive) -> None:
+def test_cached_masks_follow_the_columns(active: BfvActive) -> None:
     """colsample_bytree hands the same root other columns: the cache must not serve them
     the masks of the previous ones, even when the thresholds look alike."""
     n = 3000
     _, _, codes, thr = _case(n, 4, 16)
     thr = np.tile(thr[:1], (2, 1))  # identical threshold tables for both column pairs
-    passive = CkksPassive(active.setup_payload())
+    passive = BfvPassive(active.setup_payload())
     root = [np.arange(n)]
     for cols in ([0, 1], [2, 3], [0, 1]):
         g, h = RNG.normal(size=n), RNG.random(n)
@@ -195,3 +193,132 @@ def test_encrypted_regression_with_whole_hessians_equals_plaintext() -> None:
     assert one_row  # the case that flipped: leaves of a single row
     assert trees[True] == trees[False]
     np.testing.assert_allclose(preds[True], preds[False], atol=1e-3)
+
+
+# ------------------------------------------------------------------ circuit privacy
+
+
+def _worker_state(active: BfvActive) -> str:
+    from fedlab_kit.he.bfv import BfvPublic
+    from fedlab_kit.he.pool import _init
+
+    key = f"test-{id(active)}"
+    _init(key, BfvPublic.from_bytes, (active.setup_payload(),))
+    return key
+
+
+def _one_result(active: BfvActive, key: str, g: np.ndarray, h: np.ndarray,
+                codes: np.ndarray, thr: np.ndarray, width: int) -> tuple[list[bytes], bytes]:
+    """The label holder's ciphertexts for one node of all rows, and the feature holder's
+    first result for them (its worker function, run here)."""
+    from fedlab_kit.boost import bfv as B
+
+    active.width = width
+    msg = msgspec.msgpack.decode(active.encrypt_nodes(g, h, [np.arange(len(g))]),
+                                 type=B._Grads)
+    parts = msgspec.msgpack.decode(msg.cts, type=list[bytes])
+    cols = np.argwhere(thr >= 0).astype("<i4")
+    groups = [cols[i:i + width // 2] for i in range(0, len(cols), width // 2)]
+    (res,) = B._histogram_job(key, {0: (parts, codes, True, None)}, [(0, 0)], thr, groups,
+                              width, 0)
+    return parts, res
+
+
+def test_histograms_leave_the_flooding_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before flooding, the feature holder's noise stays flood_margin_bits below the
+    flooding (statistical distance N |v| / 2^(b+1) <= 2^-40), for a big node with many
+    ciphertexts and for a small one."""
+    from fedlab_kit.he.bfv import HISTOGRAMS, BfvPublic
+
+    active = BfvActive()
+    key = _worker_state(active)
+    budgets: list[int] = []
+    flood = BfvPublic.flood
+
+    def measured(self: BfvPublic, ct) -> None:
+        budgets.append(active.secret.noise_budget(ct))
+        flood(self, ct)
+
+    monkeypatch.setattr(BfvPublic, "flood", measured)
+    for n, width in ((40_000, 8), (25, 128)):
+        g, h, codes, thr = _case(n, 3, 32)
+        _, res = _one_result(active, key, g, h, codes, thr, width)
+        (ct,) = active.secret.load(msgspec.msgpack.encode([res]))
+        assert active.secret.noise_budget(ct) <= 4  # flooded to the stated size
+    print("noise budget before flooding:", budgets)
+    # SEAL's budget b means |v| < q / (2 t 2^b); the flooding is >= q / (16 t)
+    assert min(budgets) - 3 >= HISTOGRAMS.flood_margin_bits + 10, budgets
+
+
+def _bin_swap_trial(active: BfvActive, key: str, rng: np.random.Generator) -> bool:
+    """The residual distinguisher against a histogram: two rows with the same gradients
+    swap bins at the feature holder (same sums); the label holder, which knows its
+    ciphertexts and keys, recomputes the feature holder's masked sums under both bin
+    assignments and picks the one whose difference with the result has the least noise."""
+    import tenseal.sealapi as seal
+
+    from fedlab_kit.boost import bfv as B
+    from fedlab_kit.he import RowLayout
+
+    n, width = 64, 8
+    g, h = rng.normal(size=n), rng.random(n)
+    g[5], h[5] = g[9], h[9]
+    base = rng.integers(0, 4, (n, 1)).astype(np.uint8)
+    hyps = []
+    for swap in (False, True):
+        c = base.copy()
+        c[5, 0], c[9, 0] = (0, 2) if not swap else (2, 0)
+        hyps.append(c)
+    thr = np.array([[0, 1, 2, 3]], np.int16)
+    truth = int(rng.integers(0, 2))
+    parts, res = _one_result(active, key, g, h, hyps[truth], thr, width)
+    ctx = B.state(key)
+    (result,) = ctx.load(msgspec.msgpack.encode([res]))
+    scores = []
+    for codes in hyps:
+        mine = ctx.load(msgspec.msgpack.encode(parts))
+        for ct in mine:
+            ctx.evaluator.transform_to_ntt_inplace(ct)
+        layout = RowLayout(n, width, slots=B.SLOTS)
+        cols = np.argwhere(thr >= 0).astype("<i4")[: width // 2]
+        (b, vec), = B._masks(codes, thr, cols, layout)
+        guess = seal.Ciphertext()
+        ctx.evaluator.multiply_plain(mine[b], ctx.encode(vec, ntt_like=mine[b]), guess)
+        ctx.evaluator.transform_from_ntt_inplace(guess)
+        ctx.evaluator.mod_switch_to_next_inplace(guess)
+        B._fold(ctx, guess, width)
+        diff = seal.Ciphertext()
+        ctx.evaluator.sub(result, guess, diff)
+        scores.append(active.secret.noise_budget(diff))
+    if scores[0] == scores[1]:
+        return bool(rng.integers(0, 2)) == bool(truth)  # a tie: the attacker guesses
+    return int(np.argmax(scores)) == truth
+
+
+def _rerandomise_only(self, ct) -> None:
+    import tenseal.sealapi as seal
+
+    zero = seal.Ciphertext()
+    self.encryptor.encrypt_zero(ct.parms_id(), zero)
+    self.evaluator.add_inplace(ct, zero)
+
+
+def test_histogram_distinguisher_wins_without_flooding(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """The control: with the old re-randomisation only, the attack works."""
+    from fedlab_kit.he.bfv import BfvPublic
+
+    monkeypatch.setattr(BfvPublic, "flood", _rerandomise_only)
+    active = BfvActive()
+    key = _worker_state(active)
+    rng = np.random.default_rng(3)
+    assert sum(_bin_swap_trial(active, key, rng) for _ in range(20)) >= 18
+
+
+def test_histogram_distinguisher_is_at_chance() -> None:
+    active = BfvActive()
+    key = _worker_state(active)
+    rng = np.random.default_rng(4)
+    trials = 40
+    wins = sum(_bin_swap_trial(active, key, rng) for _ in range(trials))
+    assert 0.4 * trials <= wins <= 0.6 * trials, wins
