@@ -50,7 +50,7 @@ def test_flooding_keeps_counts_exact_within_the_stated_bound(
 def test_longest_chain_leaves_the_flooding_margin(keys: tuple[BfvSecret, BfvPublic],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Two multipliers and the grouper (the most a chain may hold): the evaluator's noise
-    before flooding stays FLOOD_MARGIN_BITS below the flooding, so the statistical distance
+    before flooding leaves the flooding room enough that the statistical distance
     N |v| / 2^(b+1) is at most 2^-40."""
     secret, public = keys
     layout = RowLayout(3000, WIDTH, slots=SLOTS)
@@ -76,7 +76,8 @@ def test_longest_chain_leaves_the_flooding_margin(keys: tuple[BfvSecret, BfvPubl
     assert len(budgets) == 3
     # SEAL's budget b means |v| < q / (2 t 2^b); the flooding is >= q / (16 t)
     print("noise budget before flooding:", budgets)
-    assert min(budgets) - 3 >= bfv.FLOOD_MARGIN_BITS + 10, budgets
+    log2_distance = bfv.COUNTS.distance_log2(min(budgets))
+    assert log2_distance <= -60, budgets
     assert all(secret.decrypt(ct)[:WIDTH].sum() >= 0 for ct in out)
 
 
@@ -214,3 +215,30 @@ def test_key_holder_refuses_values_that_are_not_flags() -> None:
         E.KeyHolder(np.array([0.0, 1.0, 2.0]), ["g"])
     with pytest.raises(InputError, match="at most"):
         E.KeyHolder(np.ones(4), ["a", "b", "c", "g"])
+
+
+def _primes(bits: list[int]) -> list[int]:
+    return [int(m.value()) for m in seal.CoeffModulus.Create(8192, bits)]
+
+
+@pytest.mark.parametrize("primes", [_primes([60, 60]), _primes([44, 44, 44])],
+                         ids=["4-bit limbs", "20-bit limbs"])
+def test_flooding_noise_is_uniform_on_its_interval(primes: list[int]) -> None:
+    """The residues describe one integer per coefficient (CRT), uniform in [-2^b, 2^b)."""
+    b, n = 80, 4096
+    res = bfv.flood_residues(primes, b, n)
+    q = 1
+    for p in primes:
+        q *= p
+    values = []
+    for k in range(n):
+        x = 0
+        for p, r in zip(primes, res[:, k], strict=True):  # CRT
+            m = q // p
+            x = (x + int(r) * m * pow(m, -1, p)) % q
+        values.append(x - q if x > q // 2 else x)
+    v = np.array(values, dtype=float) / 2.0**b
+    assert v.min() >= -1 and v.max() < 1
+    assert v.max() > 0.99 and v.min() < -0.99  # the whole interval is used
+    assert abs(v.mean()) < 4 / np.sqrt(3 * n)  # mean 0, sd 1/sqrt(3)
+    assert abs(v.std() * np.sqrt(3) - 1) < 0.05

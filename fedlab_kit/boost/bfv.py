@@ -45,8 +45,8 @@ SLOTS = PARAMS.slots
 WIDTH = 64  # slots per row when the column count is unknown: a mask answers 32 columns
 MIN_WIDTH = 4
 MAX_WIDTH = 128
-#: every |sum| of scaled gradients stays below 2^38, a quarter of the plain modulus
-SUM_LIMIT = 2.0**38
+#: every |sum| of scaled gradients stays below 2^34, a quarter of the plain modulus
+SUM_LIMIT = 2.0**34
 # measured costs (ms, sealapi, N=8192) that choose the width of a request: a ciphertext
 # (encode + encrypt + save at the label holder; load + NTT at a feature holder), a result
 # (back from NTT, prime dropped, flooded, saved, loaded, decrypted) and one fold rotation

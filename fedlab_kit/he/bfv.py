@@ -12,8 +12,8 @@ fresh) and adds to its first component a polynomial whose coefficients are unifo
 ``[-2^b, 2^b)`` with ``2^b <= q / (8 t)``. Decryption stays exact, and the statistical
 distance between what the key holder decrypts and a fresh encryption of the same output
 with the same flooding is at most ``N * |v| / 2^(b+1)``, ``|v|`` the largest coefficient of
-the evaluator's noise before flooding. :data:`FLOOD_MARGIN_BITS` states the margin used;
-``tests/test_bfv.py`` measures it.
+the evaluator's noise before flooding (:meth:`BfvParams.distance_log2`); ``tests/test_bfv.py``
+and ``tests/test_boost_bfv.py`` measure it.
 
 Self-destructing inputs (:func:`zero_one_check`, :meth:`BfvPublic.self_destruct`): for a
 computation that expects 0/1 inputs, an evaluator computes ``T = sum_i r_i * x_i (x_i - 1)``
@@ -57,11 +57,12 @@ class BfvParams:
     def row(self) -> int:  # rotations act within each of the two rows
         return self.poly_degree // 2
 
-    @property
-    def flood_margin_bits(self) -> int:
-        """Bits by which the flooding must exceed the evaluator's noise for statistical
-        distance 2^-40 over all N coefficients: 40 + log2(N) + 1."""
-        return 40 + self.poly_degree.bit_length()
+    def distance_log2(self, budget: int) -> int:
+        """log2 of the bound on the statistical distance of a flooded result whose noise
+        budget (SEAL's, in bits) was ``budget`` before flooding: budget B means
+        |v| ~ q / (t 2^(B+1)) and the flooding is >= q / (16 t), so N |v| / 2^(b+1) is at
+        most 2^(log2 N + 2 - B). 2^-40 needs B >= log2 N + 42."""
+        return self.poly_degree.bit_length() + 1 - budget
 
 
 #: joint counts: exact 0/1 sums up to +-5e8, room for two multipliers, the input check and
@@ -69,14 +70,13 @@ class BfvParams:
 COUNTS = BfvParams("counts", 16384, (60, 60, 60, 60, 60), 30)
 #: SecureBoost histograms: fixed-point gradient sums up to +-2^39, one plaintext product,
 #: a fold and the flooding (on three of the four data primes)
-HISTOGRAMS = BfvParams("histograms", 8192, (43, 43, 44, 44, 44), 40)
+HISTOGRAMS = BfvParams("histograms", 8192, (60, 60, 38, 60), 36)
 PARAMS = {p.name: p for p in (COUNTS, HISTOGRAMS)}
 
 POLY_DEGREE = COUNTS.poly_degree
 SLOTS = COUNTS.slots
 ROW = COUNTS.row
 PLAIN_BITS = COUNTS.plain_bits
-FLOOD_MARGIN_BITS = COUNTS.flood_margin_bits
 
 
 @cache
@@ -352,28 +352,50 @@ def _header(size: int) -> bytes:
     return _seal_version() + b"\x00" + struct.pack("<HQ", 0, 16 + size)  # no compression
 
 
+def flood_residues(primes: Sequence[int], b: int, n: int) -> np.ndarray:
+    """(len(primes), n) residues of ``n`` integers uniform in ``[-2^b, 2^b)`` (CSPRNG).
+
+    U uniform in ``[0, 2^(b+1))`` is drawn as limbs of ``w`` bits, so that a limb times a
+    residue stays below 2^64; ``E = U - 2^b`` is reduced mod each prime exactly."""
+    if max(primes) >= 2**60:
+        raise InternalError("flooding expects data primes below 2^60")  # pragma: no cover
+    w = min(32, 64 - max(primes).bit_length())
+    if w < 8:  # 4-bit limbs: the nibbles of b + 1 random bits
+        w, n_bytes = 4, -(-(b + 1) // 8)
+        raw = np.frombuffer(os.urandom(n * n_bytes), dtype=np.uint8).reshape(n, n_bytes)
+        limbs = np.empty((2 * n_bytes, n), dtype=np.uint64)
+        limbs[0::2], limbs[1::2] = (raw & 15).T, (raw >> 4).T
+    else:
+        n_limbs = -(-(b + 1) // w)
+        limbs = np.frombuffer(os.urandom(4 * n * n_limbs), dtype="<u4").reshape(n_limbs, n)
+        limbs = limbs.astype(np.uint64) & np.uint64((1 << w) - 1)
+    for j in range(len(limbs)):  # keep exactly the low b + 1 bits of U
+        low = w * j
+        if low >= b + 1:
+            limbs[j] = 0
+        elif low + w > b + 1:
+            limbs[j] &= np.uint64((1 << (b + 1 - low)) - 1)
+    out = np.zeros((len(primes), n), dtype=np.uint64)
+    for i, q in enumerate(primes):
+        qq = np.uint64(q)
+        weights = np.array([pow(2, w * j, q) for j in range(len(limbs))], dtype=np.uint64)
+        terms = (limbs * weights[:, None]) % qq  # each limb times 2^(w j), mod q
+        while len(terms) > 1:  # pairwise sums, reduced at each step (no overflow)
+            if len(terms) % 2:
+                terms = np.vstack([terms, np.zeros((1, n), dtype=np.uint64)])
+            terms = (terms[0::2] + terms[1::2]) % qq
+        out[i] = (terms[0] + np.uint64(q - pow(2, b, q))) % qq
+    return out
+
+
 def _noise_ciphertext(params: BfvParams, parms_id: Sequence[int]) -> seal.Ciphertext:
     """The pair ``(E, 0)`` with ``E``'s coefficients uniform in ``[-2^b, 2^b)`` (CSPRNG),
     in SEAL's ciphertext format at ``parms_id`` (coefficient form)."""
     context = _context(params)
     primes = level_primes(params, parms_id)
-    n, b = params.poly_degree, flood_bits(params, parms_id)
-    # U uniform in [0, 2^(b+1)) from the CSPRNG, as limbs of ``w`` bits so that a limb
-    # times a residue stays below 2^64; E = U - 2^b, reduced mod each prime
-    if max(primes) >= 2**60:
-        raise InternalError("flooding expects data primes below 2^60")  # pragma: no cover
-    w = min(32, 64 - max(primes).bit_length())
-    n_limbs = -(-(b + 1) // w)
-    limbs = np.frombuffer(os.urandom(4 * n * n_limbs), dtype="<u4").reshape(n_limbs, n)
-    limbs = limbs.astype(np.uint64) & np.uint64((1 << w) - 1)
-    limbs[-1] &= np.uint64((1 << ((b + 1) - w * (n_limbs - 1))) - 1)
+    n = params.poly_degree
     data = np.zeros((2, len(primes), n), dtype=np.uint64)
-    for i, q in enumerate(primes):
-        qq = np.uint64(q)
-        acc = np.zeros(n, dtype=np.uint64)
-        for j in range(n_limbs):
-            acc = (acc + limbs[j] * np.uint64(pow(2, w * j, q)) % qq) % qq
-        data[0, i] = (acc + np.uint64(q - pow(2, b, q))) % qq
+    data[0] = flood_residues(primes, flood_bits(params, parms_id), n)
     payload = struct.pack("<Q", data.size) + data.tobytes()
     body = (struct.pack("<4Q", *parms_id) + b"\x00"
             + struct.pack("<QQQdQ", 2, n, len(primes), 1.0, 1)
