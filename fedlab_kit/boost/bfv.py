@@ -2,7 +2,7 @@
 
 Layout: the label holder rounds each row's gradients to integers, ``g * S_g`` and
 ``h * S_h`` with powers of two ``S`` chosen per request so that every node sum stays well
-inside the plain modulus (a 40-bit prime, ``fedlab_kit.he.bfv.HISTOGRAMS``), and lays each
+inside the plain modulus (a 36-bit prime, ``fedlab_kit.he.bfv.HISTOGRAMS``), and lays each
 row over ``width`` slots: G replicated over the first half, H over the second. The rows of
 each requested node go in their own ciphertexts (node-sorted), so a node's histogram touches
 only its own ciphertexts. A feature holder packs its candidate (feature, threshold) columns

@@ -1,10 +1,12 @@
-"""BFV (exact integers mod ``t``) on raw SEAL, for joint counts: keys, slots, circuit privacy.
+"""BFV (exact integers mod ``t``) on raw SEAL: keys, slots, circuit privacy, input checks.
 
-Parameters: ring degree N = 16384, coefficient modulus of five 60-bit primes (four data
-primes, q ~ 2^240, and one special prime for key switching: 300 bits, within the 438 that
-128-bit security allows at this N), plain modulus ``t`` a 30-bit prime = 1 mod 2N, so a
-ciphertext holds 16384 integers mod t (two rows of 8192 for rotations). Counts are exact
-as long as every sum stays inside (-t/2, t/2), about +-5e8.
+Two parameter sets (:class:`BfvParams`). :data:`COUNTS`, for joint counts: ring degree
+N = 16384, five 60-bit primes (four data primes, q ~ 2^240, and one special prime for key
+switching: 300 bits, within the 438 that 128-bit security allows at this N), plain modulus
+``t`` a 30-bit prime = 1 mod 2N, so a ciphertext holds 16384 integers mod t (two rows of
+8192 for rotations); counts are exact while every sum stays inside (-t/2, t/2), about
++-5e8. :data:`HISTOGRAMS`, for SecureBoost: N = 8192, primes of 60, 60, 38 (data) and 60
+bits (218 bits, the most 128-bit security allows at N = 8192), ``t`` a 36-bit prime.
 
 Circuit privacy (:meth:`BfvPublic.flood`): before a result goes back to the key holder, the
 evaluator adds a fresh public-key encryption of zero (so the result's second component is
@@ -68,8 +70,8 @@ class BfvParams:
 #: joint counts: exact 0/1 sums up to +-5e8, room for two multipliers, the input check and
 #: the flooding
 COUNTS = BfvParams("counts", 16384, (60, 60, 60, 60, 60), 30)
-#: SecureBoost histograms: fixed-point gradient sums up to +-2^39, one plaintext product,
-#: a fold and the flooding (on three of the four data primes)
+#: SecureBoost histograms: fixed-point gradient sums up to +-2^35, one plaintext product,
+#: a fold and the flooding (on the two 60-bit data primes left after dropping the third)
 HISTOGRAMS = BfvParams("histograms", 8192, (60, 60, 38, 60), 36)
 PARAMS = {p.name: p for p in (COUNTS, HISTOGRAMS)}
 
