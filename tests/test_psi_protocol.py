@@ -253,11 +253,12 @@ def test_bad_parameters_are_refused(kwargs: dict[str, Any], match: str) -> None:
 
 # -------------------------------------------------------------------- hello mismatch
 @pytest.mark.parametrize("mine,theirs,what", [
-    ({"reveal": "intersection"}, {"reveal": "cardinality"}, "reveal='cardinality'"),
-    ({}, {"receivers": ["b"]}, "receivers=['b']"),
-    ({"receivers": ["a", "b"]}, {"receivers": ["a"]}, "receivers=['a']"),
-    ({"batch": 7}, {"batch": 8}, "parameters differ"),
-    ({"leader": "a"}, {"leader": "b"}, "leader='b'"),
+    ({"reveal": "intersection"}, {"reveal": "cardinality"},
+     "revealing the count only (reveal='cardinality')"),  # the panel's words, then the CLI's
+    ({}, {"receivers": ["b"]}, "results to ['b']"),
+    ({"receivers": ["a", "b"]}, {"receivers": ["a"]}, "results to ['a']"),
+    ({"batch": 7}, {"batch": 8}, "batch 8"),
+    ({"leader": "a"}, {"leader": "b"}, "leader 'b'"),
 ])
 def test_mismatched_parameters_name_the_peer(mine: dict, theirs: dict, what: str) -> None:
     a = PsiProtocol("a", ["a", "b"], _keys("x", 3), **mine)
@@ -285,7 +286,7 @@ def test_mismatched_parties_are_refused() -> None:
     a = PsiProtocol("a", ["a", "b"], _keys("x", 3))
     b = PsiProtocol("b", ["a", "b", "c"], _keys("x", 3))
     hello_b = next(s for s in b.start() if s.to == "a")
-    with pytest.raises(ProtocolError, match="'b' runs parties=\\['a', 'b', 'c'\\]"):
+    with pytest.raises(ProtocolError, match="'b' runs parties \\['a', 'b', 'c'\\]"):
         a.on_message(env("b", "a", "psi/hello", bytes(hello_b.payload)))
 
 

@@ -190,12 +190,8 @@ class PsiProtocol(Protocol):
                   hello.batch)
         if agreed != (mine.version, mine.parties, mine.leader, mine.reveal, mine.receivers,
                       mine.batch):
-            raise ProtocolError(
-                f"PSI parameters differ: {env.sender!r} runs parties={hello.parties} "
-                f"leader={hello.leader!r} reveal={hello.reveal!r} receivers={hello.receivers}, "
-                f"we run parties={mine.parties} leader={mine.leader!r} reveal={mine.reveal!r} "
-                f"receivers={mine.receivers}"
-            )
+            raise ProtocolError(f"PSI parameters differ: {env.sender!r} runs {_terms(hello)}; "
+                                f"this party runs {_terms(mine)}")
         if env.sender in self.hellos or hello.size < 0:
             raise ProtocolError(f"PSI: duplicate or invalid hello from {env.sender!r}")
         self.hellos[env.sender] = hello
@@ -344,3 +340,12 @@ def _split(data: bytes) -> list[bytes]:
 
 
 __all__ = ["BATCH", "TRUNC", "InvalidPoint", "PsiOutcome", "PsiProtocol"]
+
+
+def _terms(hello: Hello) -> str:
+    """A run's parameters in the words of the panels (and the CLI's names in brackets)."""
+    shown = ("the count only (reveal='cardinality')" if hello.reveal == "cardinality"
+             else "the intersection (reveal='intersection')")
+    return (f"parties {list(hello.parties)}, leader {hello.leader!r}, results to "
+            f"{list(hello.receivers)}, revealing {shown}, batch {hello.batch}, "
+            f"protocol version {hello.version}")
