@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tenseal.sealapi as seal
+from he_attacks import picks_truth, rerandomise_only
 
 from fedlab_kit.analytics import encrypted_counts as E
 from fedlab_kit.dp import PrivacyLedger
@@ -36,7 +37,7 @@ def test_flooding_keeps_counts_exact_within_the_stated_bound(
         keys: tuple[BfvSecret, BfvPublic]) -> None:
     secret, public = keys
     q = 1
-    for p in bfv.data_primes():
+    for p in bfv.level_primes():
         q *= p
     assert 2 ** bfv.flood_bits() <= q // (8 * public.t) < 2 ** (bfv.flood_bits() + 1)
     ct = public.encrypt(np.arange(SLOTS) % 7 - 3)
@@ -102,24 +103,13 @@ def _swap_trial(secret: BfvSecret, public: BfvPublic, rng: np.random.Generator) 
     check = bfv.zero_one_check(public, public.load(blob))
     (result, _) = E.grouped_counts(public, items, check, layout, hyps[truth],
                                    np.zeros((2, WIDTH), np.int64))
-    scores = []
+    guesses = []
     for h in hyps:
         mine = public.load(blob)
         for ct in mine:
             public.evaluator.transform_to_ntt_inplace(ct)
-        guess = E.masked_count(public, mine, layout, h[0])
-        diff = seal.Ciphertext()
-        public.evaluator.sub(result, guess, diff)
-        scores.append(secret.noise_budget(diff))
-    if scores[0] == scores[1]:
-        return bool(rng.integers(0, 2)) == bool(truth)  # a tie: the attacker guesses
-    return int(np.argmax(scores)) == truth
-
-
-def _rerandomise_only(self: BfvPublic, ct: seal.Ciphertext) -> None:
-    zero = seal.Ciphertext()
-    self.encryptor.encrypt_zero(ct.parms_id(), zero)
-    self.evaluator.add_inplace(ct, zero)
+        guesses.append(E.masked_count(public, mine, layout, h[0]))
+    return picks_truth(secret, result, guesses, truth, rng)
 
 
 def test_residual_distinguisher_wins_without_flooding(
@@ -127,7 +117,7 @@ def test_residual_distinguisher_wins_without_flooding(
     """The control: with only a fresh encryption of zero (the old re-randomisation) and no
     input check term, the attack works, so the test below can fail."""
     secret, public = keys
-    monkeypatch.setattr(BfvPublic, "flood", _rerandomise_only)
+    monkeypatch.setattr(BfvPublic, "flood", rerandomise_only)
     monkeypatch.setattr(BfvPublic, "self_destruct", lambda self, ct, check: None)
     rng = np.random.default_rng(1)
     wins = sum(_swap_trial(secret, public, rng) for _ in range(20))

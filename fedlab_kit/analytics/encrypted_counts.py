@@ -208,17 +208,10 @@ def masked_count(ctx: BfvPublic, items: list[seal.Ciphertext], layout: RowLayout
                  mask: SparseMask) -> seal.Ciphertext:
     """The masked sums of one mask folded over rows (``items`` in NTT form): the
     deterministic part of a result."""
-    ev, tmp = ctx.evaluator, seal.Ciphertext()
-    acc: seal.Ciphertext | None = None
-    for b, vec in layout.place_sparse(mask).items():
-        ev.multiply_plain(items[b], ctx.encode(vec.astype(np.int64), ntt_like=items[b]), tmp)
-        if acc is None:
-            acc, tmp = tmp, seal.Ciphertext()
-        else:
-            ev.add_inplace(acc, tmp)
+    acc = ctx.sum_products((items[b], ctx.encode(vec, ntt_like=items[b]))
+                           for b, vec in layout.place_sparse(mask).items())
     if acc is None:  # an empty group
         return ctx.encrypt(np.zeros(SLOTS, np.int64))
-    ev.transform_from_ntt_inplace(acc)
     ctx.fold(acc)
     return acc
 

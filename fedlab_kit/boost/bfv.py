@@ -274,20 +274,9 @@ class BfvPassive:
 def _finish(ctx: BfvPublic, ct: seal.Ciphertext, width: int) -> bytes:
     """A summed result (coefficient form): one prime dropped, folded, flooded, as bytes."""
     ctx.evaluator.mod_switch_to_next_inplace(ct)
-    _fold(ctx, ct, width)
+    ctx.fold(ct, width)
     ctx.flood(ct)
     return to_bytes(ct)
-
-
-def _fold(ctx: BfvPublic, ct: seal.Ciphertext, width: int) -> None:
-    """Every slot := the sum over its residue class modulo ``width``."""
-    ev, rotated, s = ctx.evaluator, seal.Ciphertext(), width
-    while s < PARAMS.row:
-        ev.rotate_rows(ct, s, ctx.galois_keys, rotated)
-        ev.add_inplace(ct, rotated)
-        s *= 2
-    ev.rotate_columns(ct, ctx.galois_keys, rotated)
-    ev.add_inplace(ct, rotated)
 
 
 def _finished_zero(ctx: BfvPublic, width: int) -> bytes:
@@ -368,18 +357,9 @@ def _histogram_job(key: str, piece_data: dict[int, tuple[list[bytes], np.ndarray
             if cache_key and _cached_bytes(key, cache_key[1]) + len(blocks) * PLAINTEXT_BYTES \
                     <= budget:
                 _MASKS[cache_key] = blocks
-        acc: seal.Ciphertext | None = None
-        tmp = seal.Ciphertext()
-        for b, pt in blocks:
-            ev.multiply_plain(loaded[i][b], pt, tmp)
-            if acc is None:
-                acc, tmp = tmp, seal.Ciphertext()
-            else:
-                ev.add_inplace(acc, tmp)
+        acc = ctx.sum_products((loaded[i][b], pt) for b, pt in blocks)
         if acc is None:  # no row of the piece is in any column of the group
             acc = ctx.encrypt(np.zeros(SLOTS, np.int64))
-        else:
-            ev.transform_from_ntt_inplace(acc)
         out.append(_finish(ctx, acc, width) if whole else to_bytes(acc))
     return out
 

@@ -75,10 +75,8 @@ COUNTS = BfvParams("counts", 16384, (60, 60, 60, 60, 60), 30)
 HISTOGRAMS = BfvParams("histograms", 8192, (60, 60, 38, 60), 36)
 PARAMS = {p.name: p for p in (COUNTS, HISTOGRAMS)}
 
-POLY_DEGREE = COUNTS.poly_degree
 SLOTS = COUNTS.slots
 ROW = COUNTS.row
-PLAIN_BITS = COUNTS.plain_bits
 
 
 @cache
@@ -100,10 +98,6 @@ def level_primes(params: BfvParams = COUNTS, parms_id: Sequence[int] | None = No
     ctx = _context(params)
     data = ctx.get_context_data(parms_id) if parms_id is not None else ctx.first_context_data()
     return [int(m.value()) for m in data.parms().coeff_modulus()]
-
-
-def data_primes(params: BfvParams = COUNTS) -> list[int]:
-    return level_primes(params)
 
 
 def flood_bits(params: BfvParams = COUNTS, parms_id: Sequence[int] | None = None) -> int:
@@ -131,6 +125,17 @@ def fold_steps(width: int, params: BfvParams = COUNTS) -> list[int]:
     """Row rotations ``width, 2*width, ..., row/2``; with the column swap every slot ends
     up holding the sum over all slots congruent to it modulo ``width``."""
     return power_of_two_steps(width, params.row)
+
+
+def _plaintext(encoder: seal.BatchEncoder, t: int, slots: int, values: np.ndarray
+               ) -> seal.Plaintext:
+    """Integers reduced mod ``t`` (at most ``slots``, zero-padded) as a batched plaintext."""
+    vals = np.zeros(slots, dtype=np.int64)
+    v = np.asarray(values, dtype=np.int64).ravel()
+    vals[: len(v)] = v
+    pt = seal.Plaintext()
+    encoder.encode((vals % t).tolist(), pt)
+    return pt
 
 
 class _Bundle(msgspec.Struct, array_like=True):
@@ -198,13 +203,9 @@ class BfvPublic:
     # ------------------------------------------------------------------ ops
     def encode(self, values: np.ndarray, ntt_like: seal.Ciphertext | None = None
                ) -> seal.Plaintext:
-        """Integers (reduced mod t; at most ``SLOTS``, zero-padded); in NTT form at
-        ``ntt_like``'s level when given (for :meth:`multiply_ntt`)."""
-        vals = np.zeros(self.slots, dtype=np.int64)
-        v = np.asarray(values, dtype=np.int64).ravel()
-        vals[: len(v)] = v
-        pt = seal.Plaintext()
-        self.encoder.encode((vals % self.t).tolist(), pt)
+        """Integers (reduced mod t; at most ``slots``, zero-padded); in NTT form at
+        ``ntt_like``'s level when given (for products with NTT-form ciphertexts)."""
+        pt = _plaintext(self.encoder, self.t, self.slots, values)
         if ntt_like is not None:
             self.evaluator.transform_to_ntt_inplace(pt, ntt_like.parms_id())
         return pt
@@ -223,14 +224,31 @@ class BfvPublic:
         self.evaluator.multiply_plain(ct, self.encode(values), out)
         return out
 
-    def fold(self, ct: seal.Ciphertext) -> None:
-        """Every slot := the sum over its residue class modulo ``width`` (in place)."""
+    def fold(self, ct: seal.Ciphertext, width: int | None = None) -> None:
+        """Every slot := the sum over its residue class modulo ``width`` (in place; default
+        the width the keys were made for; a wider power of two needs a subset of them)."""
+        steps = self.steps if width is None else fold_steps(width, self.params)
         rotated = seal.Ciphertext()
-        for s in self.steps:
+        for s in steps:
             self.evaluator.rotate_rows(ct, s, self.galois_keys, rotated)
             self.evaluator.add_inplace(ct, rotated)
         self.evaluator.rotate_columns(ct, self.galois_keys, rotated)
         self.evaluator.add_inplace(ct, rotated)
+
+    def sum_products(self, pairs: Iterable[tuple[seal.Ciphertext, seal.Plaintext]]
+                     ) -> seal.Ciphertext | None:
+        """``sum ct * pt`` over NTT-form pairs, back in coefficient form; ``None`` when
+        there are no pairs."""
+        ev, acc, tmp = self.evaluator, None, seal.Ciphertext()
+        for ct, pt in pairs:
+            ev.multiply_plain(ct, pt, tmp)
+            if acc is None:
+                acc, tmp = tmp, seal.Ciphertext()
+            else:
+                ev.add_inplace(acc, tmp)
+        if acc is not None:
+            ev.transform_from_ntt_inplace(acc)
+        return acc
 
     def add_plain(self, ct: seal.Ciphertext, values: np.ndarray) -> None:
         self.evaluator.add_plain_inplace(ct, self.encode(values))
@@ -311,8 +329,7 @@ class BfvSymmetric:
         self.t = plain_modulus(self.params)
 
     def encrypt_bytes(self, values: np.ndarray) -> bytes:
-        pt = seal.Plaintext()
-        self.encoder.encode((np.asarray(values, dtype=np.int64) % self.t).tolist(), pt)
+        pt = _plaintext(self.encoder, self.t, self.params.slots, values)
         return to_bytes(self.encryptor.encrypt_symmetric(pt))
 
 

@@ -112,6 +112,4 @@ def _mul_points_binding(scalar: bytes, points: bytes) -> bytes:
 
 def hash_and_mul(scalar: bytes, tag: bytes, keys: list[bytes]) -> bytes:
     """Hash each encoded ID to a point and multiply by ``scalar`` (the owner's first step)."""
-    prefix = TAG_PREFIX + tag + b"|"
-    sha = hashlib.sha512
-    return mul_points(scalar, b"".join([elligator2(sha(prefix + key).digest()) for key in keys]))
+    return mul_points(scalar, b"".join([hash_id(tag, key) for key in keys]))
