@@ -103,13 +103,19 @@ def test_joint_crowd_in_memory(tmp_path: Path) -> None:
                                     keys=keys, max_cells=3, seed=1, label_holder="retailer")
     captured["retailer"] = KeyHolder(C.check_flags(ta, "ta"), ["operator"])
     frame = C.crowd_frame(LocalNetwork(captured).run()["retailer"])
-    rows, cells, _ = C.prepare_visits(persons, visits, keys=keys, person_col="user_id",
-                                      cell_col="h3", max_cells=3, seed=1)
-    truth = np.bincount(cells, weights=ta[rows], minlength=len(keys))
+    # the truth is unbounded: distinct TA persons per cell, however many cells they visit
+    seen = visits[visits["user_id"].isin(persons)].drop_duplicates()
+    flag = dict(zip(persons, ta, strict=True))
+    truth = (seen[seen["user_id"].map(flag) == 1].groupby("h3").size()
+             .reindex(keys, fill_value=0).to_numpy())
     assert list(frame["h3"]) == keys
+    assert 0.05 < report["bounding_loss"] < 0.45  # 4 visits per person, 3 cells kept
     inside = (frame["ci_low"] <= truth) & (truth <= frame["ci_high"])
     assert inside.mean() >= 0.85  # 95 % intervals
-    assert (frame["count"] >= 0).all()
+    assert (frame["count"] >= 0).all() and (frame["bounding_added"] >= 0).all()
+    # without the correction the bounded counts sit below the truth in most busy cells
+    bounded = frame["count"] - frame["bounding_added"]
+    assert (bounded < truth).mean() > 0.6
     assert report["rows_not_in_intersection"] == int((visits["user_id"] == "stranger").sum())
     assert report["rows_outside_keys"] > 0 and report["release_id"] is not None
     assert ledger.remaining().epsilon == pytest.approx(1.0)

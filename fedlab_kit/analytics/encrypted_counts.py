@@ -32,8 +32,7 @@ import msgspec
 import numpy as np
 import tenseal.sealapi as seal
 
-from ..dp.errors import BudgetExceeded
-from ..dp.ledger import PrivacyLedger, check_epsilon
+from ..dp.ledger import PrivacyLedger
 from ..errors import InputError, ProtocolError
 from ..he import RowLayout, SparseMask
 from ..he.bfv import SLOTS, BfvPublic, BfvSecret, plain_modulus, zero_one_check
@@ -70,10 +69,7 @@ TITLE = "the joint count"
 
 def check_budget(ledger: PrivacyLedger, epsilon: float, query: str) -> None:
     """Refuse before any data moves if ``ledger`` cannot pay ``epsilon``."""
-    eps = check_epsilon(epsilon)
-    left = ledger.remaining()
-    if eps > left.epsilon:
-        raise BudgetExceeded(query, ledger.party, (eps, 0.0), tuple(left), tuple(ledger.total))
+    ledger.require(query, epsilon)
 
 
 @dataclass(frozen=True)

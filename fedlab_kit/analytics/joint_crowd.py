@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 
 from ..dp import PrivacyLedger, bound_contributions
+from ..dp.bounding_bias import BoundingLoss, corrected_counts, release_bounding_loss
 from ..dp.errors import DPError
-from ..dp.mechanisms import clip_nonnegative, release_noise
+from ..dp.mechanisms import check_share, release_noise
 from ..he import SparseMask
 from ..he.bfv import ROW, SLOTS
 from ..net.driver import run, stopping
@@ -30,6 +31,7 @@ from ..protocol import ProgressCallback
 from .encrypted_counts import TITLE, CountsResult, Grouper, KeyHolder, check_budget
 
 SESSION = "joint-crowd"
+BOUNDING_SHARE = 0.05  # of a crowd release's epsilon: the keys-per-person histogram
 
 
 def choose_copies(n_rows: int, n_groups: int) -> int:
@@ -82,17 +84,31 @@ def crowd_for_labels(party: Party, ta: Any, *, visit_holder: str,
 
 
 def crowd_frame(res: CountsResult) -> pd.DataFrame:
-    """Decrypted group sums -> released cells frame (post-processing only)."""
+    """Decrypted group sums -> released cells frame (post-processing only).
+
+    ``count`` is corrected for what bounding removed; ``[ci_low, ci_high]`` is a 95 %
+    interval for the cell's true crowd over the aligned persons (DP noise and bounding;
+    see :mod:`fedlab_kit.dp.bounding_bias` for the assumption behind the upper end).
+    ``dp_noise`` is the noise half-width alone, ``bounding_added`` what the correction
+    added, ``suppressed`` marks noisy bounded counts below ``suppress_below``.
+    """
     meta = res.meta
     keys = list(meta["keys"])
-    counts = np.rint(res.sums[:, : meta["copies"]].ravel()[: len(keys)]).astype(np.int64)
-    counts = clip_nonnegative(counts)
+    noisy = np.rint(res.sums[:, : meta["copies"]].ravel()[: len(keys)]).astype(np.int64)
     half = int(meta["ci_halfwidth"])
-    return pd.DataFrame({
-        meta["cell_col"]: keys, "count": counts,
-        "ci_low": np.maximum(counts - half, 0), "ci_high": counts + half,
-        "suppressed": counts < int(meta["suppress_below"]),
+    loss = BoundingLoss.from_meta(meta)
+    count, low, high = corrected_counts(noisy, half, loss)
+    below = int(meta["suppress_below"])
+    frame = pd.DataFrame({
+        meta["cell_col"]: keys, "count": count, "ci_low": low, "ci_high": high,
+        "dp_noise": half, "bounding_added": count - np.maximum(noisy, 0),
+        "suppressed": noisy < below,
     })
+    frame["suppressed_because"] = np.where(frame["suppressed"],
+                                           f"noisy count below {below}", "")
+    frame.attrs.update({"interval": "95% for the true crowd over the aligned persons",
+                        "bounding_loss": loss.loss, "epsilon": float(meta["epsilon"])})
+    return frame
 
 
 def cell_masks(rows: np.ndarray, cells: np.ndarray, n_cells: int, copies: int) -> list[SparseMask]:
@@ -109,46 +125,58 @@ def crowd_for_visits(
     party: Party, persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
     ledger: PrivacyLedger, epsilon: float, keys: Sequence[str], label_holder: str,
     person_col: str = "user_id", cell_col: str = "h3", max_cells: int = 5,
-    suppress_below: int = 10, seed: int | None = None, session: str = SESSION,
+    bounding_share: float = BOUNDING_SHARE, suppress_below: int = 10,
+    seed: int | None = None, session: str = SESSION,
     timeout: float | None = 600, executor: Executor | None = None,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Visit holder: serve one joint crowd release and pay for it on ``ledger``.
+    """Visit holder: serve one joint crowd release and pay ``epsilon`` for it on ``ledger``.
 
     ``persons`` are the PSI-aligned person ids in PSI order; ``visits`` has ``person_col``
-    and ``cell_col``. Returns a report of the rows used and excluded (and why).
+    and ``cell_col``. A ``bounding_share`` of ``epsilon`` releases how many cells persons
+    visit, so the label holder can correct the counts for what bounding to ``max_cells``
+    removed (:mod:`fedlab_kit.dp.bounding_bias`). Returns a report of the rows used and
+    excluded (and why).
     """
     with stopping(party, [label_holder], session=session, protocol=TITLE):
         return _serve_crowd(party, persons, visits, ledger=ledger, epsilon=epsilon, keys=keys,
                             label_holder=label_holder, person_col=person_col,
                             cell_col=cell_col, max_cells=max_cells,
-                            suppress_below=suppress_below, seed=seed, session=session,
-                            timeout=timeout, executor=executor, progress=progress)
+                            bounding_share=bounding_share, suppress_below=suppress_below,
+                            seed=seed, session=session, timeout=timeout,
+                            executor=executor, progress=progress)
 
 
 def _serve_crowd(party: Party, persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
                  ledger: PrivacyLedger, epsilon: float, keys: Sequence[str], label_holder: str,
-                 person_col: str, cell_col: str, max_cells: int, suppress_below: int,
+                 person_col: str, cell_col: str, max_cells: int, bounding_share: float,
+                 suppress_below: int,
                  seed: int | None, session: str, timeout: float | None,
                  executor: Executor | None, progress: ProgressCallback | None
                  ) -> dict[str, Any]:
     check_budget(ledger, epsilon, "joint TA crowd per cell")
-    rows, cells, report = prepare_visits(persons, visits, keys=keys, person_col=person_col,
-                                         cell_col=cell_col, max_cells=max_cells, seed=seed)
+    share = check_share(bounding_share, "bounding_share")
+    rows, cells, pairs, report = prepare_visits(persons, visits, keys=keys,
+                                                person_col=person_col, cell_col=cell_col,
+                                                max_cells=max_cells, seed=seed)
     n, n_keys = len(persons), len(keys)
     copies = choose_copies(n, n_keys)
     masks = cell_masks(rows, cells, n_keys, copies)
+    query = f"joint TA crowd per cell ({n_keys} cells)"
 
     def noise() -> tuple[np.ndarray, dict[str, Any]]:
-        rel = release_noise(ledger, f"joint TA crowd per cell ({n_keys} cells)",
-                            (len(masks), copies), epsilon, sensitivity=max_cells,
+        loss = (release_bounding_loss(ledger, query, pairs, max_cells, epsilon * share)
+                if share > 0 else BoundingLoss(0.0, max_cells, 0.0))
+        rel = release_noise(ledger, query, (len(masks), copies), epsilon * (1 - share),
+                            sensitivity=max_cells,
                             meta={"max_cells": max_cells, "cells": n_keys,
                                   "label_holder": label_holder})
         meta = {"keys": [str(k) for k in keys], "copies": copies, "cell_col": cell_col,
-                "ci_halfwidth": rel.ci_halfwidth, "epsilon": rel.epsilon,
+                "ci_halfwidth": rel.ci_halfwidth, "epsilon": epsilon,
                 "noise_scale": rel.noise_scale, "mechanism": rel.mechanism,
-                "suppress_below": suppress_below, "max_cells": max_cells}
+                "suppress_below": suppress_below, "max_cells": max_cells, **loss.to_meta()}
         report["release_id"] = rel.release_id
+        report["bounding_loss"] = loss.loss
         return rel.values.astype(float), meta
 
     grouper = Grouper(label_holder, n, copies, masks, noise,
@@ -200,8 +228,10 @@ def visit_cells(visits: pd.DataFrame, *, resolution: int = 8, pois: pd.DataFrame
 
 def prepare_visits(persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
                    keys: Sequence[str], person_col: str, cell_col: str, max_cells: int,
-                   seed: int | None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(row index, cell index) per bounded visit, and a report of what was excluded."""
+                   seed: int | None
+                   ) -> tuple[np.ndarray, np.ndarray, pd.Series, dict[str, Any]]:
+    """(row index, cell index) per bounded visit, the person of each distinct usable
+    (person, cell) pair before bounding, and a report of what was excluded."""
     if not len(keys):
         raise DPError("no cells to release: pass the cells of the area as keys")
     missing = [c for c in (person_col, cell_col) if c not in visits.columns]
@@ -215,7 +245,8 @@ def prepare_visits(persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
     kept = visits.loc[~null, [person_col, cell_col]]
     aligned = person_index.get_indexer(kept[person_col]) >= 0
     inside = kept[cell_col].astype(str).isin(key_index)
-    bounded, bound_report = bound_contributions(kept[aligned & inside], person_col, cell_col,
+    usable = kept[aligned & inside]
+    bounded, bound_report = bound_contributions(usable, person_col, cell_col,
                                                 max_keys=max_cells, seed=seed)
     rows = person_index.get_indexer(bounded[person_col]).astype(np.int64)
     cells = key_index.get_indexer(bounded[cell_col].astype(str)).astype(np.int64)
@@ -223,4 +254,5 @@ def prepare_visits(persons: Sequence[Any] | pd.Series, visits: pd.DataFrame, *,
               "rows_not_in_intersection": int((~aligned).sum()),
               "rows_outside_keys": int((aligned & ~inside).sum()), **bound_report,
               "aligned_persons": len(person_index), "cells": len(key_index)}
-    return rows, cells, report
+    pairs = usable.drop_duplicates([person_col, cell_col])[person_col]
+    return rows, cells, pairs, report

@@ -15,8 +15,12 @@ import h3
 import numpy as np
 import pandas as pd
 
-from ..dp import PrivacyLedger, bound_contributions, clip_nonnegative, release_counts
+from ..dp import PrivacyLedger, bound_contributions, release_counts
+from ..dp.bounding_bias import BoundingLoss, corrected_counts, release_bounding_loss
 from ..dp.errors import DPError
+from ..dp.mechanisms import check_share
+
+BOUNDING_SHARE = 0.05  # of the release's epsilon: the keys-per-person histogram
 
 
 def cells_of(lat: pd.Series, lon: pd.Series, resolution: int) -> pd.Series:
@@ -33,12 +37,17 @@ def release_own_crowd(
     visits: pd.DataFrame, ledger: PrivacyLedger, *, keys: Sequence[str], epsilon: float,
     person_col: str = "user_id", cell_col: str = "h3", max_cells: int = 5,
     suppress_below: int = 10, seed: int | None = None,
+    bounding_share: float = BOUNDING_SHARE,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """DP count of distinct persons per cell of ``keys``.
+    """DP count of distinct persons per cell of ``keys``, ``epsilon`` in all.
 
-    Returns (cells frame with ``h3, count, ci_low, ci_high, suppressed``, bounding report).
-    Visits to cells outside ``keys`` are dropped and counted in the report.
+    Returns (cells frame with ``h3, count, ci_low, ci_high, dp_noise, bounding_added,
+    suppressed, suppressed_because``, bounding report). Counts and intervals are corrected
+    for what bounding removed (a ``bounding_share`` of epsilon pays for the estimate; see
+    :mod:`fedlab_kit.dp.bounding_bias`). Visits to cells outside ``keys`` are dropped and
+    counted in the report.
     """
+    share = check_share(bounding_share, "bounding_share")
     if not keys:
         raise DPError("no cells to release: pass the cells of the area as keys")
     missing = [c for c in (person_col, cell_col) if c not in visits.columns]
@@ -50,14 +59,23 @@ def release_own_crowd(
                                           max_keys=max_cells, seed=seed)
     report = {**report, "rows_outside_keys": int((~inside).sum())}
     true = bounded[cell_col].value_counts().reindex(key_index, fill_value=0).to_numpy()
-    release = release_counts(ledger, f"own crowd per cell ({len(key_index)} cells)", true,
-                             epsilon, sensitivity=max_cells,
+    query = f"own crowd per cell ({len(key_index)} cells)"
+    ledger.require(query, epsilon)  # both parts, before the first is spent
+    pairs = visits[inside].dropna(subset=[person_col]).drop_duplicates(
+        [person_col, cell_col])[person_col]
+    loss = (release_bounding_loss(ledger, query, pairs, max_cells, epsilon * share)
+            if share > 0 else BoundingLoss(0.0, max_cells, 0.0))
+    release = release_counts(ledger, query, true, epsilon * (1 - share),
+                             sensitivity=max_cells,
                              meta={"max_cells": max_cells, "cells": len(key_index)})
-    counts = clip_nonnegative(np.asarray(release.values))
+    noisy = np.asarray(release.values)
+    count, low, high = corrected_counts(noisy, release.ci_halfwidth, loss)
     frame = pd.DataFrame({
-        cell_col: key_index, "count": counts,
-        "ci_low": np.maximum(counts - release.ci_halfwidth, 0),
-        "ci_high": counts + release.ci_halfwidth,
-        "suppressed": counts < suppress_below,
+        cell_col: key_index, "count": count, "ci_low": low, "ci_high": high,
+        "dp_noise": release.ci_halfwidth, "bounding_added": count - np.maximum(noisy, 0),
+        "suppressed": noisy < suppress_below,
     })
+    frame["suppressed_because"] = np.where(frame["suppressed"],
+                                           f"noisy count below {suppress_below}", "")
+    report["bounding_loss"] = loss.loss
     return frame, report

@@ -209,6 +209,15 @@ class PrivacyLedger:
         with self._transaction() as con:
             return self._fits(con, epsilon, delta)
 
+    def require(self, query: str, epsilon: float, delta: float = 0.0) -> None:
+        """Raise :class:`BudgetExceeded` now if ``(epsilon, delta)`` does not fit: for a
+        release paid in several parts, before the first part is spent."""
+        epsilon, delta = check_epsilon(epsilon), check_delta(delta)
+        with self._transaction() as con:
+            if not self._fits(con, epsilon, delta):
+                raise BudgetExceeded(query, self.party, (epsilon, delta),
+                                     self._remaining(con), self.total)
+
     def spend(self, query: str, mechanism: str, epsilon: float, delta: float = 0.0, *,
               noise_scale: float | None = None, meta: Mapping[str, Any] | None = None) -> int:
         """Record a release and return its id, or raise :class:`BudgetExceeded`.

@@ -87,6 +87,18 @@ def _check_alpha(alpha: float) -> float:
     return value
 
 
+def check_share(share: float, what: str) -> float:
+    """A share of one release's epsilon given to a part of it: a number in [0, 1)."""
+    try:
+        value = float(share)
+    except (TypeError, ValueError):
+        raise DPError(f"{what} must be a number in [0, 1), got {share!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise DPError(f"{what} must be in [0, 1) (a share of the release's epsilon), "
+                      f"got {share!r}")
+    return value
+
+
 def _int_sensitivity(sensitivity: float) -> int:
     """The L1 sensitivity of integer counts as a positive int (distances are integral)."""
     value = float(sensitivity)
