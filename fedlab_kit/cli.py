@@ -284,12 +284,18 @@ def bench_psi_cmd(n: int, overlap: float, vs: str | None, json_path: Path | None
 @click.option("--seed", default=7, show_default=True)
 @click.option("--funnel-epsilon", default=1.0, show_default=True, type=click.FloatRange(0.01),
               help="epsilon of the funnel release (all campaigns together)")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1),
+              help="cities to run (seeds SEED, SEED+1, ...); figures are pooled")
+@click.option("--district-share", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="share of the funnel's epsilon for district totals (default: the API's)")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
-def bench_dp_cmd(persons: int, seed: int, funnel_epsilon: float, json_path: Path | None) -> None:
-    """Joint DP crowd (P30, epsilon 1) and funnel accuracy vs the generator's truth."""
+def bench_dp_cmd(persons: int, seed: int, funnel_epsilon: float, seeds: int,
+                 district_share: float | None, json_path: Path | None) -> None:
+    """Joint DP crowd (P30, interval coverage) and funnel accuracy vs the generator's truth."""
     from .bench.dp import bench_dp
 
-    text = json.dumps(bench_dp(persons, seed, funnel_epsilon), indent=2)
+    text = json.dumps(bench_dp(persons, seed, funnel_epsilon, seeds, district_share),
+                      indent=2, default=str)
     click.echo(text)
     if json_path:
         json_path.write_text(text + "\n")

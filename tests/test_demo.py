@@ -54,7 +54,9 @@ def check_joint_releases(out: Path, summary: dict) -> None:
     from fedlab_kit.data import load_truth
     from fedlab_kit.dp import PrivacyLedger
 
-    funnel = pd.read_csv(out / "retailer_funnel.csv")
+    released = pd.read_csv(out / "retailer_funnel.csv")
+    funnel = released[released["level"] == "campaign"]
+    assert set(released["level"]) == {"campaign", "district"}
     truth = load_truth("funnel").melt(id_vars=["campaign", "district_id", "group"],
                                       value_vars=list(STAGES), var_name="stage",
                                       value_name="true")

@@ -153,9 +153,25 @@ def test_funnel_in_memory(tmp_path: Path) -> None:
                               key_holder="retailer", districts=["D1", "D2"])
     captured["retailer"] = F.outcomes_protocol(bought, repeat, ["operator", "media"])
     frame = F.funnel_frame(LocalNetwork(captured).run()["retailer"])
-    assert len(frame) == 2 * 2 * 2 * 4
+    assert len(frame) == 2 * 2 * 2 * 4 + 2 * 4  # funnels, then district totals
+    totals = frame[frame["level"] == "district"]
+    assert set(totals["campaign"]) == {"all"} and set(totals["group"]) == {"all"}
+    funnels = frame[frame["level"] == "campaign"]
+    # consistent hierarchy: the totals are the sums of the funnels (up to rounding)
+    sums = funnels.groupby(["district_id", "stage"])["count"].sum()
+    gap = (totals.set_index(["district_id", "stage"])["count"] - sums).abs()
+    assert (gap <= 2).all(), gap
+    for d, part in totals.groupby("district_id"):
+        sel = district == d
+        true = [2 * sel.sum(), sum((visited[c] & sel).sum() for c in campaigns),
+                sum((visited[c] & sel & (bought == 1)).sum() for c in campaigns),
+                sum((visited[c] & sel & (bought == 1) & (repeat == 1)).sum()
+                    for c in campaigns)]
+        counts = part.set_index("stage").loc[list(F.STAGES)]
+        assert (np.diff(counts["count"]) <= 0).all()
+        assert (abs(counts["count"] - true) <= 0.05 * np.asarray(true)).all()
     inside = []
-    for (c, d, g), part in frame.groupby(["campaign", "district_id", "group"]):
+    for (c, d, g), part in funnels.groupby(["campaign", "district_id", "group"]):
         sel = (district == d) & ((exposed[c] == 1) == (g == "exposed"))
         v = visited[c].to_numpy() & sel
         true = [sel.sum(), v.sum(), (v & (bought == 1)).sum(),
@@ -199,9 +215,9 @@ def test_visit_cells_from_pois_and_coordinates() -> None:
 
 
 def test_serialisation_leaves_no_scratch_files(
-        keys16: tuple[BfvSecret, BfvPublic, RowLayout]) -> None:
+        keys16: tuple[BfvSecret, BfvPublic, RowLayout], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     import glob
-    import tempfile
     import threading
     from typing import Any
 
@@ -209,8 +225,20 @@ def test_serialisation_leaves_no_scratch_files(
 
     from fedlab_kit.he import serial
 
-    pattern = f"{serial._SCRATCH_DIR or tempfile.gettempdir()}/fedlab-seal-*"
+    # a folder of this test's own: other processes' scratch files (a bench running
+    # alongside) must not count
+    monkeypatch.setattr(serial, "_SCRATCH_DIR", str(tmp_path))
+    pattern = f"{tmp_path}/fedlab-seal-*"
     before = set(glob.glob(pattern))
+    used: list[str] = []
+    real_mkstemp = serial.tempfile.mkstemp
+
+    def spy(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        fd, path = real_mkstemp(*args, **kwargs)
+        used.append(path)
+        return fd, path
+
+    monkeypatch.setattr(serial.tempfile, "mkstemp", spy)
     _, public, layout = keys16
     seen: list[Any] = []
 
@@ -227,7 +255,8 @@ def test_serialisation_leaves_no_scratch_files(
     worker.start()
     worker.join(120)
     assert seen[0] == layout.n_cts and isinstance(seen[1], ProtocolError)
-    assert set(glob.glob(pattern)) <= before
+    assert before == set() and set(glob.glob(pattern)) == set()
+    assert used and all(p.startswith(str(tmp_path)) for p in used)  # the files were made
 
 
 def test_funnel_keys_come_from_the_public_list_not_the_data(tmp_path: Path) -> None:

@@ -244,6 +244,22 @@ def test_crowd_layer_features_colours_tooltip_and_legend(cells: pd.DataFrame) ->
     assert 'id="fedlab-hatch"' in rendered
 
 
+def test_crowd_layer_names_the_district_and_titles_the_page(cells: pd.DataFrame,
+                                                            districts: gpd.GeoDataFrame,
+                                                            web_assets: Path,
+                                                            tmp_path: Path) -> None:
+    m = maps.base_map()
+    layer = maps.crowd_layer(m, cells, name="TA crowd <beauty>", districts=districts)
+    props = [f["properties"] for f in layer.data["features"]]
+    names = set(districts["name"]) if "name" in districts else set(districts["district_id"])
+    assert {p["district"] for p in props} <= names | {"outside the districts"}
+    assert any(p["district"] in names for p in props)
+    page = m.get_root().render()
+    assert "<title>TA crowd &lt;beauty&gt;</title>" in page and "District" in page
+    out = maps.snapshot(m, tmp_path / "m.html", title="Where the audience is")
+    assert "<title>Where the audience is</title>" in out.read_text()
+
+
 def test_crowd_layer_checks_its_input(cells: pd.DataFrame) -> None:
     m = maps.base_map()
     with pytest.raises(ValueError, match="not H3 cell ids"):
@@ -543,7 +559,11 @@ def test_funnel_layer_shades_districts_by_lift(districts: gpd.GeoDataFrame,
              shape.style_function(None)["fillColor"] for shape in group._children.values()}
     assert fills["D01"] != fills["D02"]
     assert fills["D01"].lower().startswith("#1a9641")  # the top of the green end
-    assert "Lift of visits" in m.get_root().render()
+    page = m.get_root().render()
+    # the legend speaks percent, as the popups do (+50.0%), over a light backdrop
+    assert "Lift of visits (%)" in page and ".legend.leaflet-control{background" in page
+    assert "domain([-50.0," in page  # +50% lift is the top of the scale, not 0.5
+    assert "<title>Lift of visits</title>" in page
     plain = maps.funnel_layer(maps.base_map(), districts, frame, stage_order=STAGES)
     assert {s.style_function(None)["fillColor"] for s in plain._children.values()} == {
         "#3182bd"}
@@ -595,3 +615,4 @@ def test_map_panel_inlines_assets_by_default_when_they_are_there(
     assert panel.offline is True
     page = _srcdoc(panel.map_view.value)
     assert maps.remote_asset_refs(page) == [] and "leaflet" in page.lower()
+

@@ -27,7 +27,7 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     texts = "".join(o["text"] for o in streams)
     if path.name == "00_walkthrough.ipynb":
         assert "common customers at each party" in texts
-        assert "released: 240 funnel numbers and 300 crowd cells" in texts
+        assert "released: 280 funnel numbers and 300 crowd cells" in texts
         assert "ta_crowd.html" in texts and "funnel.html" in texts
         assert "test AUC with partners" in texts
         p30 = float(texts.split("POI crowd P30 with partners ")[1].split(",")[0])

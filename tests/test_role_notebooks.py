@@ -194,7 +194,7 @@ def test_three_role_notebooks_run_at_the_same_time(tmp_path: Path) -> None:
         assert ledger.party == role and ledger.spent().epsilon == pytest.approx(spent)
 
     released = texts(books["retailer"])
-    assert "Released: 240 funnel numbers and 300 crowd cells" in released
+    assert "Released: 280 funnel numbers and 300 crowd cells" in released
     assert "Maps written: ta_crowd.html funnel.html" in released
     funnel = pd.read_csv(tmp_path / "retailer" / "funnel.csv")
     assert (funnel.groupby(["campaign", "district_id", "group"])["count"]

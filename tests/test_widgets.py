@@ -328,10 +328,19 @@ def test_privacy_panel_previews_the_queries_that_will_run(tmp_path: Path) -> Non
     panel = PrivacyPanel(ledger, epsilon=1.0)
     assert list(panel.query.options) == list(DEFAULT_QUERIES)
     _crowd, funnel_q = DEFAULT_QUERIES
-    assert panel.sensitivity == 5 and panel.accuracy == pytest.approx(accuracy_for(1.0, 5))
-    assert "each person in at most 5 cells" in panel.accuracy_html.value
+    # the crowd pays 5% of its epsilon for the bounding estimate: the counts get 0.95
+    assert panel.accuracy == pytest.approx(accuracy_for(0.95, 5))
+    text = panel.accuracy_html.value
+    assert "each person in at most 5 cells" in text and "pairs removed by bounding ε 0.05" in text
     panel.query.value = funnel_q
-    assert panel.sensitivity == 3 and panel.accuracy == pytest.approx(accuracy_for(1.0, 3))
+    from fedlab_kit.dp.preview import preview_funnel
+
+    expected = preview_funnel(1.0, 3)
+    assert panel.accuracy == pytest.approx(expected.accuracy)
+    assert "district totals ε 0.25" in panel.accuracy_html.value
+    assert "district_total_halfwidth" in panel.accuracy_html.value  # the per-stage table
+    panel.epsilon.value = 2.0
+    assert panel.accuracy < expected.accuracy  # more epsilon, narrower intervals
     # a failing display never fails the release, and listeners stay in their process
     ledger.subscribe(lambda _: 1 / 0)
     assert ledger.spend("crowd", "laplace", 1.0) >= 1

@@ -341,6 +341,12 @@ def test_map_panel_layer_toggling_changes_the_map(cells: pd.DataFrame, funnel: p
     view = panel.map_view.value
     assert "Crowd counts (DP)" not in view and "fedlab-district-label" not in view
     assert panel._repr_mimebundle_() is not None  # displays as its widget
+    # by default one data layer and the outlines: layers do not pile up in an export
+    assert MapPanel(cells=cells, funnel=funnel, districts=districts).selected == [
+        "Crowd counts", "Districts"]
+    only_funnel = MapPanel(funnel=funnel.assign(lift=0.1), districts=districts)
+    assert only_funnel.selected == ["Campaign funnel", "Districts"]
+    assert "Lift at stage" in only_funnel.map_view.value  # shaded, with its legend
 
 
 def test_map_panel_exports_html_and_png(tmp_path: Path, web_assets: Path,
@@ -407,7 +413,8 @@ def test_map_panel_refuses_person_level_frames_and_takes_custom_layers(
     assert "Layer &#x27;Crowd counts&#x27; cannot be drawn" in panel.layer_status.value \
         or "Layer 'Crowd counts' cannot be drawn" in panel.layer_status.value
     assert "user_id" in panel.layer_status.value and "person" in panel.layer_status.value
-    assert set(panel.layer_errors) == {"Crowd counts", "Crowd heat"}
+    assert set(panel.layer_errors) == {"Crowd counts"}  # the heat map is not ticked at first
+    assert panel.selected == ["Crowd counts", "Districts", "Office"]
     assert "Head office" in panel.map_view.value  # the other layers are still drawn
     panel.html_button.click()  # exporting a refused layer fails in the panel
     finish(panel)

@@ -213,9 +213,11 @@ def masked_count(ctx: BfvPublic, items: list[seal.Ciphertext], layout: RowLayout
 
 
 class Multiplier(Protocol):
-    """Multiplies the chain's ciphertexts by its 0/1 ``mask`` (n_rows, width) and passes them on.
+    """Multiplies the chain's ciphertexts by its ``mask`` (n_rows, width) and passes them on.
 
-    ``mask_for(width)`` builds the mask once the key holder has fixed the row width.
+    ``mask_for(width)`` builds the mask once the key holder has fixed the row width: 0/1,
+    or small whole numbers (a slot that adds up several 0/1 factors, e.g. over campaigns),
+    as long as the largest possible sum stays below a quarter of the plaintext modulus.
     """
 
     name, title = "encrypted-counts", TITLE
@@ -234,10 +236,19 @@ class Multiplier(Protocol):
         if data.n_rows != self.n_rows:
             raise ProtocolError(f"encrypted counts: {data.n_rows} rows arrived, expected "
                                 f"{self.n_rows}")
-        mask = np.asarray(self.mask_for(data.width), dtype=bool)
+        mask = np.asarray(self.mask_for(data.width))
         if mask.shape != (self.n_rows, data.width):
             raise ProtocolError(f"encrypted counts: mask shape {mask.shape} does not match "
                                 f"{(self.n_rows, data.width)}")
+        if mask.dtype != np.bool_ and not np.issubdtype(mask.dtype, np.integer):
+            raise ProtocolError(f"encrypted counts: the mask must be 0/1 or whole numbers, "
+                                f"not {mask.dtype}")
+        mask = mask.astype(np.int64)
+        top = int(mask.max(initial=0))
+        if mask.min(initial=0) < 0 or top * max(self.n_rows, 1) >= plain_modulus() // 4:
+            raise ProtocolError(f"encrypted counts: mask values must be in [0, "
+                                f"{plain_modulus() // 4 // max(self.n_rows, 1)}) for "
+                                f"{self.n_rows} rows")
         self._data = data
         return [Compute("mask", _apply_row_mask,
                         (data.context, data.cts, data.n_rows, data.width, mask,

@@ -25,7 +25,14 @@ import pandas as pd
 
 from ..dp import PrivacyLedger
 from ..dp.errors import DPError
-from ..dp.mechanisms import monotone_funnel, release_noise
+from ..dp.hierarchy import (
+    discrete_laplace_variance,
+    linear_halfwidths,
+    nonnegative_exits,
+    reconcile,
+    stages_from_exits,
+)
+from ..dp.mechanisms import check_share, release_noise
 from ..net.driver import run, stopping
 from ..net.session import Party
 from ..protocol import ProgressCallback
@@ -43,10 +50,12 @@ SESSION = "joint-funnel"
 STAGES = ("persons", "visited", "purchased", "repeat")
 GROUPS = ("exposed", "control")
 Z95 = 1.959963984540054
+DISTRICT_SHARE = 0.25  # of the funnel's epsilon: district totals, released directly
 
 
 def _copies(n_campaigns: int) -> int:
-    return 1 << (2 * n_campaigns - 1).bit_length()
+    """Slots per stage: a power of two above 2 campaigns x 2 groups + the district total."""
+    return 1 << (2 * n_campaigns).bit_length()
 
 
 def _width(n_campaigns: int) -> int:
@@ -55,6 +64,11 @@ def _width(n_campaigns: int) -> int:
 
 def _slot(stage: int, campaign: int, group: int, copies: int) -> int:
     return stage * copies + 2 * campaign + group
+
+
+def _total_slot(stage: int, n_campaigns: int, copies: int) -> int:
+    """The slot of the district total (over campaigns and groups) of a stage."""
+    return stage * copies + 2 * n_campaigns
 
 
 def funnel_for_outcomes(party: Party, purchased: Any, repeat: Any, *,
@@ -123,12 +137,17 @@ def _serve_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
         ledger.spend(f"joint funnel ({n_campaigns} campaigns), visits", "laplace (by media)",
                      epsilon, 0.0, meta={"campaigns": list(map(str, visited.columns))})
         copies = _copies(n_campaigns)
-        mask = np.zeros((len(flags), width), dtype=bool)
+        mask = np.zeros((len(flags), width), dtype=np.int64)
+        visited_any = (flags > 0).sum(axis=1)
         for c in range(n_campaigns):
             for g in range(2):
-                mask[:, _slot(0, c, g, copies)] = True
+                mask[:, _slot(0, c, g, copies)] = 1
                 for s in range(1, len(STAGES)):
                     mask[:, _slot(s, c, g, copies)] = flags[:, c] > 0
+        # district totals add up the campaigns: a person reaches stage s in this many
+        mask[:, _total_slot(0, n_campaigns, copies)] = n_campaigns
+        for s in range(1, len(STAGES)):
+            mask[:, _total_slot(s, n_campaigns, copies)] = visited_any
         return mask
 
     proto = Multiplier(key_holder, len(flags), next_party, mask_for)
@@ -139,6 +158,7 @@ def _serve_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
 def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
                         ledger: PrivacyLedger, epsilon: float,
                         key_holder: str, districts: Sequence[str],
+                        district_share: float = DISTRICT_SHARE,
                         suppress_below: int = 10, session: str = SESSION,
                         timeout: float | None = 600, executor: Executor | None = None,
                         progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -146,19 +166,22 @@ def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
     campaign. Adds the noise and pays ``epsilon`` on its ledger. Returns a report.
     ``districts`` is the public list of districts (e.g. ``load_districts()["district_id"]``):
     keys taken from the data would reveal, outside DP, which districts hold an aligned
-    person.
+    person. ``district_share`` of epsilon releases the district totals (over campaigns and
+    groups) directly, the rest the (campaign, group) funnels; raise it when district
+    totals are the question (0 releases the funnels only).
     Every other party in the room takes part (``key_holder`` holds the outcomes)."""
     with stopping(party, _peers(party), session=session, protocol=TITLE):
         check_budget(ledger, epsilon, "joint funnel, exposure")
+        share = check_share(district_share, "district_share")
         return _serve_exposure(party, district, exposed, ledger=ledger, epsilon=epsilon,
-                               districts=districts, key_holder=key_holder,
+                               districts=districts, key_holder=key_holder, share=share,
                                suppress_below=suppress_below, session=session,
                                timeout=timeout, executor=executor, progress=progress)
 
 
 def _serve_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
                     ledger: PrivacyLedger, epsilon: float, districts: Sequence[str],
-                    key_holder: str, suppress_below: int, session: str,
+                    key_holder: str, share: float, suppress_below: int, session: str,
                     timeout: float | None, executor: Executor | None,
                     progress: ProgressCallback | None) -> dict[str, Any]:
     dist = pd.Series(np.asarray(district, dtype=object))
@@ -177,38 +200,51 @@ def _serve_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
         raise DPError("exposed has no campaign columns")
     flags = np.stack([check_flags(exposed[c], f"exposure flags of {c!r}") for c in campaigns],
                      axis=1)
-    copies, width = _copies(len(campaigns)), _width(len(campaigns))
+    n_c = len(campaigns)
+    copies, width = _copies(n_c), _width(n_c)
     d_index = pd.Index(keys).get_indexer(dist.astype(str))
     masks = []
     for d in range(len(keys)):
         rows = np.flatnonzero(d_index == d)
         r_parts, s_parts = [], []
-        for c in range(len(campaigns)):
-            group = np.where(flags[rows, c] > 0, 0, 1)
-            for s in range(len(STAGES)):
+        for s in range(len(STAGES)):
+            for c in range(n_c):
                 r_parts.append(rows)
-                s_parts.append(s * copies + 2 * c + group)
+                s_parts.append(s * copies + 2 * c + np.where(flags[rows, c] > 0, 0, 1))
+            if share > 0:  # without a totals release the totals slots stay empty
+                r_parts.append(rows)
+                s_parts.append(np.full(len(rows), _total_slot(s, n_c, copies)))
         masks.append((np.concatenate(r_parts), np.concatenate(s_parts)))
     report: dict[str, Any] = {"persons": len(dist), "districts": len(keys),
-                              "campaigns": campaigns}
+                              "campaigns": campaigns, "district_share": share}
+    query = f"joint funnel ({n_c} campaigns, {len(keys)} districts)"
 
     def noise() -> tuple[np.ndarray, dict[str, Any]]:
-        rel = release_noise(ledger, f"joint funnel ({len(campaigns)} campaigns, "
-                            f"{len(keys)} districts)", (len(keys), len(campaigns), 2, len(STAGES)),
-                            epsilon, sensitivity=len(campaigns),
+        # a person is in one exit per campaign: L1 sensitivity n_c, for the funnels and
+        # for the district totals alike
+        rel = release_noise(ledger, query, (len(keys), n_c, 2, len(STAGES)),
+                            epsilon * (1 - share), sensitivity=n_c,
                             meta={"campaigns": campaigns, "stages": list(STAGES)})
-        exits = rel.values.astype(float)
-        stage_noise = np.flip(np.cumsum(np.flip(exits, -1), -1), -1)  # stage k = sum of exits >= k
         out = np.zeros((len(keys), width))
-        for c in range(len(campaigns)):
+        stage_noise = stages_from_exits(rel.values.astype(float))
+        for c in range(n_c):
             for g in range(2):
                 for s in range(len(STAGES)):
                     out[:, _slot(s, c, g, copies)] = stage_noise[:, c, g, s]
-        report["release_id"] = rel.release_id
         meta = {"districts": keys, "campaigns": campaigns, "copies": copies,
-                "exit_accuracy": rel.accuracy, "noise_scale": rel.noise_scale,
-                "epsilon": rel.epsilon, "mechanism": rel.mechanism,
+                "noise_scale": rel.noise_scale, "total_noise_scale": None,
+                "epsilon": epsilon, "district_share": share, "mechanism": rel.mechanism,
                 "suppress_below": suppress_below}
+        report["release_id"] = rel.release_id
+        if share > 0:
+            tot = release_noise(ledger, f"{query}: district totals", (len(keys), len(STAGES)),
+                                epsilon * share, sensitivity=n_c,
+                                meta={"campaigns": campaigns, "stages": list(STAGES)})
+            tot_noise = stages_from_exits(tot.values.astype(float))
+            for s in range(len(STAGES)):
+                out[:, _total_slot(s, n_c, copies)] = tot_noise[:, s]
+            meta["total_noise_scale"] = tot.noise_scale
+            report["totals_release_id"] = tot.release_id
         return out, meta
 
     grouper = Grouper(key_holder, len(dist), width, masks, noise,
@@ -218,41 +254,85 @@ def _serve_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
     return report
 
 
-def funnel_frame(res: CountsResult) -> pd.DataFrame:
+def _exits(stages: np.ndarray) -> np.ndarray:
+    """Exit counts (persons whose funnel ends at each stage) from stage counts (axis -1)."""
+    out = stages.astype(np.float64)
+    out[..., :-1] -= stages[..., 1:]
+    return out
+
+
+def funnel_frame(res: CountsResult, alpha: float = 0.05) -> pd.DataFrame:
     """Decrypted stage counts -> funnel frame with intervals, rates and lift (post-processing).
 
-    Intervals: the count's 95 % interval from the DP noise (a stage count carries the noise
-    of every exit at or after it); rates and lift combine DP noise and sampling variance
-    (binomial, delta method).
+    Rows with ``level == "campaign"`` are the (campaign, district, group) funnels; rows with
+    ``level == "district"`` (campaign and group "all") the district totals over campaigns
+    and groups. Both are the least-squares consistent estimate from the two releases, made
+    monotone by projecting exits onto >= 0 (:mod:`fedlab_kit.dp.hierarchy`).
+    ``[ci_low, ci_high]`` is a ``1 - alpha`` interval for the true stage count over the
+    aligned persons: ``± dp_noise`` around the linear estimate (the quantile of its DP noise
+    law), widened where needed to hold the monotone estimate (so post-processing never
+    lowers coverage). Rates and lift
+    combine DP noise and sampling variance (binomial, delta method).
     """
     meta = res.meta
     districts, campaigns, copies = meta["districts"], meta["campaigns"], int(meta["copies"])
-    b = float(meta["noise_scale"])
-    rows = []
-    for d, district in enumerate(districts):
-        for c, campaign in enumerate(campaigns):
-            for g, group in enumerate(GROUPS):
-                raw = [res.sums[d, _slot(s, c, g, copies)] for s in range(len(STAGES))]
-                counts = monotone_funnel(np.rint(np.asarray(raw)).astype(np.int64))
-                for s, stage in enumerate(STAGES):
-                    rows.append((campaign, district, group, stage, int(counts[s]),
-                                 len(STAGES) - s))
-    df = pd.DataFrame(rows, columns=["campaign", "district_id", "group", "stage", "count",
-                                     "_exits"])
-    dp_var = df["_exits"] * 2 * b * b  # variance of a sum of independent Laplace(b) noises
-    half = np.maximum(np.ceil(np.sqrt(df["_exits"]) * float(meta["exit_accuracy"])) - 1, 0)
-    df["ci_low"] = np.maximum(df["count"] - half, 0).astype(np.int64)
-    df["ci_high"] = (df["count"] + half).astype(np.int64)
-    df["dp_var"] = dp_var
+    n_c, n_s = len(campaigns), len(STAGES)
+    detail = np.stack([np.stack([np.stack(
+        [res.sums[:, _slot(s, c, g, copies)] for s in range(n_s)], axis=-1)
+        for g in range(2)], axis=1) for c in range(n_c)], axis=1)  # (D, C, G, S)
+    exits = _exits(np.rint(detail)).reshape(len(districts), 2 * n_c, n_s)
+    b_d, b_t = float(meta["noise_scale"]), meta.get("total_noise_scale")
+    if b_t is None:  # no district totals were released: they are the sums of the funnels
+        lin, b_t = exits, math.inf
+    else:
+        totals = np.rint(np.stack([res.sums[:, _total_slot(s, n_c, copies)]
+                                   for s in range(n_s)], axis=-1))
+        lin = reconcile(exits, _exits(totals), discrete_laplace_variance(b_d),
+                        discrete_laplace_variance(float(b_t)))
+    errors = linear_halfwidths(2 * n_c, n_s, b_d, float(b_t), alpha)
+    final, final_tot = nonnegative_exits(lin, lin.sum(axis=-2))
+    cells = _interval_frame(stages_from_exits(lin), stages_from_exits(final), errors.detail,
+                            errors.detail_var)
+    tots = _interval_frame(stages_from_exits(lin.sum(axis=-2))[:, None, :],
+                           stages_from_exits(final_tot)[:, None, :], errors.total,
+                           errors.total_var)
+    idx = pd.MultiIndex.from_product([districts, campaigns, GROUPS, STAGES],
+                                     names=["district_id", "campaign", "group", "stage"])
+    detail_df = cells.set_index(idx).reset_index()
+    idx_t = pd.MultiIndex.from_product([districts, ["all"], ["all"], STAGES],
+                                       names=["district_id", "campaign", "group", "stage"])
+    total_df = tots.set_index(idx_t).reset_index()
+    df = pd.concat([detail_df.assign(level="campaign"), total_df.assign(level="district")],
+                   ignore_index=True)
+    df = df[["campaign", "district_id", "group", "stage", "level", "count", "ci_low",
+             "ci_high", "dp_noise", "dp_var"]]
     key = ["campaign", "district_id", "group"]
     prev = df.groupby(key, sort=False)["count"].shift(1)
     prev_var = df.groupby(key, sort=False)["dp_var"].shift(1)
     df["rate"], df["rate_ci_low"], df["rate_ci_high"] = _ratio_ci(df["count"], prev,
                                                                  df["dp_var"], prev_var)
     df = _lift(df, key)
-    df["suppressed"] = df["count"] < int(meta["suppress_below"])
+    below = int(meta["suppress_below"])
+    df["suppressed"] = df["count"] < below
+    df["suppressed_because"] = np.where(df["suppressed"], f"noisy count below {below}", "")
     df["epsilon"] = float(meta["epsilon"])
-    return df.drop(columns=["_exits", "dp_var"])
+    df.attrs["interval"] = (f"{1 - alpha:.0%} for the true stage count over the aligned "
+                            "persons (DP noise; no sampling)")
+    return df.drop(columns=["dp_var"])
+
+
+def _interval_frame(linear: np.ndarray, final: np.ndarray, half: np.ndarray,
+                    var: np.ndarray) -> pd.DataFrame:
+    """Flat (count, ci_low, ci_high, dp_noise, dp_var) for stage arrays (..., S)."""
+    count = np.rint(final)
+    low = np.maximum(np.floor(np.minimum(linear - half, final)), 0)
+    high = np.ceil(np.maximum(linear + half, final))
+    shape = final.shape
+    return pd.DataFrame({"count": count.ravel().astype(np.int64),
+                         "ci_low": low.ravel().astype(np.int64),
+                         "ci_high": high.ravel().astype(np.int64),
+                         "dp_noise": np.broadcast_to(half, shape).ravel().round(1),
+                         "dp_var": np.broadcast_to(var, shape).ravel()})
 
 
 def _ratio_ci(num: pd.Series, den: pd.Series, var_num: pd.Series,

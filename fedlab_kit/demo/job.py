@@ -33,7 +33,8 @@ ROLES = ("retailer", "media", "operator")
 
 
 def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
-              results: Any, draw_maps: bool = True, funnel_epsilon: float = 1.0) -> None:
+              results: Any, draw_maps: bool = True, funnel_epsilon: float = 1.0,
+              district_share: float | None = None) -> None:
     """What one party process does (runs in its own OS process)."""
     from ..data import load_campaigns, load_footfall, load_pois, load_sample, load_sample_visits
 
@@ -51,7 +52,7 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
             ledger = _fresh_ledger(Path(out), role, 2.0 + max(1.0, funnel_epsilon))
             started = time.monotonic()
             joint = joint_stages(party, role, rows, frame, ledger, Path(out), data, draw_maps,
-                                 funnel_epsilon)
+                                 funnel_epsilon, district_share)
             joint["joint_s"] = round(time.monotonic() - started, 2)
             started = time.monotonic()
             training = training_stage(party, role, rows)
@@ -97,7 +98,8 @@ def _maps(m: Any, out: Path, stem: str) -> dict[str, str]:
 
 def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: PrivacyLedger,
                  out: Path, data: str | None, draw_maps: bool,
-                 funnel_epsilon: float = 1.0) -> dict[str, Any]:
+                 funnel_epsilon: float = 1.0, district_share: float | None = None
+                 ) -> dict[str, Any]:
     """Joint releases after the three-party PSI: the ad funnel (all three parties, over the
     aligned rows), then the TA crowd (retailer and operator, after their own two-party PSI).
     Every number released is DP; the retailer holds the BFV key and gets the results."""
@@ -143,6 +145,7 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
                 party, rows["exposure_district_id"],
                 pd.DataFrame({c: rows[f"exposed_{c}"].to_numpy() for c in campaigns}),
                 ledger=ledger, epsilon=funnel_epsilon, key_holder="retailer",
+                **({} if district_share is None else {"district_share": district_share}),
                 districts=sorted(load_districts(root=data)["district_id"]), executor=pool)
         if role == "media":
             return report
@@ -156,9 +159,9 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
             cells.to_csv(out / "retailer_ta_crowd.csv", index=False)
             report["crowd_cells"] = len(cells)
             if draw_maps:
-                m = maps.base_map()
-                maps.districts_outline(m, load_districts(root=data))
-                maps.crowd_layer(m, cells, name="Beauty TA crowd (DP)")
+                m, districts = maps.base_map(), load_districts(root=data)
+                maps.districts_outline(m, districts)
+                maps.crowd_layer(m, cells, name="Beauty TA crowd (DP)", districts=districts)
                 report["crowd_files"] = _maps(m, out, "retailer_ta_crowd")
         else:
             pois = load_pois(root=data)
@@ -180,9 +183,9 @@ def _operator_crowd_map(out: Path, data: str | None, ledger: PrivacyLedger) -> d
     cells, bounding = release_own_crowd(visits.rename(columns={"h3_r8": "h3"}), ledger,
                                         keys=sorted(pois["h3_r8"].unique()), epsilon=1.0)
     cells.to_csv(out / "operator_crowd.csv", index=False)
-    m = maps.base_map()
-    maps.districts_outline(m, load_districts(root=data))
-    maps.crowd_layer(m, cells)
+    m, districts = maps.base_map(), load_districts(root=data)
+    maps.districts_outline(m, districts)
+    maps.crowd_layer(m, cells, name="Operator's crowd per H3 cell (DP)", districts=districts)
     files = _maps(m, out, "operator_crowd")
     return {"cells": len(cells), "epsilon": 1.0, "epsilon_left": ledger.remaining().epsilon,
             "persons_truncated": bounding["persons_truncated"], "files": files}
@@ -190,7 +193,8 @@ def _operator_crowd_map(out: Path, data: str | None, ledger: PrivacyLedger) -> d
 
 def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = print, *,
              draw_maps: bool = True, timeout: float = 900,
-             funnel_epsilon: float = 1.0) -> dict[str, Any]:
+             funnel_epsilon: float = 1.0, district_share: float | None = None
+             ) -> dict[str, Any]:
     """Run the demo; writes ``out/summary.json`` and per-party outputs, returns the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +207,7 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
         inv, keys = create_room(ROLES, keys_dir, relay.host, relay.port, room="demo")
         procs = PartyProcesses.start(party_job, {
             r: (r, str(keys[r]), inv.to_string(), str(data) if data else None, str(out), results,
-                draw_maps, funnel_epsilon)
+                draw_maps, funnel_epsilon, district_share)
             for r in ROLES})
         try:
             reports = dict(results.get(timeout=timeout) for _ in ROLES)

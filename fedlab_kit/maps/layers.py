@@ -193,6 +193,18 @@ def base_map(center: Sequence[float] = DEFAULT_CENTER, zoom: int = DEFAULT_ZOOM,
                        **options)
 
 
+def set_title(m: folium.Map, title: str, *, replace: bool = False) -> None:
+    """The exported page's ``<title>`` (the first layer's caption unless set)."""
+    root = m.get_root()
+    if replace or not getattr(root, "title", None):
+        root.title = html.escape(str(title), quote=False)
+
+
+#: columns that hold fractions: shown as percentages in legends, as in the popups
+PERCENT_COLUMNS = frozenset({"rate", "rate_ci_low", "rate_ci_high", "lift", "lift_ci_low",
+                             "lift_ci_high"})
+
+
 def _ensure_legend_style(m: folium.Map) -> None:
     """Give branca's colour legend a light backdrop so it stays readable over the map."""
     header = getattr(m.get_root(), "header", None)
@@ -244,16 +256,18 @@ def _crowd_cells(cells: Any, what: str, *, need_ci: bool) -> tuple[pd.DataFrame,
 def crowd_layer(m: folium.Map, cells: pd.DataFrame, *, name: str = "Crowd counts (DP)",
                 caption: str = "Crowd per H3 cell (DP counts; hatched = suppressed)",
                 colors: Sequence[str] = CROWD_COLORS, fill_opacity: float = 0.6,
-                show: bool = True) -> folium.GeoJson:
+                show: bool = True, districts: Any = None) -> folium.GeoJson:
     """An H3 choropleth of released crowd counts, with a colour legend and tooltips.
 
     ``cells`` has one row per H3 cell: ``h3`` (cell id), ``count`` (noisy count),
     ``ci_low``/``ci_high`` (95 % interval) and ``suppressed`` (bool). The tooltip shows
+    the district (when ``districts`` is given: the polygon holding the cell's centre), then
     ``count (95% CI low–high)``; suppressed cells are hatched grey with no number. Colours
     run from 0 to the largest released count (negative noisy counts are shown as 0).
     """
     what = "crowd_layer"
     df, suppressed = _crowd_cells(cells, what, need_ci=True)
+    where = _cell_districts(df["h3"], districts, what) if districts is not None else None
     shown = df.loc[~suppressed, "count"].astype(float).clip(lower=0)
     vmax = float(shown.max()) if len(shown) and shown.max() > 0 else 1.0
     colormap = cm.LinearColormap(list(colors), vmin=0.0, vmax=vmax, caption=caption)
@@ -261,6 +275,8 @@ def crowd_layer(m: folium.Map, cells: pd.DataFrame, *, name: str = "Crowd counts
     for row, hidden in zip(df.itertuples(index=False), suppressed, strict=True):
         cell = str(row.h3)
         props: dict[str, Any] = {"h3": cell, "suppressed": bool(hidden)}
+        if where is not None:
+            props["district"] = where.get(cell, "outside the districts")
         if hidden:
             props.update(count=None, ci_low=None, ci_high=None, label=SUPPRESSED_LABEL,
                          fill=SUPPRESSED_FILL)
@@ -284,13 +300,30 @@ def crowd_layer(m: folium.Map, cells: pd.DataFrame, *, name: str = "Crowd counts
         {"type": "FeatureCollection", "features": features}, name=name, show=show,
         style_function=style,
         highlight_function=lambda _: {"weight": 2.5, "color": "#222222"},
-        tooltip=folium.GeoJsonTooltip(fields=["h3", "label"], aliases=["H3 cell", "Count"],
-                                      sticky=True),
+        tooltip=folium.GeoJsonTooltip(
+            fields=[*(["district"] if where is not None else []), "h3", "label"],
+            aliases=[*(["District"] if where is not None else []), "H3 cell", "Count"],
+            sticky=True),
     )
     layer.add_to(m)
     colormap.add_to(m)
     _ensure_legend_style(m)
+    set_title(m, name)
     return layer
+
+
+def _cell_districts(cells: pd.Series, districts: Any, what: str) -> dict[str, str]:
+    """{cell: district name} for the district polygon holding each cell's centre."""
+    gdf = _districts(districts, f"{what} districts")
+    names = [_district_name(r) for r in gdf[[c for c in ("district_id", "name")
+                                             if c in gdf.columns]].itertuples(index=False)]
+    centres = [h3.cell_to_latlng(str(c)) for c in cells]
+    points = gpd.GeoDataFrame({"h3": list(cells)}, crs=4326,
+                              geometry=gpd.points_from_xy([c[1] for c in centres],
+                                                          [c[0] for c in centres]))
+    polys = gpd.GeoDataFrame({"district": names}, geometry=gdf.geometry.to_numpy(), crs=4326)
+    joined = gpd.sjoin(points, polys, how="inner", predicate="within")
+    return dict(zip(joined["h3"], joined["district"], strict=True))
 
 
 def heatmap_layer(m: folium.Map, cells: pd.DataFrame, *, name: str = "Crowd heat (DP)",
@@ -466,10 +499,16 @@ def _funnel_shades(m: folium.Map, funnel: pd.DataFrame, suppressed: pd.Series,
               if _finite(v)}
     if not values:
         return {}
+    scale, unit = (100.0, " (%)") if color_by in PERCENT_COLUMNS else (1.0, "")
+    values = {d: v * scale for d, v in values.items()}
     bound = max(abs(v) for v in values.values()) or 1.0
+    text = caption or f"{color_by} at stage {stage!r}"
+    if unit and "%" not in text:
+        text += unit
     colormap = cm.LinearColormap(["#d7191c", "#f7f7f7", "#1a9641"], vmin=-bound, vmax=bound,
-                                 caption=caption or f"{color_by} at stage {stage!r}")
+                                 caption=text)
     colormap.add_to(m)
+    _ensure_legend_style(m)
     return {d: colormap(v) for d, v in values.items()}
 
 
@@ -507,6 +546,7 @@ def funnel_layer(m: folium.Map, districts: Any, funnel: pd.DataFrame, *,
     by_district = {str(k): v for k, v in funnel.groupby(funnel["district_id"].astype(str))}
     shade = _funnel_shades(m, funnel, suppressed, list(order), color_by, color_stage, caption,
                            what)
+    set_title(m, caption or name)
     cols = ["district_id", *(["name"] if "name" in gdf.columns else []), "geometry"]
     for row in gdf[cols].itertuples(index=False):
         rows = by_district.get(str(row.district_id))

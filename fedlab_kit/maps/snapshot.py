@@ -152,8 +152,10 @@ def _write_png(html: str, path: Path, *, browser: str, width: int, height: int,
 def snapshot(m: Any, path: Path | str, *, width: int = 1200, height: int = 800,
              browser: str | None = None, allow_network: bool = False,
              virtual_time_ms: int = 5000, timeout: float = 90.0,
-             assets_dir: Path | str | None = None) -> Path:
+             assets_dir: Path | str | None = None, title: str | None = None) -> Path:
     """Write map ``m`` to ``path``: ``.html`` (self-contained, offline) or ``.png``.
+
+    ``title`` is the page's ``<title>`` (default: the first layer's name or caption).
 
     Raises :class:`MapExportError` with what to install or run when the web assets or the
     browser are missing, or when the browser fails; an
@@ -168,6 +170,10 @@ def snapshot(m: Any, path: Path | str, *, width: int = 1200, height: int = 800,
         exe = find_browser(browser)  # before the work, so a missing browser fails fast
         if width < 1 or height < 1:
             raise InputError(f"PNG size must be positive, got {width}x{height}")
+    if title is not None and hasattr(m, "get_root"):
+        from .layers import set_title
+
+        set_title(m, title, replace=True)
     html = offline_html(m, assets_dir=assets_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":

@@ -23,6 +23,18 @@ LayerBuilder = Callable[[folium.Map], Any]
 CROWD, HEAT, FUNNEL, DISTRICTS = "Crowd counts", "Crowd heat", "Campaign funnel", "Districts"
 
 
+def _lift_shading(funnel: pd.DataFrame) -> dict[str, Any]:
+    """``color_by`` lift at the last stage that has a lift, when the frame has any."""
+    if "lift" not in funnel.columns or "stage" not in funnel.columns:
+        return {}
+    with_lift = funnel[pd.to_numeric(funnel["lift"], errors="coerce").notna()]
+    if with_lift.empty:
+        return {}
+    stage = with_lift["stage"].iloc[-1]
+    return {"color_by": "lift", "color_stage": stage,
+            "caption": f"Lift at stage {stage!r}, exposed vs control (%)"}
+
+
 class MapPanel(TaskPanel):
     """Checkboxes for the released layers, the map, and Export HTML / Export PNG buttons.
 
@@ -36,8 +48,11 @@ class MapPanel(TaskPanel):
     * ``districts``: "Districts" outlines (:func:`~fedlab_kit.maps.districts_outline`);
 
     and from ``layers``, a mapping of name -> ``builder(m)`` adding anything to the folium map
-    ``m`` (added after the built-in ones). ``shown`` names the layers ticked at first (default:
-    all). A layer that cannot be drawn is reported in the panel; the others are still drawn.
+    ``m`` (added after the built-in ones). ``shown`` names the layers ticked at first
+    (default: one data layer, the crowd counts or else the funnel, plus the district outlines
+    and the custom layers, so layers do not pile up in an export). The funnel is shaded by
+    its lift (as a percentage, with a legend) where the frame has one. A layer that cannot
+    be drawn is reported in the panel; the others are still drawn.
 
     The map is shown in ``panel.map_view`` (an ``HTML`` widget holding an iframe). With
     ``offline=True`` the page inlines Leaflet & co. and needs no network (see
@@ -65,11 +80,13 @@ class MapPanel(TaskPanel):
         self.png_size, self.browser = png_size, browser
         self.builders: dict[str, LayerBuilder] = {}
         if cells is not None:
-            self.builders[CROWD] = lambda m: maps.crowd_layer(m, self.cells)
+            self.builders[CROWD] = lambda m: maps.crowd_layer(m, self.cells,
+                                                               districts=self.districts)
             self.builders[HEAT] = lambda m: maps.heatmap_layer(m, self.cells)
         if funnel is not None:
-            self.builders[FUNNEL] = lambda m: maps.funnel_layer(m, self.districts, self.funnel,
-                                                                stage_order=stage_order)
+            self.builders[FUNNEL] = lambda m: maps.funnel_layer(
+                m, self.districts, self.funnel, stage_order=stage_order,
+                **_lift_shading(self.funnel))
         if districts is not None:
             self.builders[DISTRICTS] = lambda m: maps.districts_outline(m, self.districts)
         for name, builder in (layers or {}).items():
@@ -82,7 +99,10 @@ class MapPanel(TaskPanel):
         if not self.builders:
             raise InputTypeError("MapPanel needs something to draw: cells, funnel + districts, "
                                  "districts or layers={name: builder(m)}")
-        shown = list(self.builders) if shown is None else list(shown)
+        if shown is None:
+            first = [n for n in (CROWD, FUNNEL) if n in self.builders][:1]
+            shown = [*first, *(n for n in self.builders if n not in (CROWD, HEAT, FUNNEL))]
+        shown = list(shown)
         unknown = [s for s in shown if s not in self.builders]
         if unknown:
             raise InputError(f"shown names unknown layers {unknown}; layers: "

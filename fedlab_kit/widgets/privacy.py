@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -18,10 +19,26 @@ _SHOWN_COLUMNS = ["id", "time", "query", "mechanism", "epsilon", "delta", "noise
                   "accuracy"]
 
 
-#: the kit's own releases and their L1 sensitivity with the defaults of the role notebooks
-DEFAULT_QUERIES: dict[str, float] = {
-    "joint crowd per cell (each person in at most 5 cells)": 5,
-    "ad funnel (3 campaigns: one exit per campaign)": 3,
+#: a query to preview: the L1 sensitivity of plain counts, or (epsilon, alpha) -> Preview
+QuerySpec = float | Callable[[float, float], Any]
+
+
+def _crowd(eps: float, alpha: float) -> Any:
+    from ..dp.preview import preview_crowd
+
+    return preview_crowd(eps, 5, alpha=alpha)
+
+
+def _funnel(eps: float, alpha: float) -> Any:
+    from ..dp.preview import preview_funnel
+
+    return preview_funnel(eps, 3, alpha=alpha)
+
+
+#: the kit's own releases with the defaults of the role notebooks
+DEFAULT_QUERIES: dict[str, QuerySpec] = {
+    "joint crowd per cell (each person in at most 5 cells)": _crowd,
+    "ad funnel (3 campaigns: one exit per campaign)": _funnel,
 }
 
 
@@ -33,13 +50,14 @@ class PrivacyPanel(Panel):
     on Refresh, e.g. after releases made by another process).
 
     ``queries`` maps a query's name to the L1 sensitivity of its counts (see
-    :func:`fedlab_kit.dp.sensitivity_for`; default :data:`DEFAULT_QUERIES`);
-    ``sensitivity`` instead previews a single custom query; ``alpha`` is the miss
-    probability of the accuracy.
+    :func:`fedlab_kit.dp.sensitivity_for`) or to a function ``(epsilon, alpha) ->``
+    :class:`~fedlab_kit.dp.preview.Preview` (default :data:`DEFAULT_QUERIES`: the kit's
+    crowd and funnel, with their budget shares); ``sensitivity`` instead previews a single
+    custom query; ``alpha`` is the miss probability of the intervals.
     """
 
     def __init__(self, ledger: PrivacyLedger, sensitivity: float | None = None, *,
-                 queries: dict[str, float] | None = None, alpha: float = 0.05,
+                 queries: dict[str, QuerySpec] | None = None, alpha: float = 0.05,
                  epsilon: float | None = None) -> None:
         self.ledger = ledger
         if sensitivity is not None:
@@ -52,6 +70,7 @@ class PrivacyPanel(Panel):
         self._sensitivity = self.queries[self.query.value]
         self.alpha = alpha
         self.accuracy: float | None = None
+        self.preview: Any = None
         total = ledger.total.epsilon
         top = math.log10(total)
         start = epsilon if epsilon is not None else total / 10
@@ -78,11 +97,11 @@ class PrivacyPanel(Panel):
         self.refresh()
 
     @property
-    def sensitivity(self) -> float:
+    def sensitivity(self) -> QuerySpec:
         return self._sensitivity
 
     @sensitivity.setter
-    def sensitivity(self, value: float) -> None:
+    def sensitivity(self, value: QuerySpec) -> None:
         self._sensitivity = value
         self._show_accuracy()
 
@@ -110,29 +129,33 @@ class PrivacyPanel(Panel):
         self._show_accuracy(left.epsilon)
 
     def _show_accuracy(self, remaining: float | None = None) -> None:
-        from ..dp.mechanisms import accuracy_for
+        from ..dp.preview import preview_counts
 
         eps = float(self.epsilon.value)
+        spec = self._sensitivity
         try:
-            self.accuracy = accuracy_for(eps, self._sensitivity, self.alpha)
+            if callable(spec):
+                self.preview = spec(eps, self.alpha)
+            else:
+                self.preview = preview_counts(eps, spec, alpha=self.alpha,
+                                              query=self.query.value)
+            self.accuracy = self.preview.accuracy
             if remaining is None:
                 remaining = self.ledger.remaining().epsilon
         except Exception as exc:
-            self.accuracy = None
+            self.accuracy = self.preview = None
             self.accuracy_html.value = error_html("Cannot compute the accuracy", exc)
             return
-        acc = self.accuracy
-        text = (f"ε = {eps:.3g} buys: each released count is off by less than {acc:.3g} "
-                f"with probability {1 - self.alpha:.0%} (so by at most "
-                f"{max(0, math.ceil(acc) - 1)}) from the DP noise, for "
-                f"{self.query.value} (sensitivity {self._sensitivity:g}).")
+        text = self.preview.summary()
+        table = self.preview.by_stage
+        extra = "" if table is None else table.to_html(index=False, classes="fedlab-table")
         if eps <= remaining:
             note = box_html(f"{text} It fits the remaining budget (ε {remaining:.4g}).", "ok")
         else:
             note = box_html(f"{text} That is more than the remaining budget "
                             f"(ε {remaining:.4g}): such a release would be refused.",
                             "warning")
-        self.accuracy_html.value = f'<div class="fedlab-accuracy">{note}</div>'
+        self.accuracy_html.value = f'<div class="fedlab-accuracy">{note}{extra}</div>'
 
 
 def releases_html(frame: pd.DataFrame) -> str:
