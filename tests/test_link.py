@@ -635,6 +635,24 @@ def test_sender_restart_is_seen_and_new_messages_flow() -> None:
     assert new_a.idle
 
 
+def test_a_party_that_only_joined_and_left_is_not_a_restart() -> None:
+    """``fedlab ping`` joins, exchanges resumes only, and leaves; the party's notebook
+    joining next is a newcomer, not a restart (nothing was lost). Once data has flowed, the
+    next incarnation is a restart again."""
+    _, _, net = connected_pair()  # a: the ping, resumes exchanged, no data
+    notebook = PeerLink("a", "b", new_instance_id(), chunk_size=7, window=64)
+    net.replace(notebook)
+    net.reconnect("a")
+    net.run()
+    assert net.restarts["b"] == 0
+    notebook.queue(b"hello", session="s", kind="k")
+    net.run()
+    net.replace(PeerLink("a", "b", new_instance_id(), chunk_size=7, window=64))
+    net.reconnect("a")
+    net.run()
+    assert net.restarts["b"] == 1
+
+
 def test_peer_restart_mid_message() -> None:
     a, _, net = connected_pair(chunk_size=7, window=1000)
     payload = msg_payload(9, 50)

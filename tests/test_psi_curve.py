@@ -154,3 +154,22 @@ def test_twist_bit_of_the_hash_does_not_survive_two_hops() -> None:
     agree = sum(on_curve(r) == on_curve(o) for r, o in zip(raw, outs, strict=True))
     assert 0.45 * len(keys) <= agree <= 0.55 * len(keys)
     assert all(on_curve(hash_id(b"t", k)) for k in keys[:200])
+
+
+# RFC 9380, appendix J.7.2 (curve25519_XMD:SHA-512_ELL2_NU_): u = hash_to_field(msg) and
+# Q = map_to_curve(u), for msg "", "abc" and "abcdef0123456789" (big-endian hex)
+RFC9380_MAP = [
+    ("608d892b641f0328523802a6603427c26e55e6f27e71a91a478148d45b5093cd",
+     "51125222da5e763d97f3c10fcc92ea6860b9ccbbd2eb1285728f566721c1e65b"),
+    ("46f5b22494bfeaa7f232cc8d054be68561af50230234d7d1d63d1d9abeca8da5",
+     "7d56d1e08cb0ccb92baf069c18c49bb5a0dcd927eff8dcf75ca921ef7f3e6eeb"),
+    ("235fe40c443766ce7e18111c33862d66c3b33267efa50d50f9e8e5d252a40aaa",
+     "3fbe66b9c9883d79e8407150e7c2a1c8680bee496c62fabe4619a72b3cabe90f"),
+]
+
+
+@pytest.mark.parametrize(("u", "qx"), RFC9380_MAP)
+def test_elligator2_matches_rfc9380_map_to_curve(u: str, qx: str) -> None:
+    out = curve.elligator2(int(u, 16).to_bytes(32, "little"))
+    assert int.from_bytes(out, "little") == int(qx, 16)
+    assert curve.on_curve(out)

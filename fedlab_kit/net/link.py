@@ -95,6 +95,7 @@ class PeerLink:
         self.paused = True  # until the peer's RESUME tells us where to start
         # --- receiving side ---
         self._rx_instance = b""  # incarnation of the peer we receive from
+        self._rx_data = False  # whether that incarnation has sent us any data
         self._retired: set[bytes] = set()
         self._rx_epoch = 0
         self._expected: Cursor | None = None  # None: take the first chunk 0 of this epoch
@@ -213,14 +214,17 @@ class PeerLink:
         if header.instance in self._retired:
             return ev  # stale frame from a previous incarnation of the peer
         if header.instance != self._rx_instance:
-            ev.peer_restarted = bool(self._rx_instance)
+            # a new incarnation is a restart only if something was exchanged with the old
+            # one: a party that only joined and left (``fedlab ping``) lost nothing
+            ev.peer_restarted = bool(self._rx_instance) and (self._rx_data or self._next_seq > 0)
             if self._rx_instance:
                 self._retired.add(self._rx_instance)
-            self._rx_instance = header.instance
+            self._rx_instance, self._rx_data = header.instance, False
             self._expected, self._inbound = None, None
             if header.type != FrameType.RESUME or not header.reply:
                 ev.send.append(self.resume_request(reply=False))
         if header.type == FrameType.DATA:
+            self._rx_data = True
             self._on_data(header, data, ev)
         elif header.type == FrameType.ACK:
             if header.peer_instance == self.instance:
