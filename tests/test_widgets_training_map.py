@@ -120,6 +120,10 @@ def test_training_panel_trains_alone_with_an_eval_set() -> None:
     assert [t for t, _ in panel.history] == [0, 1, 2, 3, 4]
     last = panel.model.evals_result_["validation_0"]["logloss"][-1]
     assert f"{last:.4g}" in line
+    # the live curve (a custom widget) got every tree of the eval set
+    assert panel.curve.metric == "logloss" and panel.curve.n_trees == 5
+    assert panel.curve.history["validation_0"] == pytest.approx(
+        panel.model.evals_result_["validation_0"]["logloss"])
     assert "kept 5 of 5 trees" in panel.status.value and "fedlab-ok" in panel.status.value
     result = panel.result_html.value
     assert "Trees kept</th><td>5 (built 5 of 5)" in result

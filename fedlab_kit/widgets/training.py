@@ -186,11 +186,15 @@ class TrainingPanel(TaskPanel):
         self.stop_button.on_click(self._on_stop)
         grid = widgets.GridBox(list(self.hyper.values()),
                                layout=widgets.Layout(grid_template_columns="repeat(2, 240px)"))
+        from .charts import TrainingCurve
+
+        self.curve = TrainingCurve()  # the metric per tree, live (a custom widget)
         self.widget = widgets.VBox([
             widgets.HTML("<b>SecureBoost training (label holder)</b>"), self.security_note,
             self.task, grid, widgets.HBox([self.eval_metric, self.early_stopping]),
             self.partners, widgets.HBox([self.train_button, self.stop_button]),
-            widgets.HBox([self.progress, self.progress_label]), self.status, self.result_html,
+            widgets.HBox([self.progress, self.progress_label]), self.curve, self.status,
+            self.result_html,
         ])
 
     # ------------------------------------------------------------------ state
@@ -263,6 +267,7 @@ class TrainingPanel(TaskPanel):
         n = estimator.params.n_estimators
         self.progress.max, self.progress.value, self.progress.bar_style = n, 0, "info"
         self.result_html.value = ""
+        self.curve.reset(n)
         if partners:
             self.progress_label.value = html.escape(f"waiting for {', '.join(partners)}…")
             text = (f"Training {n} trees with {', '.join(partners)} (session "
@@ -292,6 +297,7 @@ class TrainingPanel(TaskPanel):
             parts += [f"{k} {_fmt(metrics[k])}" for k in shown]
             self.progress_label.value = html.escape(" · ".join(parts))
             self.progress.value = min(tree + 1, self.progress.max)
+            self.curve.add(metrics)
         except Exception:  # a display problem must not break the protocol
             log.debug("training progress display failed", exc_info=True)
         if self._stop_requested and self.estimator is not None:
