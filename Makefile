@@ -29,6 +29,12 @@ system-deps:
 	  echo "installing Chromium (apt-get)"; apt-get update -qq && $(APT_INSTALL) chromium; \
 	else echo "note: no Chromium and no way to install it here: PNG map export and its tests" \
 	  "need it (apt-get install chromium, or set FEDLAB_CHROMIUM=/path/to/chromium)"; fi
+	@if command -v chromedriver >/dev/null 2>&1 || [ -n "$$FEDLAB_CHROMEDRIVER" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium-driver (apt-get)"; apt-get update -qq && \
+	  $(APT_INSTALL) chromium-driver; \
+	else echo "note: no chromedriver: the JupyterLab browser tests need it" \
+	  "(apt-get install chromium-driver, or set FEDLAB_CHROMEDRIVER)"; fi
 	@if command -v npm >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing npm (apt-get)"; apt-get update -qq && $(APT_INSTALL) nodejs npm; \

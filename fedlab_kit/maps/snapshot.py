@@ -68,7 +68,8 @@ def offline_html(m: Any, *, assets_dir: Path | str | None = None) -> str:
 def iframe_html(page: str, height: int = 450) -> str:
     """An ``<iframe>`` showing the whole HTML ``page`` (for notebooks and widgets)."""
     return (f'<iframe class="fedlab-map" srcdoc="{html.escape(page, quote=True)}" '
-            f'style="width:100%;height:{int(height)}px;border:1px solid #ddd" '
+            f'style="width:100%;box-sizing:border-box;display:block;height:{int(height)}px;'
+            'border:1px solid #ddd" '
             'sandbox="allow-scripts allow-popups"></iframe>')
 
 
