@@ -563,6 +563,16 @@ def test_funnel_layer_shades_districts_by_lift(districts: gpd.GeoDataFrame,
     # the legend speaks percent, as the popups do (+50.0%), over a light backdrop
     assert "Lift of visits (%)" in page and ".legend.leaflet-control{background" in page
     assert "domain([-50.0," in page  # +50% lift is the top of the scale, not 0.5
+    # one district's noisy +400% does not stretch the scale (its popup keeps the number)
+    wild = frame.assign(lift=np.where(frame["district_id"] == "D01", 4.0, -0.25))
+    m2 = maps.base_map()
+    group2 = maps.funnel_layer(m2, districts, wild, stage_order=STAGES, color_by="lift",
+                               color_stage="visit")
+    assert "domain([-100.0," in m2.get_root().render()
+    fills2 = {shape.data["features"][0]["properties"]["district_id"]:
+              shape.style_function(None)["fillColor"] for shape in group2._children.values()
+              if hasattr(shape, "data")}
+    assert fills2["D01"].lower().startswith("#1a9641") and fills2["D02"] != fills["D02"]
     assert "<title>Lift of visits</title>" in page
     plain = maps.funnel_layer(maps.base_map(), districts, frame, stage_order=STAGES)
     assert {s.style_function(None)["fillColor"] for s in plain._children.values()} == {

@@ -205,6 +205,9 @@ PERCENT_COLUMNS = frozenset({"rate", "rate_ci_low", "rate_ci_high", "lift", "lif
                              "lift_ci_high"})
 
 
+PERCENT_SCALE_CAP = 100.0  # colour scales of percentages end at +-100% (popups: exact)
+
+
 def _ensure_legend_style(m: folium.Map) -> None:
     """Give branca's colour legend a light backdrop so it stays readable over the map."""
     header = getattr(m.get_root(), "header", None)
@@ -502,6 +505,9 @@ def _funnel_shades(m: folium.Map, funnel: pd.DataFrame, suppressed: pd.Series,
     scale, unit = (100.0, " (%)") if color_by in PERCENT_COLUMNS else (1.0, "")
     values = {d: v * scale for d, v in values.items()}
     bound = max(abs(v) for v in values.values()) or 1.0
+    if unit:  # one small, noisy district (+400%) must not wash out all the others
+        bound = min(bound, PERCENT_SCALE_CAP)
+        values = {d: max(-bound, min(bound, v)) for d, v in values.items()}
     text = caption or f"{color_by} at stage {stage!r}"
     if unit and "%" not in text:
         text += unit
