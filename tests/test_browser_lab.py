@@ -29,6 +29,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 TOKEN = "fedlab-browser-test"
+LAB_ROOTS: dict[str, Path] = {}  # server URL -> the folder it serves
 
 
 def _free_port() -> int:
@@ -60,6 +61,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, web_assets: Path) -> Iterator[
             if proc.poll() is not None:
                 pytest.fail(f"JupyterLab exited: {(root / 'lab.log').read_text()[-2000:]}")
             time.sleep(0.5)
+    LAB_ROOTS[url] = root / "notebooks"
     try:
         yield url
     finally:
@@ -107,6 +109,17 @@ def _wait(driver: object, condition: str, seconds: float, what: str) -> object:
         time.sleep(1)
     _shot(driver, f"timeout-{what.replace(' ', '-')}")
     pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+def _sideways(driver: object) -> list[str]:
+    """Boxes in cell outputs that scroll sideways (the output itself, or a widget box in
+    it), except data tables, which scroll by design."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('.jp-OutputArea-output, "
+        ".jp-OutputArea-output *')].filter(e => !e.querySelector('table') && "
+        "e.tagName !== 'TABLE' && e.scrollWidth > e.clientWidth + 1 && "
+        "['auto', 'scroll'].includes(getComputedStyle(e).overflowX))"
+        ".map(e => e.className + ': ' + (e.textContent || '').slice(0, 60));")
 
 
 def _shot(driver: object, name: str) -> Path:
@@ -160,11 +173,7 @@ def test_walkthrough_runs_in_jupyterlab_and_everything_renders(lab: str, browser
     assert sum(1 for n in drawn if n > 0) >= 2, drawn  # the funnel map and the crowd map
     # no map, chart or panel is wider than its cell (a horizontal scrollbar clips what is
     # under it); wide data tables scroll by design
-    wide = driver.execute_script(
-        "return [...document.querySelectorAll('.jp-OutputArea-output')]"
-        ".filter(e => !e.querySelector('table') && e.scrollWidth > e.clientWidth + 1)"
-        ".map(e => e.textContent.slice(0, 60) || e.innerHTML.slice(0, 60));")
-    assert wide == [], wide
+    assert _sideways(driver) == []
     assert shot.stat().st_size > 20_000
     for selector, name in (("svg.fedlab-funnel-chart", "funnel-chart"),
                            ("iframe.fedlab-map", "map-in-notebook")):
@@ -173,3 +182,52 @@ def test_walkthrough_runs_in_jupyterlab_and_everything_renders(lab: str, browser
             driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element[0])
             time.sleep(1)
             _shot(driver, name)
+
+
+PANELS_NOTEBOOK = [
+    "import numpy as np, pandas as pd, tempfile\n"
+    "from pathlib import Path\n"
+    "from fedlab_kit.data import load_districts, load_sample\n"
+    "from fedlab_kit.dp import PrivacyLedger\n"
+    "from fedlab_kit.widgets import ConnectPanel, MapPanel, PrivacyPanel, TrainingPanel\n"
+    "ws = Path(tempfile.mkdtemp())",
+    "ConnectPanel()",
+    "rows = load_sample('retailer').select_dtypes('number').iloc[:300]\n"
+    "TrainingPanel(None, rows.drop(columns=['converted']), rows['converted'], passive=[],\n"
+    "              insecure_plaintext=True, n_estimators=3)",
+    "PrivacyPanel(PrivacyLedger(ws / 'l.sqlite', total_epsilon=3.0, party='retailer'))",
+    "import h3\n"
+    "ids = [h3.latlng_to_cell(31.23 + i / 200, 121.47, 8) for i in range(5)]\n"
+    "cells = pd.DataFrame({'h3': ids,\n"
+    "                      'count': [50, 80, 30, 12, 60], 'ci_low': [30, 60, 10, 0, 40],\n"
+    "                      'ci_high': [70, 100, 50, 30, 80], 'suppressed': [False] * 5})\n"
+    "MapPanel(cells=cells, districts=load_districts())",
+]
+
+
+def test_panels_render_inside_their_cells(lab: str, browser,
+                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The analyst panels in a notebook: each renders as a widget, none wider than its cell
+    (a horizontal scrollbar would clip the key-file box)."""
+    import nbformat
+
+    driver = browser
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in PANELS_NOTEBOOK])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, LAB_ROOTS[lab] / "panels.ipynb")
+    driver.get(f"{lab}/lab/tree/panels.ipynb?token={TOKEN}")
+    _wait(driver, "window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", 90,
+          "the panels notebook")
+    time.sleep(3)
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    _wait(driver, "document.querySelectorAll('.jp-OutputArea-output .widget-vbox').length >= 4"
+                  " && ![...document.querySelectorAll('.jp-InputArea-prompt')]"
+                  ".some(p => p.textContent.includes('*'))", 180, "four panels")
+    time.sleep(2)
+    _shot(driver, "panels")
+    text = driver.execute_script(
+        "return [...document.querySelectorAll('.jp-OutputArea-output')]"
+        ".map(e => e.textContent).join('\\n');")
+    assert "Traceback" not in text and "Loading widget" not in text, text[-2000:]
+    assert _sideways(driver) == []

@@ -44,6 +44,12 @@ def describe_error(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+def full_width() -> widgets.Layout:
+    """A layout filling the panel's width: ``width: 100%`` plus the widgets' own margins
+    would overflow the cell and show a horizontal scrollbar."""
+    return widgets.Layout(width="auto", align_self="stretch")
+
+
 def box_html(text: str, kind: str = "info", title: str | None = None) -> str:
     """A coloured box (``kind``: error, warning, info, ok) with escaped ``text``."""
     style = _BOX.format(**_KINDS[kind])

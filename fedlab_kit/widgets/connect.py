@@ -13,7 +13,7 @@ import ipywidgets as widgets
 from ..errors import FedlabError
 from ..net.identity import Identity, Invitation
 from ..net.session import Party, PartyOptions
-from ._background import Background, Panel, box_html, error_html
+from ._background import Background, Panel, box_html, error_html, full_width
 
 _STATE_COLOURS = {"present": "#2e7d32", "absent": "#757575", "left": "#757575",
                   "lost": "#c62828", "restarted": "#1565c0"}
@@ -36,7 +36,7 @@ class ConnectPanel(Panel):
         self.close_timeout = close_timeout
         if isinstance(invitation, Invitation):
             invitation = invitation.to_string()
-        layout = widgets.Layout(width="100%")
+        layout = full_width()
         self.key_file = widgets.Text(
             value="" if identity_path is None else str(identity_path), description="Key file",
             placeholder="retailer.key (from `fedlab keygen`)", layout=layout)

@@ -16,7 +16,14 @@ from .. import maps
 from ..errors import FedlabError, InputError, InputTypeError
 from ..maps.layers import DEFAULT_CENTER, DEFAULT_ZOOM
 from ..maps.snapshot import iframe_html
-from ._background import Background, TaskPanel, box_html, describe_error, error_html
+from ._background import (
+    Background,
+    TaskPanel,
+    box_html,
+    describe_error,
+    error_html,
+    full_width,
+)
 
 LayerBuilder = Callable[[folium.Map], Any]
 
@@ -120,7 +127,7 @@ class MapPanel(TaskPanel):
         self.png_button = widgets.Button(description="Export PNG", icon="image")
         self.status = widgets.HTML("")
         self.layer_status = widgets.HTML("")
-        self.map_view = widgets.HTML("", layout=widgets.Layout(width="100%"))
+        self.map_view = widgets.HTML("", layout=full_width())
         self._task = Background(self.status, name="fedlab-map-export")
         for box in self.layer_boxes.values():
             box.observe(lambda _: self.refresh(), names="value")

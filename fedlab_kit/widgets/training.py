@@ -26,7 +26,7 @@ from ..boost import (
 from ..boost.params import LOGISTIC, MAXIMIZE, METRICS, SQUARED
 from ..errors import FedlabError, InputError, InputTypeError
 from ..net.session import Party
-from ._background import Background, TaskPanel, box_html, error_html
+from ._background import Background, TaskPanel, box_html, error_html, full_width
 
 log = logging.getLogger("fedlab.widgets")
 
@@ -168,7 +168,7 @@ class TrainingPanel(TaskPanel):
         self.partners = widgets.Text(
             value=", ".join(passive), description="Partners", style=_STYLE,
             placeholder="feature holders, e.g. media, operator (empty: every peer)",
-            layout=widgets.Layout(width="100%"))
+            layout=full_width())
         self.train_button = widgets.Button(description="Train", button_style="primary",
                                            icon="play")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True,
