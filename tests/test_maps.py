@@ -548,6 +548,13 @@ def test_png_reader_rejects_non_png() -> None:
         snapshot_mod._png_size(io.BytesIO(b"GIF89a....").getvalue())
 
 
+def _fills(group: folium.FeatureGroup) -> dict[str, str]:
+    """{district: fill colour} of a funnel layer's district shapes."""
+    return {shape.data["features"][0]["properties"]["district_id"]:
+            shape.style_function(None)["fillColor"] for shape in group._children.values()
+            if hasattr(shape, "data")}
+
+
 def test_funnel_layer_shades_districts_by_lift(districts: gpd.GeoDataFrame,
                                                funnel: pd.DataFrame) -> None:
     frame = funnel.copy()
@@ -555,8 +562,7 @@ def test_funnel_layer_shades_districts_by_lift(districts: gpd.GeoDataFrame,
     m = maps.base_map()
     group = maps.funnel_layer(m, districts, frame, stage_order=STAGES, color_by="lift",
                               color_stage="visit", caption="Lift of visits")
-    fills = {shape.data["features"][0]["properties"]["district_id"]:
-             shape.style_function(None)["fillColor"] for shape in group._children.values()}
+    fills = _fills(group)
     assert fills["D01"] != fills["D02"]
     assert fills["D01"].lower().startswith("#1a9641")  # the top of the green end
     page = m.get_root().render()
@@ -569,9 +575,7 @@ def test_funnel_layer_shades_districts_by_lift(districts: gpd.GeoDataFrame,
     group2 = maps.funnel_layer(m2, districts, wild, stage_order=STAGES, color_by="lift",
                                color_stage="visit")
     assert "domain([-100.0," in m2.get_root().render()
-    fills2 = {shape.data["features"][0]["properties"]["district_id"]:
-              shape.style_function(None)["fillColor"] for shape in group2._children.values()
-              if hasattr(shape, "data")}
+    fills2 = _fills(group2)
     assert fills2["D01"].lower().startswith("#1a9641") and fills2["D02"] != fills["D02"]
     assert "<title>Lift of visits</title>" in page
     plain = maps.funnel_layer(maps.base_map(), districts, frame, stage_order=STAGES)

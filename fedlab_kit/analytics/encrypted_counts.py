@@ -32,7 +32,6 @@ import msgspec
 import numpy as np
 import tenseal.sealapi as seal
 
-from ..dp.ledger import PrivacyLedger
 from ..errors import InputError, ProtocolError
 from ..he import RowLayout, SparseMask
 from ..he.bfv import SLOTS, BfvPublic, BfvSecret, plain_modulus, zero_one_check
@@ -65,11 +64,6 @@ class _Result(msgspec.Struct, array_like=True):
 
 CODEC = Codec("ec", {"plan": _Plan, "data": _Data, "result": _Result})
 TITLE = "the joint count"
-
-
-def check_budget(ledger: PrivacyLedger, epsilon: float, query: str) -> None:
-    """Refuse before any data moves if ``ledger`` cannot pay ``epsilon``."""
-    ledger.require(query, epsilon)
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,13 @@ from ..dp import PrivacyLedger
 from ..dp.errors import DPError
 from ..dp.hierarchy import (
     discrete_laplace_variance,
+    exits_from_stages,
     linear_halfwidths,
     nonnegative_exits,
     reconcile,
     stages_from_exits,
 )
-from ..dp.mechanisms import check_share, release_noise
+from ..dp.mechanisms import check_share, release_noise, suppression_note
 from ..net.driver import run, stopping
 from ..net.session import Party
 from ..protocol import ProgressCallback
@@ -42,7 +43,6 @@ from .encrypted_counts import (
     Grouper,
     KeyHolder,
     Multiplier,
-    check_budget,
 )
 from .joint_crowd import check_flags
 
@@ -114,7 +114,7 @@ def funnel_for_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLed
     order), one row per PSI-aligned person. Pays ``epsilon`` on its ledger. ``key_holder``
     holds the outcomes, ``next_party`` the exposures."""
     with stopping(party, [key_holder, next_party], session=session, protocol=TITLE):
-        check_budget(ledger, epsilon, "joint funnel, visits")
+        ledger.require("joint funnel, visits", epsilon)
         return _serve_visits(party, visited, ledger=ledger, epsilon=epsilon,
                              key_holder=key_holder, next_party=next_party, session=session,
                              timeout=timeout, executor=executor)
@@ -171,7 +171,7 @@ def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
     totals are the question (0 releases the funnels only).
     Every other party in the room takes part (``key_holder`` holds the outcomes)."""
     with stopping(party, _peers(party), session=session, protocol=TITLE):
-        check_budget(ledger, epsilon, "joint funnel, exposure")
+        ledger.require("joint funnel, exposure", epsilon)
         share = check_share(district_share, "district_share")
         return _serve_exposure(party, district, exposed, ledger=ledger, epsilon=epsilon,
                                districts=districts, key_holder=key_holder, share=share,
@@ -254,13 +254,6 @@ def _serve_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,
     return report
 
 
-def _exits(stages: np.ndarray) -> np.ndarray:
-    """Exit counts (persons whose funnel ends at each stage) from stage counts (axis -1)."""
-    out = stages.astype(np.float64)
-    out[..., :-1] -= stages[..., 1:]
-    return out
-
-
 def funnel_frame(res: CountsResult, alpha: float = 0.05) -> pd.DataFrame:
     """Decrypted stage counts -> funnel frame with intervals, rates and lift (post-processing).
 
@@ -277,17 +270,16 @@ def funnel_frame(res: CountsResult, alpha: float = 0.05) -> pd.DataFrame:
     meta = res.meta
     districts, campaigns, copies = meta["districts"], meta["campaigns"], int(meta["copies"])
     n_c, n_s = len(campaigns), len(STAGES)
-    detail = np.stack([np.stack([np.stack(
-        [res.sums[:, _slot(s, c, g, copies)] for s in range(n_s)], axis=-1)
-        for g in range(2)], axis=1) for c in range(n_c)], axis=1)  # (D, C, G, S)
-    exits = _exits(np.rint(detail)).reshape(len(districts), 2 * n_c, n_s)
+    slots = np.array([[[_slot(s, c, g, copies) for s in range(n_s)] for g in range(2)]
+                      for c in range(n_c)])
+    detail = res.sums[:, slots]  # (D, C, G, S)
+    exits = exits_from_stages(np.rint(detail)).reshape(len(districts), 2 * n_c, n_s)
     b_d, b_t = float(meta["noise_scale"]), meta.get("total_noise_scale")
     if b_t is None:  # no district totals were released: they are the sums of the funnels
         lin, b_t = exits, math.inf
     else:
-        totals = np.rint(np.stack([res.sums[:, _total_slot(s, n_c, copies)]
-                                   for s in range(n_s)], axis=-1))
-        lin = reconcile(exits, _exits(totals), discrete_laplace_variance(b_d),
+        totals = np.rint(res.sums[:, [_total_slot(s, n_c, copies) for s in range(n_s)]])
+        lin = reconcile(exits, exits_from_stages(totals), discrete_laplace_variance(b_d),
                         discrete_laplace_variance(float(b_t)))
     errors = linear_halfwidths(2 * n_c, n_s, b_d, float(b_t), alpha)
     final, final_tot = nonnegative_exits(lin, lin.sum(axis=-2))
@@ -314,7 +306,7 @@ def funnel_frame(res: CountsResult, alpha: float = 0.05) -> pd.DataFrame:
     df = _lift(df, key)
     below = int(meta["suppress_below"])
     df["suppressed"] = df["count"] < below
-    df["suppressed_because"] = np.where(df["suppressed"], f"noisy count below {below}", "")
+    df["suppressed_because"] = suppression_note(df["suppressed"], below)
     df["epsilon"] = float(meta["epsilon"])
     df.attrs["interval"] = (f"{1 - alpha:.0%} for the true stage count over the aligned "
                             "persons (DP noise; no sampling)")

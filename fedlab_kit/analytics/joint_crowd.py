@@ -20,7 +20,12 @@ import numpy as np
 import pandas as pd
 
 from ..dp import PrivacyLedger, bound_contributions
-from ..dp.bounding_bias import BoundingLoss, corrected_counts, release_bounding_loss
+from ..dp.bounding_bias import (
+    BOUNDING_SHARE,
+    BoundingLoss,
+    corrected_frame,
+    release_bounding_loss,
+)
 from ..dp.errors import DPError
 from ..dp.mechanisms import check_share, release_noise
 from ..he import SparseMask
@@ -28,10 +33,9 @@ from ..he.bfv import ROW, SLOTS
 from ..net.driver import run, stopping
 from ..net.session import Party
 from ..protocol import ProgressCallback
-from .encrypted_counts import TITLE, CountsResult, Grouper, KeyHolder, check_budget
+from .encrypted_counts import TITLE, CountsResult, Grouper, KeyHolder
 
 SESSION = "joint-crowd"
-BOUNDING_SHARE = 0.05  # of a crowd release's epsilon: the keys-per-person histogram
 
 
 def choose_copies(n_rows: int, n_groups: int) -> int:
@@ -95,20 +99,9 @@ def crowd_frame(res: CountsResult) -> pd.DataFrame:
     meta = res.meta
     keys = list(meta["keys"])
     noisy = np.rint(res.sums[:, : meta["copies"]].ravel()[: len(keys)]).astype(np.int64)
-    half = int(meta["ci_halfwidth"])
-    loss = BoundingLoss.from_meta(meta)
-    count, low, high = corrected_counts(noisy, half, loss)
-    below = int(meta["suppress_below"])
-    frame = pd.DataFrame({
-        meta["cell_col"]: keys, "count": count, "ci_low": low, "ci_high": high,
-        "dp_noise": half, "bounding_added": count - np.maximum(noisy, 0),
-        "suppressed": noisy < below,
-    })
-    frame["suppressed_because"] = np.where(frame["suppressed"],
-                                           f"noisy count below {below}", "")
-    frame.attrs.update({"interval": "95% for the true crowd over the aligned persons",
-                        "bounding_loss": loss.loss, "epsilon": float(meta["epsilon"])})
-    return frame
+    return corrected_frame(meta["cell_col"], keys, noisy, int(meta["ci_halfwidth"]),
+                           BoundingLoss.from_meta(meta), int(meta["suppress_below"]),
+                           meta["epsilon"])
 
 
 def cell_masks(rows: np.ndarray, cells: np.ndarray, n_cells: int, copies: int) -> list[SparseMask]:
@@ -154,7 +147,7 @@ def _serve_crowd(party: Party, persons: Sequence[Any] | pd.Series, visits: pd.Da
                  seed: int | None, session: str, timeout: float | None,
                  executor: Executor | None, progress: ProgressCallback | None
                  ) -> dict[str, Any]:
-    check_budget(ledger, epsilon, "joint TA crowd per cell")
+    ledger.require("joint TA crowd per cell", epsilon)
     share = check_share(bounding_share, "bounding_share")
     rows, cells, pairs, report = prepare_visits(persons, visits, keys=keys,
                                                 person_col=person_col, cell_col=cell_col,
@@ -165,8 +158,7 @@ def _serve_crowd(party: Party, persons: Sequence[Any] | pd.Series, visits: pd.Da
     query = f"joint TA crowd per cell ({n_keys} cells)"
 
     def noise() -> tuple[np.ndarray, dict[str, Any]]:
-        loss = (release_bounding_loss(ledger, query, pairs, max_cells, epsilon * share)
-                if share > 0 else BoundingLoss(0.0, max_cells, 0.0))
+        loss = release_bounding_loss(ledger, query, pairs, max_cells, epsilon * share)
         rel = release_noise(ledger, query, (len(masks), copies), epsilon * (1 - share),
                             sensitivity=max_cells,
                             meta={"max_cells": max_cells, "cells": n_keys,

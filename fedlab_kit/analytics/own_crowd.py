@@ -16,11 +16,9 @@ import numpy as np
 import pandas as pd
 
 from ..dp import PrivacyLedger, bound_contributions, release_counts
-from ..dp.bounding_bias import BoundingLoss, corrected_counts, release_bounding_loss
+from ..dp.bounding_bias import BOUNDING_SHARE, corrected_frame, release_bounding_loss
 from ..dp.errors import DPError
 from ..dp.mechanisms import check_share
-
-BOUNDING_SHARE = 0.05  # of the release's epsilon: the keys-per-person histogram
 
 
 def cells_of(lat: pd.Series, lon: pd.Series, resolution: int) -> pd.Series:
@@ -63,19 +61,11 @@ def release_own_crowd(
     ledger.require(query, epsilon)  # both parts, before the first is spent
     pairs = visits[inside].dropna(subset=[person_col]).drop_duplicates(
         [person_col, cell_col])[person_col]
-    loss = (release_bounding_loss(ledger, query, pairs, max_cells, epsilon * share)
-            if share > 0 else BoundingLoss(0.0, max_cells, 0.0))
+    loss = release_bounding_loss(ledger, query, pairs, max_cells, epsilon * share)
     release = release_counts(ledger, query, true, epsilon * (1 - share),
                              sensitivity=max_cells,
                              meta={"max_cells": max_cells, "cells": len(key_index)})
-    noisy = np.asarray(release.values)
-    count, low, high = corrected_counts(noisy, release.ci_halfwidth, loss)
-    frame = pd.DataFrame({
-        cell_col: key_index, "count": count, "ci_low": low, "ci_high": high,
-        "dp_noise": release.ci_halfwidth, "bounding_added": count - np.maximum(noisy, 0),
-        "suppressed": noisy < suppress_below,
-    })
-    frame["suppressed_because"] = np.where(frame["suppressed"],
-                                           f"noisy count below {suppress_below}", "")
+    frame = corrected_frame(cell_col, list(key_index), np.asarray(release.values),
+                            release.ci_halfwidth, loss, suppress_below, epsilon)
     report["bounding_loss"] = loss.loss
     return frame, report

@@ -24,8 +24,9 @@ import pandas as pd
 
 from .errors import DPError
 from .ledger import PrivacyLedger
-from .mechanisms import release_counts
+from .mechanisms import release_counts, suppression_note
 
+BOUNDING_SHARE = 0.05  # of a crowd release's epsilon: the pairs bounding kept and removed
 TOP_FACTOR = 4  # persons with more than TOP_FACTOR * k keys count as that many
 MAX_LOSS = 0.45  # above this the upper end would be unbounded: say so instead
 
@@ -82,7 +83,10 @@ def loss_from_totals(totals: np.ndarray, max_keys: int) -> float:
 def release_bounding_loss(ledger: PrivacyLedger, query: str, persons: pd.Series,
                           max_keys: int, epsilon: float) -> BoundingLoss:
     """Release the kept and removed pair totals (discrete Laplace, L1 sensitivity
-    ``TOP_FACTOR * max_keys``, paid on ``ledger``) and return the loss they imply."""
+    ``TOP_FACTOR * max_keys``, paid on ``ledger``) and return the loss they imply; with
+    ``epsilon`` 0 nothing is released or paid and the loss is taken as 0."""
+    if epsilon == 0:
+        return BoundingLoss(0.0, max_keys, 0.0)
     top = TOP_FACTOR * max_keys
     rel = release_counts(ledger, f"{query}: pairs removed by bounding",
                          pair_totals(persons, max_keys), epsilon, sensitivity=top,
@@ -100,3 +104,23 @@ def corrected_counts(noisy: np.ndarray, halfwidth: float, loss: BoundingLoss
     low = np.maximum(np.ceil(noisy - halfwidth), 0).astype(np.int64)
     high = np.floor(np.maximum(noisy + halfwidth, 0) * loss.upper_factor).astype(np.int64)
     return count, low, np.maximum(high, count)
+
+
+def corrected_frame(cell_col: str, keys: list[Any], noisy: np.ndarray, halfwidth: int,
+                    loss: BoundingLoss, suppress_below: int, epsilon: float) -> pd.DataFrame:
+    """The released cells frame: ``count``, ``ci_low``, ``ci_high`` (corrected, see
+    :func:`corrected_counts`), ``dp_noise`` (the noise half-width alone), ``bounding_added``
+    (what the correction added), ``suppressed`` (noisy bounded count below
+    ``suppress_below``: post-processing) and ``suppressed_because``."""
+    noisy = np.asarray(noisy)
+    count, low, high = corrected_counts(noisy, halfwidth, loss)
+    suppressed = noisy < suppress_below
+    frame = pd.DataFrame({
+        cell_col: keys, "count": count, "ci_low": low, "ci_high": high,
+        "dp_noise": halfwidth, "bounding_added": count - np.maximum(noisy, 0),
+        "suppressed": suppressed,
+        "suppressed_because": suppression_note(suppressed, suppress_below),
+    })
+    frame.attrs.update({"interval": "95% for the true crowd over the aligned persons",
+                        "bounding_loss": loss.loss, "epsilon": float(epsilon)})
+    return frame

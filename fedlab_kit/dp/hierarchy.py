@@ -80,8 +80,7 @@ def linear_halfwidths(n_cells: int, n_exits: int, scale_detail: float, scale_tot
     gap = f - e.sum(axis=1)
     cell = e[:, 0, :] + w * gap  # error of one reconciled cell's exits (all cells alike)
     tot = e.sum(axis=1) + n_cells * w * gap
-    cell_stage = np.flip(np.cumsum(np.flip(cell, -1), -1), -1)
-    tot_stage = np.flip(np.cumsum(np.flip(tot, -1), -1), -1)
+    cell_stage, tot_stage = stages_from_exits(cell), stages_from_exits(tot)
     per_exit_cell = (1 - w) ** 2 * vd + (n_cells - 1) * w * w * vd + w * w * vt
     per_exit_tot = (1 - n_cells * w) ** 2 * n_cells * vd + (n_cells * w) ** 2 * vt
     left = np.arange(n_exits, 0, -1, dtype=np.float64)  # exits at or after each stage
@@ -117,3 +116,11 @@ def nonnegative_exits(detail: np.ndarray, total: np.ndarray) -> tuple[np.ndarray
 def stages_from_exits(exits: np.ndarray) -> np.ndarray:
     """Stage counts (axis -1): stage ``s`` = sum of exits ``s..``."""
     return np.flip(np.cumsum(np.flip(exits, -1), -1), -1)
+
+
+def exits_from_stages(stages: np.ndarray) -> np.ndarray:
+    """Exit counts (persons whose funnel ends at each stage) from stage counts (axis -1):
+    the inverse of :func:`stages_from_exits`."""
+    out = np.asarray(stages, dtype=np.float64).copy()
+    out[..., :-1] -= out[..., 1:].copy()
+    return out

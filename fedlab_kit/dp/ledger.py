@@ -192,6 +192,12 @@ class PrivacyLedger:
         return (math.fsum([*eps, epsilon]) <= self.total.epsilon
                 and math.fsum([*dels, delta]) <= self.total.delta)
 
+    def _refuse_unless_fits(self, con: sqlite3.Connection, query: str, epsilon: float,
+                            delta: float) -> None:
+        if not self._fits(con, epsilon, delta):
+            raise BudgetExceeded(query, self.party, (epsilon, delta), self._remaining(con),
+                                 self.total)
+
     def spent(self) -> Budget:
         """The ``(epsilon, delta)`` spent so far (basic composition)."""
         with self._transaction() as con:
@@ -214,9 +220,7 @@ class PrivacyLedger:
         release paid in several parts, before the first part is spent."""
         epsilon, delta = check_epsilon(epsilon), check_delta(delta)
         with self._transaction() as con:
-            if not self._fits(con, epsilon, delta):
-                raise BudgetExceeded(query, self.party, (epsilon, delta),
-                                     self._remaining(con), self.total)
+            self._refuse_unless_fits(con, query, epsilon, delta)
 
     def spend(self, query: str, mechanism: str, epsilon: float, delta: float = 0.0, *,
               noise_scale: float | None = None, meta: Mapping[str, Any] | None = None) -> int:
@@ -232,9 +236,7 @@ class PrivacyLedger:
             raise DPError(f"noise_scale must be a finite number >= 0, got {noise_scale!r}")
         meta_text = _meta_json(meta)
         with self._transaction(immediate=True) as con:
-            if not self._fits(con, epsilon, delta):
-                left = self._remaining(con)
-                raise BudgetExceeded(query, self.party, (epsilon, delta), left, self.total)
+            self._refuse_unless_fits(con, query, epsilon, delta)
             cur = con.execute(
                 "INSERT INTO releases (time, query, mechanism, noise_scale, epsilon, delta, meta)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",

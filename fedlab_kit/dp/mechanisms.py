@@ -170,10 +170,16 @@ def _gaussian_plan(epsilon: float, delta: float, sensitivity_l2: float, alpha: f
     return _Plan(meas, GAUSSIAN, scale, eps, dlt, meas.map(l2), alpha, accuracy)
 
 
+def halfwidth_of(accuracy: float) -> int:
+    """The inclusive integer half-width that OpenDP's ``accuracy`` bound means for
+    integer noise: ``P(|noise| >= accuracy) <= alpha`` is ``|noise| <= ceil(accuracy) - 1``."""
+    return max(0, math.ceil(accuracy) - 1)
+
+
 def _sample(plan: _Plan, counts: np.ndarray) -> NoisyRelease:
     """Invoke the OpenDP measurement on the flattened counts (this draws the noise)."""
     noisy = np.asarray(plan.measurement(counts.ravel()), dtype=np.int64).reshape(counts.shape)
-    halfwidth = max(0, math.ceil(plan.accuracy) - 1)
+    halfwidth = halfwidth_of(plan.accuracy)
     return NoisyRelease(noisy, plan.mechanism, plan.noise_scale, plan.epsilon, plan.delta,
                         plan.alpha, plan.accuracy, halfwidth)
 
@@ -276,6 +282,11 @@ def _like(values: _A, result: np.ndarray) -> _A:
     elif isinstance(values, pd.Series):
         out = pd.Series(result, index=values.index, name=values.name)
     return out
+
+
+def suppression_note(suppressed: ArrayLike, below: int) -> np.ndarray:
+    """Why each flagged number is suppressed ("" where it is not)."""
+    return np.where(np.asarray(suppressed, dtype=bool), f"noisy count below {below}", "")
 
 
 def clip_nonnegative(values: _A) -> _A:

@@ -17,7 +17,7 @@ from .bounding_bias import loss_from_totals, pair_totals
 from .errors import DPError
 from .hierarchy import linear_halfwidths
 from .ledger import check_epsilon
-from .mechanisms import accuracy_for, check_share
+from .mechanisms import accuracy_for, check_share, halfwidth_of
 
 STAGE_NAMES = ("persons", "visited", "purchased", "repeat")
 
@@ -58,9 +58,9 @@ def preview_crowd(epsilon: float, max_cells: int = 5, *, bounding_share: float =
     ``loss`` (share of pairs bounding removes), the interval a cell of ``typical_count``
     persons gets and the share of that interval due to bounding."""
     eps, share = check_epsilon(epsilon), check_share(bounding_share, "bounding_share")
-    half = max(0, math.ceil(accuracy_for(eps * (1 - share), max_cells, alpha)) - 1)
-    parts = {"counts": eps * (1 - share), "pairs removed by bounding": eps * share}
     acc = accuracy_for(eps * (1 - share), max_cells, alpha)
+    half = halfwidth_of(acc)
+    parts = {"counts": eps * (1 - share), "pairs removed by bounding": eps * share}
     notes = []
     if loss is None and share > 0:
         notes.append("The upper end also allows for what bounding removes: it grows by "
@@ -86,9 +86,9 @@ def preview_counts(epsilon: float, sensitivity: float, *, alpha: float = 0.05,
     eps = check_epsilon(epsilon)
     acc = accuracy_for(eps, sensitivity, alpha)
     note = (f"Each released count is off by less than {acc:.3g} with probability "
-            f"{1 - alpha:.0%} (so by at most {max(0, math.ceil(acc) - 1)}).")
-    return Preview(f"{query} (sensitivity {sensitivity:g})", eps, alpha,
-                   max(0, math.ceil(acc) - 1), {"counts": eps}, acc, [note])
+            f"{1 - alpha:.0%} (so by at most {halfwidth_of(acc)}).")
+    return Preview(f"{query} (sensitivity {sensitivity:g})", eps, alpha, halfwidth_of(acc),
+                   {"counts": eps}, acc, [note])
 
 
 def preview_funnel(epsilon: float, n_campaigns: int = 3, *, district_share: float = 0.25,
