@@ -67,6 +67,35 @@ def test_chain_of_three_counts_exactly() -> None:
     assert res.meta == {"ok": 1}
 
 
+def test_whole_number_masks_count_and_overflowing_ones_are_refused() -> None:
+    """The funnel's district totals multiply by "campaigns visited" (0..C): exact sums.
+    A factor that could wrap a sum around the plaintext modulus is refused before any
+    ciphertext is touched (it would decrypt to a wrong count)."""
+    from fedlab_kit.he.bfv import plain_modulus
+
+    n, width = 300, 4
+    values = RNG.integers(0, 2, (n, 1)).astype(float)
+    factors = RNG.integers(0, 4, (n, width))
+    masks = [(np.repeat(np.arange(n), width), np.tile(np.arange(width), n))]
+    protos = {"k": KeyHolder(values, ["m", "g"]),
+              "m": Multiplier("k", n, "g", lambda w: factors),
+              "g": Grouper("k", n, width, masks, _zero_noise(1, width))}
+    res = LocalNetwork(protos).run()["k"]
+    assert np.array_equal(res.sums[0], (np.repeat(values, width, axis=1) * factors).sum(0))
+    huge = np.full((n, width), plain_modulus() // (4 * n) + 1)
+    protos = {"k": KeyHolder(values, ["m", "g"]),
+              "m": Multiplier("k", n, "g", lambda w: huge),
+              "g": Grouper("k", n, width, masks, _zero_noise(1, width))}
+    with pytest.raises(ProtocolError, match="mask values must be in"):
+        LocalNetwork(protos).run()
+    negative = -np.ones((n, width), np.int64)
+    protos["m"] = Multiplier("k", n, "g", lambda w: negative)
+    protos["k"] = KeyHolder(values, ["m", "g"])
+    protos["g"] = Grouper("k", n, width, masks, _zero_noise(1, width))
+    with pytest.raises(ProtocolError, match="mask values must be in"):
+        LocalNetwork(protos).run()
+
+
 def test_misaligned_rows_are_refused() -> None:
     protos = {"k": KeyHolder(np.ones(10), ["g"]),
               "g": Grouper("k", 11, 4, [(np.array([0]), np.array([0]))], _zero_noise(1, 4))}
