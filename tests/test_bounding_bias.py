@@ -23,7 +23,7 @@ from fedlab_kit.dp.bounding_bias import (
     pair_totals,
 )
 
-CELLS, PERSONS, SEEDS = 200, 20_000, (1, 2, 3)
+CELLS, PERSONS, SEEDS = 200, 60_000, (1, 2, 3)  # enough pairs that the loss is significant
 
 
 def _city(seed: int) -> pd.DataFrame:
@@ -80,6 +80,25 @@ def test_pair_totals_and_loss() -> None:
     assert loss_from_totals(totals, 5) == MAX_LOSS  # 17 / 29 is clamped
     assert loss_from_totals(np.array([0, 0]), 5) == 0.0
     assert loss_from_totals(np.array([100, -7]), 5) == 0.0  # noise may go negative
+    # a removed count within the noise bound is noise: no correction
+    assert loss_from_totals(np.array([600, 300]), 5, noise=2763.0) == 0.0
+    assert loss_from_totals(np.array([60000, 4000]), 5, noise=2763.0) == pytest.approx(
+        4000 / 64000)
+
+
+def test_no_bounding_no_correction_in_a_small_population(tmp_path: Path) -> None:
+    """300 persons in 2 cells each, none truncated: the loss estimate is all noise (scale
+    400 against 600 pairs) and must not scale the counts up (it did by 1.2x in one CI run)."""
+    visits = pd.DataFrame({"user_id": [f"u{i}" for i in range(300)] * 2,
+                           "h3": [f"c{i % 7:03d}" for i in range(600)]})
+    keys = [f"c{c:03d}" for c in range(7)]
+    losses = []
+    for run in range(40):
+        ledger = PrivacyLedger(tmp_path / f"{run}.sqlite", total_epsilon=1.0)
+        frame, report = release_own_crowd(visits, ledger, keys=keys, epsilon=1.0, seed=run)
+        losses.append(report["bounding_loss"])
+        assert (frame["bounding_added"] == 0).all() or report["bounding_loss"] > 0
+    assert losses.count(0.0) >= 38  # a false correction has probability ~0.001 per run
 
 
 def test_corrected_counts_bracket_the_bounded_and_scaled_values() -> None:

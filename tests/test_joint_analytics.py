@@ -129,7 +129,8 @@ def test_joint_crowd_in_memory(tmp_path: Path) -> None:
     captured = {}
     with mock.patch.object(C, "run", lambda party, proto, **kw: captured.setdefault(party, proto)):
         report = C.crowd_for_visits("operator", persons, visits, ledger=ledger, epsilon=2.0,
-                                    keys=keys, max_cells=3, seed=1, label_holder="retailer")
+                                    keys=keys, max_cells=3, seed=1, label_holder="retailer",
+                                    bounding_share=0.25)  # ~1,000 removed pairs: significant
     captured["retailer"] = KeyHolder(C.check_flags(ta, "ta"), ["operator"])
     frame = C.crowd_frame(LocalNetwork(captured).run()["retailer"])
     # the truth is unbounded: distinct TA persons per cell, however many cells they visit

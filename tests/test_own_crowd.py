@@ -25,7 +25,10 @@ def visits() -> tuple[pd.DataFrame, list[str]]:
 def test_released_counts_cover_the_truth(tmp_path: Path, visits) -> None:
     v, keys = visits
     ledger = PrivacyLedger(tmp_path / "l.sqlite", total_epsilon=1.5, party="operator")
-    cells, report = release_own_crowd(v, ledger, keys=keys, epsilon=1.0, max_cells=5, seed=3)
+    # a fifth of epsilon on the bounding estimate: the sample's ~3,900 removed pairs stand
+    # far above its noise (at the default 5% they clear the 0.001 bound ~97% of the time)
+    cells, report = release_own_crowd(v, ledger, keys=keys, epsilon=1.0, max_cells=5, seed=3,
+                                      bounding_share=0.2)
     assert list(cells["h3"]) == keys and (cells["count"] >= 0).all()
     # the truth is unbounded: distinct persons per cell, however many cells they visit
     true = v.groupby("h3")["user_id"].nunique().reindex(keys, fill_value=0).to_numpy()

@@ -29,6 +29,7 @@ from .mechanisms import release_counts, suppression_note
 BOUNDING_SHARE = 0.05  # of a crowd release's epsilon: the pairs bounding kept and removed
 TOP_FACTOR = 4  # persons with more than TOP_FACTOR * k keys count as that many
 MAX_LOSS = 0.45  # above this the upper end would be unbounded: say so instead
+SIGNIFICANCE = 0.001  # a removed count below the noise's bound at this level counts as 0
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,13 @@ def pair_totals(persons: pd.Series, max_keys: int) -> np.ndarray:
     return np.array([kept.sum(), (per - kept).sum()], dtype=np.int64)
 
 
-def loss_from_totals(totals: np.ndarray, max_keys: int) -> float:
+def loss_from_totals(totals: np.ndarray, max_keys: int, noise: float = 0.0) -> float:
     """Share of pairs removed (clamped to [0, MAX_LOSS]); persons above the cap count as
-    the cap, an underestimate that the ``2 loss`` of the upper end absorbs."""
+    the cap, an underestimate that the ``2 loss`` of the upper end absorbs. A removed count
+    within ``noise`` of 0 (the noise's bound at ``SIGNIFICANCE``) is taken as 0: in a small
+    population the noise alone would otherwise scale every count up."""
     kept, removed = (float(v) for v in totals)
-    if kept + removed <= 0 or removed <= 0:
+    if kept + removed <= 0 or removed <= noise:
         return 0.0
     return float(min(removed / (kept + removed), MAX_LOSS))
 
@@ -90,9 +93,9 @@ def release_bounding_loss(ledger: PrivacyLedger, query: str, persons: pd.Series,
     top = TOP_FACTOR * max_keys
     rel = release_counts(ledger, f"{query}: pairs removed by bounding",
                          pair_totals(persons, max_keys), epsilon, sensitivity=top,
-                         meta={"max_keys": max_keys, "cap": top})
-    return BoundingLoss(loss_from_totals(np.asarray(rel.values), max_keys), max_keys,
-                        rel.epsilon, rel.release_id)
+                         meta={"max_keys": max_keys, "cap": top}, alpha=SIGNIFICANCE)
+    return BoundingLoss(loss_from_totals(np.asarray(rel.values), max_keys, rel.accuracy),
+                        max_keys, rel.epsilon, rel.release_id)
 
 
 def corrected_counts(noisy: np.ndarray, halfwidth: float, loss: BoundingLoss
