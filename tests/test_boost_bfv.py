@@ -307,3 +307,23 @@ def test_histogram_distinguisher_is_at_chance() -> None:
     trials = 40
     wins = sum(_bin_swap_trial(active, key, rng) for _ in range(trials))
     assert 0.4 * trials <= wins <= 0.6 * trials, wins
+
+
+def test_a_new_label_holder_never_encrypts_under_an_old_key(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """Python reuses the id() of a collected object. The inline encryption state was once
+    keyed by it, so a second label holder in the same kernel (a retraining) could encrypt
+    under the first one's secret key: its histograms decrypted to noise, and in CI the
+    bin-swap distinguisher won 40 of 40 from the garbage. Here both label holders get the
+    same id() on purpose; each must still encrypt under its own key."""
+    monkeypatch.setattr("builtins.id", lambda obj: 1)  # the worst case of id() reuse
+    monkeypatch.setattr("fedlab_kit.he.pool.workers", lambda: 1)  # encryption inline
+    g, h, codes, thr = _case(300, 2, 8)
+    nodes = [np.arange(300)]
+    want = node_histograms(g, h, nodes, codes, thr)
+    for _ in range(2):
+        active = BfvActive()
+        passive = BfvPassive(active.setup_payload())
+        payload = passive.histograms(active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
+        got = active.decrypt_histograms(payload, len(nodes), 2, 8)
+        assert np.abs(got - want).max() < active.tolerance

@@ -112,7 +112,7 @@ class BfvActive:
         self.width = width  # None: chosen per request (:func:`choose_width`)
         self.secret = BfvSecret(MIN_WIDTH, relin=False, params=PARAMS)
         self._scale = (1.0, 1.0)
-        self._pool = KeyedPool(f"boost-enc-{id(self)}", BfvSymmetric,
+        self._pool = KeyedPool("boost-enc", BfvSymmetric,
                                (PARAMS.name, self.secret.secret_key_bytes()))
 
     def __getstate__(self) -> dict[str, Any]:
@@ -191,8 +191,7 @@ class BfvPassive:
         self.ctx = BfvPublic.from_bytes(self._setup)  # validates the keys early
         if self.ctx.params is not PARAMS:
             raise ProtocolError("the label holder's keys are not for SecureBoost histograms")
-        self._pool = KeyedPool(f"boost-hist-{hashlib.sha256(self._setup).hexdigest()[:16]}",
-                               BfvPublic.from_bytes, (self._setup,))
+        self._pool = KeyedPool("boost-hist", BfvPublic.from_bytes, (self._setup,))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"setup": self._setup}

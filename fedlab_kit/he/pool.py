@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import secrets
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -38,11 +39,18 @@ def state(key: str) -> Any:
 
 
 class KeyedPool:
-    """Lazily started worker processes that each build ``factory(*args)`` once."""
+    """Lazily started worker processes that each build ``factory(*args)`` once.
 
-    def __init__(self, key: str, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.key, self.factory, self.args = key, factory, args
+    ``name`` is a label: each pool's key gets a random suffix, so a new pool never finds
+    the state of an old one (an ``id()`` reused after garbage collection once made a new
+    label holder encrypt inline under the previous one's secret key). The inline state
+    goes with the pool."""
+
+    def __init__(self, name: str, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.key = f"{name}-{secrets.token_hex(8)}"
+        self.factory, self.args = factory, args
         self._workers: list[Executor] = []
+        weakref.finalize(self, _STATE.pop, self.key, None)
 
     def executors(self) -> list[Executor]:
         """One single-process executor per worker (jobs are routed, not queued)."""
