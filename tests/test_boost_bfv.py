@@ -327,3 +327,17 @@ def test_a_new_label_holder_never_encrypts_under_an_old_key(monkeypatch: pytest.
         payload = passive.histograms(active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
         got = active.decrypt_histograms(payload, len(nodes), 2, 8)
         assert np.abs(got - want).max() < active.tolerance
+
+
+def test_histograms_not_computed_over_the_request_are_refused(active: BfvActive) -> None:
+    """A feature holder that answers with sums over other ciphertexts (here: another label
+    holder's, which decrypt to noise under this key) is caught by the range check: no
+    histogram sum can exceed the node's sum of |g| or |h|."""
+    g, h, codes, thr = _case(300, 2, 8)
+    nodes = [np.arange(300)]
+    other = BfvActive()
+    stray = BfvPassive(active.setup_payload()).histograms(
+        other.encrypt_nodes(g, h, nodes), nodes, codes, thr)
+    active.encrypt_nodes(g, h, nodes)
+    with pytest.raises(ProtocolError, match="exceed what the node's rows can sum to"):
+        active.decrypt_histograms(stray, len(nodes), 2, 8)

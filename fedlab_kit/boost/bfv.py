@@ -112,6 +112,7 @@ class BfvActive:
         self.width = width  # None: chosen per request (:func:`choose_width`)
         self.secret = BfvSecret(MIN_WIDTH, relin=False, params=PARAMS)
         self._scale = (1.0, 1.0)
+        self._bounds = np.zeros((0, 2), np.int64)
         self._pool = KeyedPool("boost-enc", BfvSymmetric,
                                (PARAMS.name, self.secret.secret_key_bytes()))
 
@@ -134,9 +135,11 @@ class BfvActive:
         n_cts = sum(-(-len(r) // per_ct) for r in nodes)
         step = per_ct * max(1, math.ceil(n_cts / (4 * workers())))  # rows per job
         jobs = []
-        for rows in nodes:
+        self._bounds = np.zeros((len(nodes), 2), np.int64)  # most |G|, |H| a node can sum to
+        for k, rows in enumerate(nodes):
             gq = np.rint(g[rows] * self._scale[0]).astype(np.int64)
             hq = np.rint(h[rows] * self._scale[1]).astype(np.int64)
+            self._bounds[k] = np.abs(gq).sum(), np.abs(hq).sum()
             jobs += [(gq[a:a + step], hq[a:a + step], width) for a in range(0, len(rows), step)]
         parts = [b for chunk in self._pool.map(_encrypt_job, jobs) for b in chunk]
         return msgspec.msgpack.encode(_Grads(width, [len(r) for r in nodes],
@@ -165,6 +168,11 @@ class BfvActive:
         res = np.stack([self.secret.decrypt(ct)[: msg.width] for ct in cts]) \
             if cts else np.zeros((0, msg.width), np.int64)
         res = res.reshape(n_nodes, groups, msg.width)
+        if len(self._bounds) == n_nodes and (
+                (np.abs(res[:, :, :half]) > self._bounds[:, None, :1]).any()
+                or (np.abs(res[:, :, half:]) > self._bounds[:, None, 1:]).any()):
+            raise ProtocolError("decrypted histograms exceed what the node's rows can sum to: "
+                                "not computed over this request's ciphertexts")
         g_sums = res[:, :, :half].reshape(n_nodes, -1)[:, : len(cols)] / self._scale[0]
         h_sums = res[:, :, half:].reshape(n_nodes, -1)[:, : len(cols)] / self._scale[1]
         out = np.zeros((n_nodes, n_features, n_slots, 2))
