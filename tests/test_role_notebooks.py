@@ -20,6 +20,7 @@ from nbclient import NotebookClient
 from fedlab_kit.data import load_sample
 from fedlab_kit.demo.harness import RelayProcess, create_room
 from fedlab_kit.demo.notebook import read_table, status_text, wait_for
+from fedlab_kit.demo.progress import CANCEL_HINT
 from fedlab_kit.dp import PrivacyLedger
 from fedlab_kit.errors import FedlabError
 
@@ -193,7 +194,16 @@ def test_three_role_notebooks_run_at_the_same_time(tmp_path: Path) -> None:
         spent = {"retailer": 0.0, "media": 1.0, "operator": 2.0}[role]  # funnel 1, crowd 1
         assert ledger.party == role and ledger.spent().epsilon == pytest.approx(spent)
 
+    for role, nb in books.items():  # the long release cells show progress bars (widgets)
+        for cell in (c for c in nb.cells if "steps.CellProgress(" in "".join(c.source)):
+            shown = cell.get("outputs", [])
+            assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                       for o in shown), f"{role}: no progress bar in {cell.source[:80]!r}"
+            assert CANCEL_HINT in "".join(o.get("text", "") for o in shown), role
+
     released = texts(books["retailer"])
+    test_auc = float(released.split("test AUC ")[1].split(" ")[0])
+    assert 0.6 <= test_auc <= 0.85, released  # held-out rows; ~0.7 on the sample
     assert "Released: 280 funnel numbers and 300 crowd cells" in released
     assert "Maps written: ta_crowd.html funnel.html" in released
     funnel = pd.read_csv(tmp_path / "retailer" / "funnel.csv")

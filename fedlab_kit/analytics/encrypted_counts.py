@@ -101,6 +101,10 @@ class KeyHolder(Protocol):
     def start(self) -> list[Action]:
         return []
 
+    def progress(self) -> tuple[int, int]:
+        """Plans in, data encrypted and sent, result decrypted."""
+        return len(self.plans) + (self.secret is not None) + self.done, len(self.chain) + 2
+
     def on_message(self, env: Envelope) -> list[Action]:
         if env.sender not in self.chain:
             raise ProtocolError(f"encrypted counts: unexpected message from {env.sender!r}")
@@ -225,6 +229,10 @@ class Multiplier(Protocol):
     def start(self) -> list[Action]:
         return [CODEC.send(self.key_holder, _Plan(self.n_rows))]
 
+    def progress(self) -> tuple[int, int]:
+        """Data in, masked data passed on."""
+        return hasattr(self, "_data") + self.done, 2
+
     def on_message(self, env: Envelope) -> list[Action]:
         data: _Data = CODEC.decode(env, _Data)
         if data.n_rows != self.n_rows:
@@ -278,6 +286,11 @@ class Grouper(Protocol):
 
     def start(self) -> list[Action]:
         return [CODEC.send(self.key_holder, _Plan(self.n_rows, self.width))]
+
+    def progress(self) -> tuple[int, int]:
+        """Data in, each job of sums computed, result sent."""
+        jobs = min(self.jobs, len(self.masks))
+        return hasattr(self, "_data") + len(self.parts) + self.done, jobs + 2
 
     def on_message(self, env: Envelope) -> list[Action]:
         data: _Data = CODEC.decode(env, _Data)

@@ -109,7 +109,8 @@ def campaign_visitors(persons: pd.Series, visits: pd.DataFrame, campaign_sites: 
 def funnel_for_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
                       epsilon: float, key_holder: str, next_party: str,
                       session: str = SESSION, timeout: float | None = 600,
-                      executor: Executor | None = None) -> dict[str, Any]:
+                      executor: Executor | None = None,
+                      progress: ProgressCallback | None = None) -> dict[str, Any]:
     """Operator: ``visited`` has one 0/1 column per campaign (in the media owner's campaign
     order), one row per PSI-aligned person. Pays ``epsilon`` on its ledger. ``key_holder``
     holds the outcomes, ``next_party`` the exposures."""
@@ -117,12 +118,13 @@ def funnel_for_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLed
         ledger.require("joint funnel, visits", epsilon)
         return _serve_visits(party, visited, ledger=ledger, epsilon=epsilon,
                              key_holder=key_holder, next_party=next_party, session=session,
-                             timeout=timeout, executor=executor)
+                             timeout=timeout, executor=executor, progress=progress)
 
 
 def _serve_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
                   epsilon: float, key_holder: str, next_party: str, session: str,
-                  timeout: float | None, executor: Executor | None) -> dict[str, Any]:
+                  timeout: float | None, executor: Executor | None,
+                  progress: ProgressCallback | None) -> dict[str, Any]:
     flags = np.stack([check_flags(visited[c], f"visited flags of {c!r}") for c in visited.columns],
                      axis=1) if len(visited.columns) else np.zeros((len(visited), 0))
     n_campaigns = flags.shape[1]
@@ -152,7 +154,7 @@ def _serve_visits(party: Party, visited: pd.DataFrame, *, ledger: PrivacyLedger,
 
     proto = Multiplier(key_holder, len(flags), next_party, mask_for)
     return run(party, proto, session=session, timeout=timeout, executor=executor,
-               watch=[key_holder, next_party])
+               progress=progress, watch=[key_holder, next_party])
 
 
 def funnel_for_exposure(party: Party, district: Any, exposed: pd.DataFrame, *,

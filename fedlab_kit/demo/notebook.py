@@ -19,6 +19,10 @@ import pandas as pd
 
 from .. import tables
 from ..errors import FedlabError
+from .progress import CellProgress
+
+__all__ = ["CellProgress", "connect_and_wait", "press_and_wait", "read_table",
+           "run_psi_and_wait", "save_aligned", "status_text", "wait_for", "workspace_dir"]
 
 T = TypeVar("T")
 

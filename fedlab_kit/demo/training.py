@@ -87,11 +87,12 @@ def poi_columns(role: str, own: pd.DataFrame, pois: pd.DataFrame, campaigns: pd.
 
 def poi_crowd_stage(party: Any, role: str, own: pd.DataFrame, *, pois: pd.DataFrame,
                     campaigns: pd.DataFrame, footfall: pd.DataFrame | None = None,
-                    visits: pd.DataFrame | None = None,
-                    session: str = "demo-poi") -> dict[str, Any]:
+                    visits: pd.DataFrame | None = None, session: str = "demo-poi",
+                    progress: Any = None) -> dict[str, Any]:
     """PSI on POI ids (the retailer's counted POIs x every POI at the partners), then the
     encrypted crowd regression; the retailer (who passes its ``footfall`` counts) gets P30
-    with and without the partners, the others what they served."""
+    with and without the partners, the others what they served. ``progress``: a
+    :class:`~fedlab_kit.demo.progress.CellProgress` (PSI stages, then trees)."""
     from ..analytics import poi_crowd
     from ..boost import SecureBoostPassive, SecureBoostRegressor
 
@@ -102,18 +103,21 @@ def poi_crowd_stage(party: Any, role: str, own: pd.DataFrame, *, pois: pd.DataFr
         label = poi_crowd.footfall_label(footfall, pois)
         frame = frame.set_index("poi_id").loc[footfall["poi_id"]].reset_index()
         frame["label"] = label.to_numpy()
-    rows = party.psi(frame["poi_id"], session=f"{session}-psi").align(frame)
+    rows = party.psi(frame["poi_id"], session=f"{session}-psi", progress=progress).align(frame)
+    trees = None if progress is None else progress.tree
     X = rows.drop(columns=["poi_id", "label"], errors="ignore").astype(float)
     cut = int(POI_TRAIN_SHARE * len(X))
     if role != "retailer":
         srv = SecureBoostPassive().fit(X.iloc[:cut], party=party, active="retailer",
-                                       session=session, timeout=900)
+                                       session=session, timeout=900,
+                                       progress=None if trees is None else
+                                       (lambda t, _splits: trees(t, POI_PARAMS["n_estimators"])))
         srv.predict(X.iloc[cut:], party=party, active="retailer", session=session, timeout=900)
         return {"pois": len(X), "splits_held": len(srv.model.records)}
     y = rows["label"].to_numpy()
     reg = SecureBoostRegressor(**POI_PARAMS)
     reg.fit(X.iloc[:cut], y[:cut], party=party, passive=["media", "operator"],
-            session=session, timeout=900)
+            session=session, timeout=900, progress=trees)
     federated = np.expm1(reg.predict(X.iloc[cut:], party=party, session=session, timeout=900))
     alone = SecureBoostRegressor(**POI_PARAMS).fit(X.iloc[:cut], y[:cut], party=None,
                                                    passive=[])

@@ -227,7 +227,7 @@ async def drive(
                 else:
                     await act(protocol.on_computed(computing.pop(fut), fut.result()))
             if progress is not None:
-                progress(protocol.name, *protocol.progress())
+                progress(name, *protocol.progress())
     except BaseException as exc:
         gone = {p for p, _ in departed}  # and a peer that reran: its new run is not ours
         if isinstance(exc, PeerRerun):

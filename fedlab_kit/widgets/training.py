@@ -370,7 +370,9 @@ def result_html(estimator: Any, trained: int, seconds: float) -> str:
     for set_name, metrics in sorted(model.evals_result.items()):
         for metric, values in metrics.items():
             if values:
-                rows.append((f"Last {set_name}-{metric}", _fmt(values[-1])))
+                label = (f"Held-out {metric} (eval set {int(set_name[11:]) + 1})"
+                         if set_name.startswith("validation_") else f"Train {metric}")
+                rows.append((label, _fmt(values[-1])))
     parties = ", ".join([model.party, *model.passives])
     rows.append(("Parties", parties))
     importances = dict(zip(estimator.feature_names_, estimator.feature_importances_.tolist(),
