@@ -522,9 +522,74 @@ def test_png_without_a_browser_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.delenv(snapshot_mod.BROWSER_ENV, raising=False)
     monkeypatch.setattr(snapshot_mod.shutil, "which", lambda *_a, **_k: None)
     with pytest.raises(MapExportError, match=r"apt-get install -y chromium") as info:
-        maps.snapshot(maps.base_map(), tmp_path / "map.png")
+        maps.snapshot(maps.base_map(), tmp_path / "map.png", renderer="browser")
     assert "FEDLAB_CHROMIUM" in str(info.value) and "HTML export" in str(info.value)
     assert not (tmp_path / "map.png").exists()
+
+
+def _blend(fill: str, opacity: float, background: str = "#dddddd") -> np.ndarray:
+    rgb = [np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)], float) for c in (fill, background)]
+    return opacity * rgb[0] + (1 - opacity) * rgb[1]
+
+
+def _pixels_near(image: Image.Image, colour: np.ndarray, tol: float = 8) -> int:
+    a = np.asarray(image.convert("RGB"), float)
+    return int((np.abs(a - colour).max(axis=2) <= tol).sum())
+
+
+def test_png_without_a_browser_is_drawn_with_the_same_colours(
+        monkeypatch: pytest.MonkeyPatch, chromium: str, web_assets: Path, tmp_path: Path,
+        cells: pd.DataFrame, districts: gpd.GeoDataFrame, funnel: pd.DataFrame) -> None:
+    """No Chromium: the PNG is drawn with matplotlib (a warning says so), and the hottest
+    crowd cell and the funnel districts have the colours the browser's picture has (no
+    heat map: it has no static form, and in the browser it covers the cells' colours)."""
+    m = maps.base_map()
+    maps.crowd_layer(m, cells)
+    maps.funnel_layer(m, districts, funnel)
+    maps.districts_outline(m, districts)
+    browser = Image.open(maps.snapshot(m, tmp_path / "browser.png", width=900, height=600))
+    monkeypatch.delenv(snapshot_mod.BROWSER_ENV, raising=False)
+    monkeypatch.setattr(snapshot_mod.shutil, "which", lambda *_a, **_k: None)
+    with pytest.warns(UserWarning, match="drawn with matplotlib"):
+        path = maps.snapshot(m, tmp_path / "static.png", width=900, height=600)
+    static = Image.open(path)
+    assert static.size == (900, 600)
+    hottest = _blend(maps.layers.CROWD_COLORS[-1], 0.6)  # the largest count: the last colour
+    funnel_fill = _blend("#3182bd", 0.18)  # funnel_layer's fill without color_by
+    for colour, least in ((hottest, 20), (funnel_fill, 2000)):
+        assert _pixels_near(static, colour) >= least, colour
+        assert _pixels_near(browser, colour) >= least, colour  # the reference has it too
+    assert _pixels_near(static, _blend("#dddddd", 1.0), tol=0) > 0.3 * 900 * 600  # backdrop
+
+
+def test_static_png_draws_legends_labels_and_title(tmp_path: Path, cells: pd.DataFrame,
+                                                   districts: gpd.GeoDataFrame,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    m = maps.base_map()
+    maps.crowd_layer(m, cells)
+    maps.districts_outline(m, districts)
+    hidden = maps.base_map()
+    maps.crowd_layer(hidden, cells, show=False)
+    maps.districts_outline(hidden, districts)
+    texts: list[str] = []  # what the renderer writes on the picture
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    for cls in (Axes, Figure):
+        original = cls.text
+        monkeypatch.setattr(cls, "text", lambda self, *a, _o=original, **k:
+                            texts.append(str(a[2])) or _o(self, *a, **k))
+    maps.snapshot(m, tmp_path / "m.png", renderer="static", title="Beauty TA crowd")
+    assert "Beauty TA crowd" in texts  # the title
+    assert {"Central", "Old Town"} <= set(texts)  # district labels
+    shown = _pixels_near(Image.open(tmp_path / "m.png"), _blend(maps.layers.CROWD_COLORS[-1], 0.6))
+    maps.snapshot(hidden, tmp_path / "h.png", renderer="static")
+    assert shown > 20 and _pixels_near(Image.open(tmp_path / "h.png"),
+                                       _blend(maps.layers.CROWD_COLORS[-1], 0.6)) == 0
+    with pytest.raises(MapExportError, match="no polygon layer"):
+        maps.snapshot(maps.base_map(), tmp_path / "empty.png", renderer="static")
+    with pytest.raises(InputError, match="renderer must be one of"):
+        maps.snapshot(m, tmp_path / "x.png", renderer="svg")
 
 
 def test_png_with_a_missing_or_broken_browser(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

@@ -1,4 +1,5 @@
-"""Export a folium map as one self-contained HTML file or as a PNG (headless Chromium).
+"""Export a folium map as one self-contained HTML file or as a PNG (headless Chromium, or
+matplotlib where there is no browser).
 
 * ``snapshot(m, "map.html")`` writes a single file that renders with no network: every CDN
   ``<script src>`` / ``<link href>`` folium emits is replaced by the inlined file, taken from
@@ -7,7 +8,9 @@
 * ``snapshot(m, "map.png")`` renders that same offline page in headless Chromium (found on
   PATH, or ``$FEDLAB_CHROMIUM``). By default the browser gets no network at all (all
   traffic goes to a dead local proxy), so the picture shows exactly what the file holds;
-  ``allow_network=True`` lets tiles load on an online machine.
+  ``allow_network=True`` lets tiles load on an online machine. With no Chromium, the PNG is
+  drawn with matplotlib instead (:mod:`fedlab_kit.maps.static`: same layers, colours,
+  legends and title; no tiles); ``renderer="browser"`` or ``"static"`` picks one.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +37,17 @@ INSTALL_BROWSER_HINT = ("install Chromium (Debian/Ubuntu: `apt-get install -y ch
                         f"{BROWSER_ENV}=/path/to/chromium")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _NO_NETWORK = ("--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>")
+
+
+RENDERERS = ("auto", "browser", "static")
+
+
+def _has_browser() -> bool:
+    try:
+        find_browser()
+    except MapExportError:
+        return False
+    return True
 
 
 def find_browser(browser: str | None = None) -> str:
@@ -153,10 +168,13 @@ def _write_png(html: str, path: Path, *, browser: str, width: int, height: int,
 def snapshot(m: Any, path: Path | str, *, width: int = 1200, height: int = 800,
              browser: str | None = None, allow_network: bool = False,
              virtual_time_ms: int = 5000, timeout: float = 90.0,
-             assets_dir: Path | str | None = None, title: str | None = None) -> Path:
+             assets_dir: Path | str | None = None, title: str | None = None,
+             renderer: str = "auto") -> Path:
     """Write map ``m`` to ``path``: ``.html`` (self-contained, offline) or ``.png``.
 
     ``title`` is the page's ``<title>`` (default: the first layer's name or caption).
+    ``renderer`` (PNG only): ``"browser"`` (headless Chromium), ``"static"`` (matplotlib,
+    no browser) or ``"auto"``: the browser when there is one, else static with a warning.
 
     Raises :class:`MapExportError` with what to install or run when the web assets or the
     browser are missing, or when the browser fails; an
@@ -167,14 +185,28 @@ def snapshot(m: Any, path: Path | str, *, width: int = 1200, height: int = 800,
     suffix = target.suffix.lower()
     if suffix not in (".html", ".htm", ".png"):
         raise InputError(f"snapshot writes .html or .png files, not {target.name!r}")
+    if renderer not in RENDERERS:
+        raise InputError(f"renderer must be one of {', '.join(RENDERERS)}, got {renderer!r}")
+    exe = None
     if suffix == ".png":
-        exe = find_browser(browser)  # before the work, so a missing browser fails fast
         if width < 1 or height < 1:
             raise InputError(f"PNG size must be positive, got {width}x{height}")
+        explicit = browser or os.environ.get(BROWSER_ENV)
+        if renderer == "browser" or (renderer == "auto" and (explicit or _has_browser())):
+            exe = find_browser(browser)  # before the work, so a missing browser fails fast
+        elif renderer == "auto":
+            warnings.warn("no headless Chromium here: the PNG is drawn with matplotlib "
+                          f"(no tiles); {INSTALL_BROWSER_HINT} for the browser's picture",
+                          stacklevel=2)
     if title is not None and hasattr(m, "get_root"):
         from .layers import set_title
 
         set_title(m, title, replace=True)
+    if suffix == ".png" and exe is None:
+        from .static import static_png
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return static_png(m, target, width=width, height=height)
     html = offline_html(m, assets_dir=assets_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
