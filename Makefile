@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
+# JupyterLab settings of this venv (no "Jupyter news?" toast); Binder's postBuild does the same
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_OVERRIDES): binder/overrides.json $(STAMP)
+	mkdir -p $(dir $@) && cp binder/overrides.json $@
+
 # Chromium (PNG map snapshots, browser tests) and npm (the offline map assets): installed
 # with apt-get when missing and this user may (root on Debian/Ubuntu); otherwise a note
 # says what to install (HTML export and everything else work without them)
@@ -40,11 +45,11 @@ system-deps:
 	  echo "installing npm (apt-get)"; apt-get update -qq && $(APT_INSTALL) nodejs npm; \
 	else echo "note: no npm: offline map assets need it once (python -m fedlab_kit.maps)"; fi
 
-demo: $(STAMP) system-deps  ## headless end-to-end run on the shipped sample; writes out/
+demo: $(STAMP) $(LAB_OVERRIDES) system-deps  ## headless end-to-end run on the shipped sample; writes out/
 	-$(BIN)/python -m fedlab_kit.maps
 	$(BIN)/fedlab demo --out out
 
-test: $(STAMP) system-deps  ## lint + the whole test suite (unit and end-to-end)
+test: $(STAMP) $(LAB_OVERRIDES) system-deps  ## lint + the whole test suite (unit and end-to-end)
 	$(BIN)/ruff check fedlab_kit tests datasets
 	$(BIN)/python -m fedlab_kit.maps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -52,7 +57,7 @@ test: $(STAMP) system-deps  ## lint + the whole test suite (unit and end-to-end)
 lint: $(STAMP)
 	$(BIN)/ruff check fedlab_kit tests datasets
 
-lab: $(STAMP)  ## a local relay plus JupyterLab on notebooks/
+lab: $(STAMP) $(LAB_OVERRIDES)  ## a local relay plus JupyterLab on notebooks/
 	$(BIN)/fedlab relay --port $(RELAY_PORT) & relay=$$!; \
 	trap "kill $$relay" EXIT INT TERM; \
 	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/

@@ -13,6 +13,18 @@ from fedlab_kit.data import load_sample
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
+def check_walkthrough(texts: str) -> None:
+    """What the walkthrough's outputs must say (here and in the Binder environment)."""
+    assert "common customers at each party" in texts
+    assert "released: 280 funnel numbers and 300 crowd cells" in texts
+    assert "ta_crowd.html" in texts and "funnel.html" in texts
+    assert "test AUC with partners" in texts
+    poi = texts.split("POI crowd P30 with partners ")[1]
+    p30, alone = float(poi.split(",")[0]), float(poi.split("columns alone ")[1].split(" ")[0])
+    # held-out POIs differ per run (PSI order is random): 0.89-1.0 with partners seen
+    assert p30 >= 0.8 and p30 >= alone + 0.2, texts[-2000:]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
@@ -26,12 +38,7 @@ def test_notebook_runs(path: Path, tmp_path: Path) -> None:
     assert "Traceback" not in stderr, stderr[-3000:]
     texts = "".join(o["text"] for o in streams)
     if path.name == "00_walkthrough.ipynb":
-        assert "common customers at each party" in texts
-        assert "released: 280 funnel numbers and 300 crowd cells" in texts
-        assert "ta_crowd.html" in texts and "funnel.html" in texts
-        assert "test AUC with partners" in texts
-        p30 = float(texts.split("POI crowd P30 with partners ")[1].split(",")[0])
-        assert p30 >= 0.9  # the shipped sample: 1.0 with partners, ~0.77 alone
+        check_walkthrough(texts)
     else:  # a role notebook opened by hand: nothing pressed, every step says what to do
         role = path.stem.split("_", 1)[1]
         assert f"{role}: {len(load_sample(role)):,} rows x" in texts
