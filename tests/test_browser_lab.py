@@ -5,11 +5,14 @@ Starts JupyterLab on a copy of ``notebooks/``, opens the walkthrough in headless
 goes to a dead proxy), runs all cells as an analyst would, and checks what a person would
 look at: every widget rendered (no "Loading widget...", no raw widget repr), the maps
 drawn with vector paths although Leaflet's CDN is out of reach, the kit's own funnel chart
-drawn. Screenshots go to ``test-artifacts/browser/``.
+drawn. Then the three role notebooks in three tabs, three kernels and one relay, every
+button clicked in the page as the analysts would. Screenshots go to
+``test-artifacts/browser/``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -43,13 +46,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory, web_assets: Path) -> Iterator[
     """A JupyterLab server on a copy of the notebooks; yields its base URL."""
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    settings = root / "lab-settings"  # the overrides `make lab` and Binder install
+    settings.mkdir()
+    shutil.copy(ROOT / "binder" / "overrides.json", settings / "overrides.json")
     port = _free_port()
     log = (root / "lab.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
          "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}",
          f"--ServerApp.root_dir={root / 'notebooks'}", "--LabApp.expose_app_in_browser=True",
-         "--ServerApp.disable_check_xsrf=True", "--allow-root"],
+         "--ServerApp.disable_check_xsrf=True", f"--LabApp.app_settings_dir={settings}",
+         "--allow-root"],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "JUPYTER_NO_CONFIG": "1"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -151,6 +158,8 @@ def test_walkthrough_runs_in_jupyterlab_and_everything_renders(lab: str, browser
     text = driver.execute_script(f"return {texts};")
     assert "Traceback" not in text, text[-3000:]
     assert "Loading widget" not in text
+    # the kit's lab settings keep JupyterLab's "news?" toast off the notebook
+    assert "official Jupyter news" not in driver.page_source
     for raw in ("VBox(children", "FunnelChart(", "HTML(value=", "<folium.folium.Map"):
         assert raw not in text, f"a widget shown as its repr: {raw}"
     assert "released: 280 funnel numbers and 300 crowd cells" in text
@@ -231,3 +240,282 @@ def test_panels_render_inside_their_cells(lab: str, browser,
         ".map(e => e.textContent).join('\\n');")
     assert "Traceback" not in text and "Loading widget" not in text, text[-2000:]
     assert _sideways(driver) == []
+
+
+# ------------------------------------------------------------------ three analysts, three tabs
+ROLE_TABS = ("retailer", "media", "operator")
+# the notebook panel of the current tab (each tab is a workspace of its own with one notebook;
+# shell.currentWidget stays null in a tab that never had the focus)
+NB = "[...window.jupyterapp.shell.widgets('main')].find(w => w.content && w.sessionContext)"
+OUTPUTS = f"[...{NB}.node.querySelectorAll('.jp-OutputArea-output')]"
+CONNECT, PSI = "Connect to the room", "Private set intersection"
+TRAIN, SERVE = "SecureBoost training (label holder)", "SecureBoost training (feature holder)"
+
+
+def _command(driver: object, command: str) -> None:
+    """Run a JupyterLab command on the current tab's notebook."""
+    driver.execute_script(f"window.jupyterapp.commands.execute(arguments[0], "
+                          f"{{semanticWidget: {NB}.id}});", command)
+
+
+def _panel(title: str) -> str:
+    """JS: the output holding the panel headed ``title`` in the current tab (or undefined)."""
+    return f"{OUTPUTS}.find(e => e.textContent.includes({json.dumps(title)}))"
+
+
+def _panel_text(driver: object, title: str) -> str:
+    return driver.execute_script(f"const p = {_panel(title)}; return p ? p.textContent : '';")
+
+
+def _outputs_text(driver: object) -> str:
+    return driver.execute_script(f"return {OUTPUTS}.map(e => e.textContent).join('\\n');")
+
+
+KERNEL_IDLE = (f"{NB} && {NB}.sessionContext.isReady && {NB}.sessionContext.session && "
+               f"{NB}.sessionContext.session.kernel && "
+               f"{NB}.sessionContext.session.kernel.connectionStatus === 'connected' && "
+               f"{NB}.sessionContext.session.kernel.status === 'idle'")
+
+
+def _run_all(driver: object, role: str) -> None:
+    """Run All in the current tab, once its kernel is up."""
+    _wait(driver, KERNEL_IDLE, 90, f"the {role} kernel to be idle")
+    _command(driver, "notebook:run-all-cells")
+
+
+def _ran_all(driver: object, role: str, last_words: str) -> None:
+    """Wait until every cell of the current tab ran (the last one printed ``last_words``)."""
+    _wait(driver, f"{OUTPUTS}.some(e => e.textContent.includes({json.dumps(last_words)})) && "
+                  f"![...{NB}.node.querySelectorAll('.jp-InputArea-prompt')]"
+                  ".some(p => p.textContent.includes('*'))", 180,
+          f"Run All to finish in the {role} tab")
+
+
+def _click(driver: object, title: str, label: str, role: str) -> None:
+    """Click, as a person would, the enabled button ``label`` of the panel headed ``title``."""
+    button = _wait(driver, f"(() => {{ const p = {_panel(title)}; return p && "
+                           f"[...p.querySelectorAll('button')].find(b => "
+                           f"b.textContent.trim() === {json.dumps(label)} && !b.disabled); }})()",
+                   60, f"the {label} button in the {role} tab")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    time.sleep(0.5)
+    button.click()
+
+
+def _type(driver: object, title: str, label: str, value: str, role: str) -> None:
+    """Type ``value`` into the box labelled ``label`` of the panel headed ``title`` (and
+    leave the box, which sends the new value to the kernel)."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = _wait(driver, f"(() => {{ const p = {_panel(title)}; return p && [...p.querySelectorAll("
+                        "'.widget-inline-hbox')].filter(b => b.querySelector('label') && "
+                        f"b.querySelector('label').textContent.trim() === {json.dumps(label)})"
+                        ".map(b => b.querySelector('input'))[0]; })()", 30,
+                f"the {label} box in the {role} tab")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(value, Keys.TAB)
+    assert box.get_attribute("value") == value, box.get_attribute("value")
+
+
+def _run_cell_with(driver: object, needle: str, role: str) -> None:
+    """Make the code cell whose source holds ``needle`` active and run just that cell."""
+    index = driver.execute_script(
+        f"const nb = {NB}.content;"
+        "const i = nb.widgets.findIndex(c => c.model.type === 'code' && "
+        "c.model.sharedModel.getSource().includes(arguments[0]));"
+        "if (i >= 0) { nb.activeCellIndex = i; nb.deselectAll(); }"
+        "return i;", needle)
+    assert index >= 0, f"{role}: no cell with {needle!r}"
+    _command(driver, "notebook:run-cell")
+
+
+def _look(driver: object, role: str, phase: str, focus: str | None = None) -> str:
+    """What the analyst sees in this tab is clean: no traceback, every widget drawn. The
+    screenshot shows the panel headed ``focus``."""
+    if focus is not None:
+        driver.execute_script(f"const p = {_panel(focus)}; p && p.scrollIntoView();")
+    time.sleep(1)
+    _shot(driver, f"tab-{role}-{phase}")
+    text = _outputs_text(driver)
+    assert "Traceback" not in text, f"{role} ({phase}): {text[-3000:]}"
+    for broken in ("Loading widget", "Error displaying widget"):
+        assert broken not in text, f"{role} ({phase}): a widget was not drawn: {broken}"
+    for raw in ("VBox(children", "HTML(value=", "Button(description"):
+        assert raw not in text, f"{role} ({phase}): a widget shown as its repr: {raw}"
+    assert _sideways(driver) == [], f"{role} ({phase})"
+    return text
+
+
+def test_three_role_notebooks_in_three_tabs(lab: str, browser, tmp_path: Path) -> None:
+    """Three analysts, three JupyterLab tabs, three kernels, one relay: Connect, Run PSI,
+    Train / Serve training, all clicked in the browser; then the media owner restarts its
+    kernel while the retailer and the operator run a new PSI."""
+    import nbformat
+    from test_role_notebooks import inject, read
+
+    from fedlab_kit.data import load_sample
+    from fedlab_kit.demo.harness import RelayProcess, create_room
+
+    driver = browser
+    first = driver.current_window_handle
+    common = set.intersection(*(set(load_sample(r)["user_id"]) for r in ROLE_TABS))
+    tabs: dict[str, str] = {}
+    relay = RelayProcess.start()
+    try:
+        invitation, keys = create_room(list(ROLE_TABS), tmp_path / "keys", relay.host,
+                                       relay.port)
+        for role in ROLE_TABS:
+            (tmp_path / role).mkdir()
+            nb = read(role)
+            inject(nb, {"KEY_FILE": str(keys[role]), "INVITATION": invitation.to_string(),
+                        "WORKSPACE": str(tmp_path / role), "AUTO_RUN": False})
+            nbformat.write(nb, LAB_ROOTS[lab] / f"tab_{role}.ipynb")
+
+        # each analyst opens their notebook in a tab of their own (a workspace each) and
+        # presses Run All: with AUTO_RUN False the later cells say which button to press
+        for role in ROLE_TABS:
+            driver.switch_to.new_window("tab")
+            tabs[role] = driver.current_window_handle
+            driver.get(f"{lab}/lab/workspaces/{role}/tree/tab_{role}.ipynb?reset&token={TOKEN}")
+            _wait(driver, f"window.jupyterapp && {NB} && {NB}.content && "
+                          f"{NB}.content.widgets.length > 5", 90, f"the {role} notebook to open")
+        for role in ROLE_TABS:  # the three kernels start and run at the same time
+            driver.switch_to.window(tabs[role])
+            _run_all(driver, role)
+        for role in ROLE_TABS:
+            driver.switch_to.window(tabs[role])
+            _ran_all(driver, role, "Connect first (step 2).")
+            text = _look(driver, role, "1-run-all")
+            assert "press Run PSI above" in text, role
+
+        # Connect in every tab; each panel lists the two others as present
+        for role in ROLE_TABS:
+            driver.switch_to.window(tabs[role])
+            _click(driver, CONNECT, "Connect", role)
+        for role in ROLE_TABS:
+            driver.switch_to.window(tabs[role])
+            _wait(driver, f"(() => {{ const p = {_panel(CONNECT)}; return p && p.querySelectorAll("
+                          "'table.fedlab-presence tr[data-state=\"present\"]').length === 2; })()",
+                  90, f"the {role} panel to show both other parties present")
+            text = _panel_text(driver, CONNECT)
+            assert f"Connected as '{role}'" in text, text
+        for role in ROLE_TABS:
+            driver.switch_to.window(tabs[role])
+            _look(driver, role, "2-connected", CONNECT)
+
+        # Run PSI in every tab; each ends with the same common customers
+        for role in ROLE_TABS:
+            driver.switch_to.window(tabs[role])
+            _click(driver, PSI, "Run PSI", role)
+        for role in ROLE_TABS:
+            driver.switch_to.window(tabs[role])
+            _wait(driver, f"(() => {{ const p = {_panel(PSI)}; return p && (p.textContent"
+                          ".includes('PSI finished in') || p.textContent.includes('PSI failed'));"
+                          " })()", 180, f"PSI to end in the {role} tab")
+            text = _panel_text(driver, PSI)
+            assert "PSI finished in" in text, f"{role}: {text}"
+            assert f"Common customers{len(common)}" in text, f"{role}: {text}"
+        for role in ROLE_TABS:
+            driver.switch_to.window(tabs[role])
+            _look(driver, role, "3-psi", PSI)
+
+        # the training cell again, now that PSI is done; Serve training, then Train
+        for role in ROLE_TABS:
+            driver.switch_to.window(tabs[role])
+            _run_cell_with(driver, "TrainingPanel(" if role == "retailer"
+                           else "PassiveTrainingPanel(", role)
+            _wait(driver, _panel(TRAIN if role == "retailer" else SERVE), 60,
+                  f"the training panel in the {role} tab")
+        for role in ("media", "operator", "retailer"):
+            driver.switch_to.window(tabs[role])
+            if role == "retailer":  # three trees instead of the notebook's ten: quicker
+                _type(driver, TRAIN, "Trees", "3", role)
+                _click(driver, TRAIN, "Train", role)
+            else:
+                _click(driver, SERVE, "Serve training", role)
+        driver.switch_to.window(tabs["retailer"])
+        _wait(driver, f"(() => {{ const p = {_panel(TRAIN)}; return p && (p.textContent"
+                      ".includes('Training finished') || p.textContent.includes('failed')); })()",
+              300, "the retailer's training to end")
+        text = _panel_text(driver, TRAIN)
+        assert "Training finished: kept 3 of 3 trees" in text, text
+        assert "Held-out auc (eval set 1)" in text, text
+        assert "Partiesretailer, media, operator" in text, text
+        for role in ("media", "operator"):
+            driver.switch_to.window(tabs[role])
+            _wait(driver, f"(() => {{ const p = {_panel(SERVE)}; return p && p.textContent"
+                          ".includes(\"Training of 'retailer' finished\"); })()", 60,
+                  f"the {role} panel to show the training finished")
+        for role in ROLE_TABS:
+            driver.switch_to.window(tabs[role])
+            _look(driver, role, "4-trained", TRAIN if role == "retailer" else SERVE)
+        driver.switch_to.window(tabs["retailer"])
+        driver.execute_script("document.querySelector('table.fedlab-training-result')"
+                              ".scrollIntoView({block: 'center'});")
+        time.sleep(1)
+        _shot(driver, "tab-retailer-4-result")
+
+        # a new PSI at the retailer and the operator; then the media owner restarts its kernel
+        for role in ("retailer", "operator"):
+            driver.switch_to.window(tabs[role])
+            _click(driver, PSI, "Run PSI", role)
+            _wait(driver, f"(() => {{ const p = {_panel(PSI)}; return p && "
+                          "p.textContent.includes('Running PSI on column'); })()", 30,
+                  f"the new PSI to start in the {role} tab")
+        driver.switch_to.window(tabs["media"])
+        driver.set_script_timeout(90)  # Kernel > Restart Kernel (without the dialog)
+        restarted = driver.execute_async_script(
+            f"const done = arguments[arguments.length - 1]; {NB}.sessionContext.restartKernel()"
+            ".then(() => done(true), e => done(String(e)));")
+        assert restarted is True, f"the media kernel did not restart: {restarted}"
+        # the run stops at once (it does not wait for media to come back), saying why; the
+        # earlier result stays on show
+        for role in ("retailer", "operator"):
+            driver.switch_to.window(tabs[role])
+            _wait(driver, f"(() => {{ const p = {_panel(PSI)}; return p && "
+                          "p.textContent.includes('PSI failed') && "
+                          "!p.textContent.includes('Running…'); })()", 60,
+                  f"the {role} PSI panel to say the run stopped")
+            text = _panel_text(driver, PSI)
+            # the operator may read it as the retailer's abort: "'retailer' stopped PSI: ..."
+            assert "'media' left the room (its kernel or process stopped) during PSI; run PSI " \
+                   "again at every party once 'media' is back" in text, f"{role}: {text}"
+            assert "This run failed; the result below is the earlier one." in text, text
+            assert f"Common customers{len(common)}" in text, f"{role}: {text}"
+        # the media analyst runs the notebook again in the new kernel and connects again
+        driver.switch_to.window(tabs["media"])
+        _wait(driver, KERNEL_IDLE, 90, "the media kernel to be back")
+        _command(driver, "notebook:clear-all-cell-outputs")
+        _run_all(driver, "media")
+        _ran_all(driver, "media", "Connect first (step 2).")
+        _click(driver, CONNECT, "Connect", "media")
+        _wait(driver, f"(() => {{ const p = {_panel(CONNECT)}; return p && p.querySelectorAll("
+                      "'table.fedlab-presence tr[data-state=\"present\"]').length === 2; })()",
+              90, "the restarted media kernel to see both other parties")
+        text = _look(driver, "media", "5-back", CONNECT)
+        assert "press Run PSI above" in text
+        # the others see it back, marked "restarted" (its old kernel's state is gone)
+        for role in ("retailer", "operator"):
+            driver.switch_to.window(tabs[role])
+            _wait(driver, f"(() => {{ const p = {_panel(CONNECT)}; return p && p.querySelector("
+                          "'table.fedlab-presence tr[data-peer=\"media\"]"
+                          "[data-state=\"restarted\"]'); })()", 60,
+                  f"the {role} panel to show media back as restarted")
+            log = _panel_text(driver, CONNECT)
+            assert "media left" in log and "media restarted" in log, log
+            _look(driver, role, "5-media-back", CONNECT)
+            text = _look(driver, role, "5-psi-stopped", PSI)
+            assert "PSI failed" in text
+    finally:
+        for handle in tabs.values():  # end the kernels, close the tabs
+            try:
+                driver.switch_to.window(handle)
+                driver.execute_script(f"{NB} && {NB}.sessionContext.shutdown();")
+                time.sleep(0.5)
+                driver.close()
+            except Exception:  # best effort: the lab fixture ends them too
+                pass
+        driver.switch_to.window(first)
+        relay.stop()

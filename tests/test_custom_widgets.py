@@ -152,4 +152,4 @@ def test_training_curve_redraws_as_trees_arrive(chromium: str, tmp_path: Path) -
     first, final = _render(chromium, "training_curve.js", traits, update, tmp_path)
     assert first.count('class="fedlab-curve"') == 1 and "auc per tree" in first
     assert final.count('class="fedlab-curve"') == 2
-    assert 'data-set="validation_0"' in final and "validation_0 0.6800" in final
+    assert 'data-set="validation_0"' in final and "held-out 0.6800" in final

@@ -388,3 +388,38 @@ def test_private_tables_are_never_readable_by_others(tmp_path: Path) -> None:
         assert write_table(frame, tmp_path / "open.csv").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+# ---------------------------------------------------------------- basemap
+
+
+def test_the_basemap_is_water_and_roads_inside_the_city(city: City, written: Path) -> None:
+    import shapely
+
+    from fedlab_kit.data import load_basemap
+    from fedlab_kit.data.basemap import KINDS, make_basemap
+
+    basemap = load_basemap(written)
+    assert (written / "basemap.geojson").is_file()
+    assert set(zip(basemap["kind"], basemap["class"], strict=True)) == KINDS
+    outline = shapely.union_all(city.districts.geometry.to_numpy())
+    assert basemap.geometry.within(outline.buffer(1e-6)).all()  # clipped to the city
+    assert set(basemap.geom_type) == {"Polygon", "LineString"}
+    # made from the districts alone: the same again, and for a folder without the file
+    (written / "basemap.geojson").rename(written / "basemap.bak")
+    try:
+        again = load_basemap(written)
+    finally:
+        (written / "basemap.bak").rename(written / "basemap.geojson")
+    assert again.geometry.geom_equals_exact(basemap.geometry, 1e-6).all()
+    assert make_basemap(city.districts).equals(make_basemap(city.districts))
+
+
+def test_the_shipped_sample_has_its_basemap() -> None:
+    from fedlab_kit.data import load_basemap, load_districts, sample_dir
+    from fedlab_kit.data.basemap import make_basemap
+
+    assert (sample_dir() / "basemap.geojson").is_file()
+    shipped = load_basemap()
+    assert shipped.geometry.geom_equals_exact(
+        make_basemap(load_districts()).geometry, 1e-6).all()

@@ -67,9 +67,13 @@ def check_joint_releases(out: Path, summary: dict) -> None:
     crowd = pd.read_csv(out / "retailer_ta_crowd.csv")
     assert summary["joint"]["retailer"]["crowd_cells"] == len(crowd) > 100
     assert (crowd["count"] >= 0).all() and crowd["suppressed"].any()
-    for stem in ("retailer_funnel", "retailer_ta_crowd"):
+    campaigns = sorted(funnel["campaign"].unique())
+    for stem in (*(f"retailer_funnel_{c}" for c in campaigns), "retailer_ta_crowd"):
         assert (out / f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
         assert 'src="http' not in (out / f"{stem}.html").read_text()
+    for c in campaigns:  # each file is its campaign's map, and says so
+        assert f"<title>Campaign funnel: {c} (DP)</title>" in (
+            out / f"retailer_funnel_{c}.html").read_text()
     for role, spent in (("media", 1.0), ("operator", 3.0), ("retailer", 0.0)):
         ledger = PrivacyLedger(out / f"{role}_privacy_ledger.sqlite", total_epsilon=3.0,
                                party=role)

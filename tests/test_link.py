@@ -520,6 +520,26 @@ def test_wrong_length_message_raises() -> None:
         b.on_frame(f1.header, b"x" * 8)
 
 
+def test_a_huge_announced_size_allocates_nothing() -> None:
+    """The attack: an authenticated peer's first chunk announces a message of 1 TiB. The
+    receiver refuses it before allocating; a size within the cap only takes the memory of
+    the chunks that really arrive."""
+    from fedlab_kit.net.link import MAX_MESSAGE
+
+    a, b, net = connected_pair(chunk_size=7)
+    a.queue(b"x" * 14, session="s", kind="k")
+    f0, _f1 = net.pull("a")
+    huge = msgspec.structs.replace(f0.header, total=1 << 40, n_chunks=(1 << 40) // 7)
+    with pytest.raises(SecurityError, match="announces 1099511627776 bytes"):
+        b.on_frame(huge, f0.data)
+    a, b, net = connected_pair(chunk_size=7)
+    a.queue(b"x" * 14, session="s", kind="k")
+    f0, _f1 = net.pull("a")
+    big = msgspec.structs.replace(f0.header, total=MAX_MESSAGE, n_chunks=MAX_MESSAGE // 7)
+    b.on_frame(big, f0.data)
+    assert b._inbound is not None and len(b._inbound.buf) == 7  # what arrived, not 4 GiB
+
+
 # --------------------------------------------------------------------------- stale frames
 
 

@@ -695,3 +695,49 @@ def test_map_panel_inlines_assets_by_default_when_they_are_there(
     page = _srcdoc(panel.map_view.value)
     assert maps.remote_asset_refs(page) == [] and "leaflet" in page.lower()
 
+
+
+def test_one_funnel_map_per_campaign(districts: gpd.GeoDataFrame, funnel: pd.DataFrame,
+                                     web_assets: Path, tmp_path: Path) -> None:
+    """A static snapshot cannot switch campaigns: each campaign gets its own map, titled
+    with it and holding only its rows (not the other campaign's, nor the district totals)."""
+    beauty = funnel.assign(campaign="beauty", group="exposed", level="campaign")
+    auto = funnel.assign(campaign="auto", group="exposed", level="campaign",
+                         count=funnel["count"] + 1)
+    totals = funnel.assign(campaign="all", group="all", level="district")
+    control = funnel.assign(campaign="beauty", group="control", level="campaign")
+    table = pd.concat([beauty, auto, totals, control], ignore_index=True)
+    made = maps.campaign_funnel_maps(districts, table, stage_order=STAGES)
+    assert list(made) == ["auto", "beauty"]
+    for campaign, m in made.items():
+        page = maps.snapshot(m, tmp_path / f"funnel_{campaign}.html").read_text()
+        assert f"<title>Campaign funnel: {campaign} (DP)</title>" in page
+        assert f"({campaign}, DP)" in page  # the legend's caption
+        top = int(table[(table["campaign"] == campaign) & (table["stage"] == STAGES[0])
+                        & (table["district_id"] == "D01")]["count"].iloc[0])
+        other = 5001 if campaign == "beauty" else 5000
+        assert f"{top:,}" in page and f"{other:,}" not in page
+    with pytest.raises(InputError, match="no funnel rows of group 'exposed'"):
+        maps.campaign_funnel_maps(districts, totals, stage_order=STAGES)
+
+
+def test_basemap_draws_under_the_data_and_offline(web_assets: Path, tmp_path: Path,
+                                                  cells: pd.DataFrame,
+                                                  districts: gpd.GeoDataFrame) -> None:
+    from fedlab_kit.data import load_basemap
+
+    basemap = load_basemap()
+    m = maps.base_map(basemap=basemap)
+    maps.crowd_layer(m, cells)
+    groups = [c for c in m._children.values() if isinstance(c, folium.FeatureGroup)]
+    assert groups and groups[0].layer_name == "Basemap"  # first: the data draws on top
+    page = maps.snapshot(m, tmp_path / "m.html").read_text()
+    assert '"class": "river"' in page and '"class": "motorway"' in page
+    water = _blend(maps.layers.BASEMAP_STYLES[("water", "river")]["fillColor"], 0.9)
+    image = Image.open(maps.snapshot(m, tmp_path / "m.png", renderer="static",
+                                     width=900, height=600))
+    assert _pixels_near(image, water, tol=6) > 500  # the river and the lake
+    with pytest.raises(InputError, match=r"missing|kind"):
+        maps.basemap_layer(maps.base_map(), districts)  # districts are not a basemap
+    with pytest.raises(InputTypeError, match="GeoDataFrame"):
+        maps.basemap_layer(maps.base_map(), pd.DataFrame({"kind": [], "class": []}))

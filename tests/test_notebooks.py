@@ -17,7 +17,7 @@ def check_walkthrough(texts: str) -> None:
     """What the walkthrough's outputs must say (here and in the Binder environment)."""
     assert "common customers at each party" in texts
     assert "released: 280 funnel numbers and 300 crowd cells" in texts
-    assert "ta_crowd.html" in texts and "funnel.html" in texts
+    assert "ta_crowd.html" in texts and "funnel_beauty_launch.html" in texts  # per campaign
     assert "test AUC with partners" in texts
     poi = texts.split("POI crowd P30 with partners ")[1]
     p30, alone = float(poi.split(",")[0]), float(poi.split("columns alone ")[1].split(" ")[0])

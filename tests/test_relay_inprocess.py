@@ -588,3 +588,42 @@ def test_silent_party_is_reported_lost_by_heartbeat() -> None:
             await close_all(a)
 
     run(main())
+
+
+def test_an_idle_socket_flood_does_not_keep_parties_out() -> None:
+    """The attack: idle sockets that never say HELLO, renewed as fast as the relay drops
+    them. They only fill the handshake slots of their own source address; a party from
+    another address joins at once, members already in are untouched, and a party that
+    does get ``busy`` retries with backoff instead of giving up ("not a fedlab relay")."""
+
+    async def flood(port: int, source: str, n: int) -> list[asyncio.StreamWriter]:
+        held = []
+        for _ in range(n):
+            _r, w = await asyncio.open_connection(HOST, port, local_addr=(source, 0))
+            held.append(w)
+        return held
+
+    async def main() -> None:
+        async with relay(max_pending_per_address=4, max_pending=8, hello_timeout=1.5) as srv:
+            inv, ids = room(srv, "r", "a", "b", "c")
+            a = await join(ids["a"], inv)
+            held = await flood(srv.port, "127.0.0.2", 40)  # one attacker address
+            await eventually(lambda: sum(srv._pending.values()) == 4, 5, "4 pending slots")
+            started = time.monotonic()
+            b = await join(ids["b"], inv)  # from 127.0.0.1: its own slots are free
+            joined_in = time.monotonic() - started
+            # the same address as a flood: busy at first, in once the flood's slots free
+            more = await flood(srv.port, "127.0.0.1", 4)
+            await eventually(lambda: srv._pending.get("127.0.0.1") == 4, 5, "a full address")
+            c = await join(ids["c"], inv)
+            try:
+                assert joined_in < 1.0, joined_in
+                await exchange(a, b, b"during the flood")
+                await exchange(c, a, b"after busy")
+                assert srv._members == 3
+            finally:
+                for w in held + more:
+                    w.close()
+                await close_all(a, b, c)
+
+    run(main())

@@ -205,7 +205,8 @@ def test_three_role_notebooks_run_at_the_same_time(tmp_path: Path) -> None:
     test_auc = float(released.split("test AUC ")[1].split(" ")[0])
     assert 0.6 <= test_auc <= 0.85, released  # held-out rows; ~0.7 on the sample
     assert "Released: 280 funnel numbers and 300 crowd cells" in released
-    assert "Maps written: ta_crowd.html funnel.html" in released
+    assert ("Maps written: ta_crowd.html funnel_auto_expo.html funnel_beauty_launch.html "
+            "funnel_sports_sale.html") in released  # one file per campaign
     funnel = pd.read_csv(tmp_path / "retailer" / "funnel.csv")
     assert (funnel.groupby(["campaign", "district_id", "group"])["count"]
             .apply(lambda c: (c.diff().dropna() <= 0).all()).all())  # monotone funnels

@@ -26,6 +26,7 @@ from waiting import wait_for
 from fedlab_kit import Identity, Party
 from fedlab_kit.boost import SecureBoostClassifier, SecureBoostPassive, SecureBoostRegressor
 from fedlab_kit.demo.harness import RelayProcess, create_room
+from fedlab_kit.errors import InputTypeError
 from fedlab_kit.maps.snapshot import BROWSER_CANDIDATES, BROWSER_ENV
 from fedlab_kit.widgets import MapPanel, PassiveTrainingPanel, TrainingPanel
 
@@ -212,7 +213,7 @@ def test_training_panel_regression_and_early_stopping() -> None:
                           insecure_plaintext=True, n_estimators=80, max_depth=3,
                           learning_rate=0.5, early_stopping_rounds=2)
     assert panel.task.value == "regression"
-    assert [v for _, v in panel.eval_metric.options] == ["default", "rmse", "mae"]
+    assert [v for _, v in panel.eval_metric.options] == ["default", "rmse", "mae", "p30"]
     assert panel.eval_metric.value == "default"  # a real option: never shown blank
     assert panel.hyperparameters()["eval_metric"] is None
     panel.eval_metric.value = "mae"
@@ -351,6 +352,21 @@ def test_map_panel_layer_toggling_changes_the_map(cells: pd.DataFrame, funnel: p
     only_funnel = MapPanel(funnel=funnel.assign(lift=0.1), districts=districts)
     assert only_funnel.selected == ["Campaign funnel", "Districts"]
     assert "Lift at stage" in only_funnel.map_view.value  # shaded, with its legend
+
+
+def test_map_panel_basemap_is_ticked_and_drawn_first(cells: pd.DataFrame,
+                                                     districts: gpd.GeoDataFrame) -> None:
+    from fedlab_kit.data import load_basemap
+
+    panel = MapPanel(cells=cells, districts=districts, basemap=load_basemap())
+    assert panel.selected == ["Basemap", "Crowd counts", "Districts"]
+    assert '&quot;class&quot;: &quot;river&quot;' in panel.map_view.value
+    names = [getattr(c, "layer_name", None) for c in panel.map._children.values()]
+    assert names.index("Basemap") < names.index("Crowd counts (DP)")
+    panel.layer_boxes["Basemap"].value = False
+    assert "river" not in panel.map_view.value
+    with pytest.raises(InputTypeError, match="something to draw"):
+        MapPanel(basemap=load_basemap())  # a backdrop alone is not a map of results
 
 
 def test_map_panel_exports_html_and_png(tmp_path: Path, web_assets: Path,

@@ -12,6 +12,13 @@ function node(tag, attrs, text) {
   return el;
 }
 
+// what an analyst calls the sets: the training rows and the held-out eval sets
+function label(name) {
+  if (!name.startsWith("validation_")) return name;
+  const k = Number(name.slice("validation_".length));
+  return k === 0 ? "held-out" : `held-out ${k + 1}`;
+}
+
 function draw(model, el) {
   const history = model.get("history") || {};
   const metric = model.get("metric") || "metric";
@@ -19,7 +26,7 @@ function draw(model, el) {
   const values = names.flatMap((n) => history[n]).filter((v) => Number.isFinite(v));
   const trees = Math.max(model.get("n_trees") || 0, ...names.map((n) => history[n].length), 1);
   el.replaceChildren();
-  const width = 420, height = 220, left = 50, bottom = 30, top = 20, right = 110;
+  const width = 460, height = 220, left = 50, bottom = 30, top = 20, right = 140;
   const svg = node("svg", { width, height, role: "img", class: "fedlab-training-curve",
                             "aria-label": `${metric} per tree` });
   svg.appendChild(node("text", { x: left, y: 14, "font-size": 12, "font-weight": 600 },
@@ -50,7 +57,7 @@ function draw(model, el) {
     const last = pts[pts.length - 1][1];
     svg.appendChild(node("text", { x: width - right + 6, y: top + 14 * (k + 1),
                                    "font-size": 11, fill: color },
-                         `${name} ${last.toPrecision(4)}`));
+                         `${label(name)} ${last.toPrecision(4)}`));
   });
   if (!names.length) {
     svg.appendChild(node("text", { x: left + 10, y: height / 2, "font-size": 11,

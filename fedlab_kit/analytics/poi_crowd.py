@@ -13,9 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..boost.params import p30_share
 from ..errors import FedlabError, InputError
-
-P30_BAND = 0.30
 
 
 def _check_pois(table: pd.DataFrame, pois: pd.DataFrame, what: str) -> None:
@@ -105,4 +104,4 @@ def p30(predicted: np.ndarray, true: np.ndarray) -> float:
     predicted, true = np.asarray(predicted, float), np.asarray(true, float)
     if predicted.shape != true.shape or true.size == 0:
         raise InputError("p30 needs two non-empty arrays of the same shape")
-    return float(np.mean(np.abs(predicted - true) <= P30_BAND * np.abs(true)))
+    return p30_share(predicted, true)

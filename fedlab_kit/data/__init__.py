@@ -13,6 +13,7 @@ from fedlab_kit.data.city import (
     write_city,
 )
 from fedlab_kit.data.sample import (
+    load_basemap,
     load_campaigns,
     load_districts,
     load_footfall,
@@ -26,6 +27,7 @@ from fedlab_kit.data.sample import (
 __all__ = [
     "GENERATOR_VERSION",
     "City",
+    "load_basemap",
     "load_campaigns",
     "load_districts",
     "load_footfall",

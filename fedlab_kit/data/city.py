@@ -17,6 +17,7 @@ import pandas as pd
 from shapely.geometry import Polygon
 
 from fedlab_kit.data import geography, parties, people, truth, visits
+from fedlab_kit.data.basemap import make_basemap
 from fedlab_kit.data.people import CAMPAIGNS, PARTY_SHARE
 from fedlab_kit.errors import InputError, InputTypeError
 
@@ -42,6 +43,7 @@ PARQUET_FILES = {
 }
 JSON_FILES = {"effect_truth": "truth/effect_truth.json", "meta": "truth/meta.json"}
 GEOJSON_FILES = {"districts": "districts.geojson"}
+BASEMAP_FILE = "basemap.geojson"
 
 
 @dataclass
@@ -254,6 +256,9 @@ def write_city(city: City, out_dir: str | Path) -> dict[str, Path]:
         paths[name] = out / rel
         text = getattr(city, name).to_json(drop_id=True, show_bbox=False)
         paths[name].write_text(text + "\n", encoding="utf-8")
+    paths["basemap"] = out / BASEMAP_FILE  # made from the districts: no randomness
+    text = make_basemap(city.districts).to_json(drop_id=True, show_bbox=False)
+    paths["basemap"].write_text(text + "\n", encoding="utf-8")
     for name, rel in PARQUET_FILES.items():
         paths[name] = out / rel
         getattr(city, name).to_parquet(

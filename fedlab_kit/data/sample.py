@@ -100,6 +100,17 @@ def load_districts(root: str | Path | None = None) -> gpd.GeoDataFrame:
     return gpd.read_file(_root(root) / "districts.geojson")
 
 
+def load_basemap(root: str | Path | None = None) -> gpd.GeoDataFrame:
+    """The city's offline vector basemap (water and roads; EPSG:4326): the shipped file, or
+    made from the districts of a folder written before basemaps existed."""
+    path = _root(root) / "basemap.geojson"
+    if path.is_file():
+        return gpd.read_file(path)
+    from fedlab_kit.data.basemap import make_basemap
+
+    return make_basemap(load_districts(root))
+
+
 def load_truth(name: str, root: str | Path | None = None) -> pd.DataFrame | dict[str, Any]:
     """A ground-truth table ("crowd", "funnel", "persons") or JSON ("effect", "meta")."""
     if name not in TRUTH_FILES:

@@ -110,7 +110,7 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
 
     from .. import maps
     from ..analytics import funnel, joint_crowd
-    from ..data import load_campaigns, load_districts, load_pois, load_sample_visits
+    from ..data import load_basemap, load_campaigns, load_districts, load_pois, load_sample_visits
 
     campaigns_table = load_campaigns(root=data)
     campaigns = sorted(campaigns_table["campaign"].unique())
@@ -122,17 +122,12 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
                                                 chain=["operator", "media"])
             result.to_csv(out / "retailer_funnel.csv", index=False)
             report["funnel_rows"] = len(result)
-            if draw_maps:
-                m = maps.base_map()
-                shown = result[(result["campaign"] == campaigns[0])
-                               & (result["group"] == "exposed")]
-                districts = load_districts(root=data)
-                maps.districts_outline(m, districts)
-                maps.funnel_layer(m, districts, shown, stage_order=list(funnel.STAGES),
-                                  color_by="lift", color_stage="purchased",
-                                  caption=f"Purchase lift, exposed vs control "
-                                          f"({campaigns[0]}, DP)")
-                report["funnel_files"] = _maps(m, out, "retailer_funnel")
+            if draw_maps:  # one file per campaign, named after it
+                report["funnel_files"] = {}
+                for campaign, m in maps.campaign_funnel_maps(
+                        load_districts(root=data), result, stage_order=list(funnel.STAGES),
+                        color_stage="purchased", basemap=load_basemap(root=data)).items():
+                    report["funnel_files"].update(_maps(m, out, f"retailer_funnel_{campaign}"))
         elif role == "operator":
             visited = funnel.campaign_visitors(rows["user_id"], load_sample_visits(root=data),
                                                campaigns_table)
@@ -159,7 +154,8 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
             cells.to_csv(out / "retailer_ta_crowd.csv", index=False)
             report["crowd_cells"] = len(cells)
             if draw_maps:
-                m, districts = maps.base_map(), load_districts(root=data)
+                m = maps.base_map(basemap=load_basemap(root=data))
+                districts = load_districts(root=data)
                 maps.districts_outline(m, districts)
                 maps.crowd_layer(m, cells, name="Beauty TA crowd (DP)", districts=districts)
                 report["crowd_files"] = _maps(m, out, "retailer_ta_crowd")
@@ -176,14 +172,15 @@ def _operator_crowd_map(out: Path, data: str | None, ledger: PrivacyLedger) -> d
     """The operator releases its own crowd per H3 cell with DP and maps it (own data only)."""
     from .. import maps
     from ..analytics import release_own_crowd
-    from ..data import load_districts, load_pois, load_sample_visits
+    from ..data import load_basemap, load_districts, load_pois, load_sample_visits
 
     pois = load_pois(root=data)
     visits = load_sample_visits(root=data).merge(pois[["poi_id", "h3_r8"]], on="poi_id")
     cells, bounding = release_own_crowd(visits.rename(columns={"h3_r8": "h3"}), ledger,
                                         keys=sorted(pois["h3_r8"].unique()), epsilon=1.0)
     cells.to_csv(out / "operator_crowd.csv", index=False)
-    m, districts = maps.base_map(), load_districts(root=data)
+    m = maps.base_map(basemap=load_basemap(root=data))
+    districts = load_districts(root=data)
     maps.districts_outline(m, districts)
     maps.crowd_layer(m, cells, name="Operator's crowd per H3 cell (DP)", districts=districts)
     files = _maps(m, out, "operator_crowd")

@@ -176,21 +176,28 @@ class NotebookMap(folium.Map):
 
 
 def base_map(center: Sequence[float] = DEFAULT_CENTER, zoom: int = DEFAULT_ZOOM,
-             tiles: str | None = None, *, attr: str | None = None, **kwargs: Any) -> folium.Map:
+             tiles: str | None = None, *, attr: str | None = None, basemap: Any = None,
+             **kwargs: Any) -> folium.Map:
     """A folium map with no tile layer by default (renders with no network); in a notebook
     it shows itself with its web assets inlined (:class:`NotebookMap`).
 
     ``tiles=maps.OSM`` (``"OpenStreetMap"``) adds OpenStreetMap tiles for online use; any
     other folium tile name, or a URL template with ``attr``, works too. Without tiles, add
-    :func:`districts_outline` so the map is readable.
+    :func:`districts_outline` so the map is readable. ``basemap`` (a GeoDataFrame of water
+    and roads, e.g. :func:`fedlab_kit.data.load_basemap`) is drawn first, as an offline
+    vector backdrop (:func:`basemap_layer`).
     """
     if len(center) != 2:
         raise InputError(f"center must be (lat, lon), got {center!r}")
     options: dict[str, Any] = {"control_scale": True, **kwargs}
     if tiles is None:
-        return NotebookMap(location=list(center), zoom_start=zoom, tiles=None, **options)
-    return NotebookMap(location=list(center), zoom_start=zoom, tiles=tiles, attr=attr,
-                       **options)
+        m = NotebookMap(location=list(center), zoom_start=zoom, tiles=None, **options)
+    else:
+        m = NotebookMap(location=list(center), zoom_start=zoom, tiles=tiles, attr=attr,
+                        **options)
+    if basemap is not None:
+        basemap_layer(m, basemap)
+    return m
 
 
 def set_title(m: folium.Map, title: str, *, replace: bool = False) -> None:
@@ -402,6 +409,40 @@ def districts_outline(m: folium.Map, districts: Any, *, name: str = "Districts",
     return group
 
 
+#: basemap styles by (kind, class): water filled light blue, roads as light lines
+BASEMAP_STYLES = {
+    ("water", "river"): {"color": "#9ecae1", "weight": 0.5, "fillColor": "#c6dbef",
+                         "fillOpacity": 0.9},
+    ("water", "lake"): {"color": "#9ecae1", "weight": 0.5, "fillColor": "#c6dbef",
+                        "fillOpacity": 0.9},
+    ("road", "motorway"): {"color": "#f5f5f5", "weight": 5, "opacity": 1.0},
+    ("road", "primary"): {"color": "#fafafa", "weight": 3, "opacity": 1.0},
+}
+
+
+def basemap_layer(m: folium.Map, basemap: Any, *, name: str = "Basemap",
+                  show: bool = True) -> folium.FeatureGroup:
+    """An offline vector backdrop under the data: water and roads of ``basemap`` (a
+    GeoDataFrame with ``kind`` and ``class`` columns, e.g. :func:`fedlab_kit.data.load_basemap`
+    for the sample city). Not interactive; add it first so the data draws on top. For a real
+    city use tiles instead (``base_map(tiles=...)``; see the README)."""
+    what = "basemap_layer"
+    if not isinstance(basemap, gpd.GeoDataFrame):
+        raise InputTypeError(f"{what}: basemap must be a GeoDataFrame (e.g. load_basemap())")
+    _require(basemap, ["kind", "class", "geometry"], what)
+    gdf = basemap.to_crs(4326) if basemap.crs is not None and basemap.crs.to_epsg() != 4326 \
+        else basemap
+    default = {"color": "#bdbdbd", "weight": 1, "fillOpacity": 0.3}
+    group = folium.FeatureGroup(name=name, show=show, control=True)
+    folium.GeoJson(
+        json.loads(gdf[["kind", "class", "geometry"]].to_json()), name=name, interactive=False,
+        style_function=lambda f: BASEMAP_STYLES.get(
+            (f["properties"]["kind"], f["properties"]["class"]), default),
+    ).add_to(group)
+    group.add_to(m)
+    return group
+
+
 # --------------------------------------------------------------------------- funnel
 
 _FUNNEL_COLUMNS = ("district_id", "stage", "count", "ci_low", "ci_high", "rate")
@@ -581,3 +622,32 @@ def funnel_layer(m: folium.Map, districts: Any, funnel: pd.DataFrame, *,
         shape.add_to(group)
     group.add_to(m)
     return group
+
+
+def campaign_funnel_maps(districts: Any, funnel: pd.DataFrame, *,
+                         stage_order: Sequence[str] | None = None, group: str = "exposed",
+                         color_stage: str | None = None, basemap: Any = None
+                         ) -> dict[str, folium.Map]:
+    """One map per campaign of a released funnel (``campaign``, ``group`` columns as
+    :func:`fedlab_kit.analytics.funnel.funnel_frame` gives them): district outlines and
+    ``group``'s funnel, shaded by its lift at ``color_stage``, titled with the campaign.
+    Export each to its own file, named after the campaign (a static snapshot cannot switch
+    campaigns). ``basemap``: as in :func:`base_map`."""
+    what = "campaign_funnel_maps"
+    _require(funnel, ["campaign", "group"], what)
+    rows = funnel[funnel["group"] == group]
+    if "level" in rows.columns:  # not the district totals over campaigns
+        rows = rows[rows["level"] == "campaign"]
+    if rows.empty:
+        raise InputError(f"{what}: no funnel rows of group {group!r}; groups: "
+                         f"{sorted(funnel['group'].astype(str).unique())}")
+    out = {}
+    for campaign, shown in rows.groupby(rows["campaign"].astype(str), sort=True):
+        m = base_map(basemap=basemap)
+        districts_outline(m, districts)
+        funnel_layer(m, districts, shown, stage_order=stage_order, color_by="lift",
+                     color_stage=color_stage,
+                     caption=f"Purchase lift, {group} vs control ({campaign}, DP)")
+        set_title(m, f"Campaign funnel: {campaign} (DP)", replace=True)
+        out[str(campaign)] = m
+    return out

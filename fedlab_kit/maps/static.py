@@ -58,6 +58,13 @@ def _draw_geojson(ax: Any, layer: folium.GeoJson) -> int:
         edge = style.get("color", "#3388ff")
         dashed = bool(style.get("dashArray"))
         for poly in polygons:
+            if poly.geom_type in ("LineString", "LinearRing"):
+                xs, ys = zip(*poly.coords, strict=True)
+                ax.plot(xs, ys, color=edge, linewidth=float(style.get("weight", 1.0)) * 0.75,
+                        alpha=float(style.get("opacity", 1.0)), solid_capstyle="round",
+                        linestyle="--" if dashed else "-")
+                drawn += 1
+                continue
             if poly.geom_type != "Polygon":
                 continue
             ring = list(poly.exterior.coords)

@@ -26,6 +26,9 @@ from ..protocol.envelope import Envelope
 from .frames import FrameHeader, FrameType
 
 Cursor = tuple[int, int]  # (message seq, chunk index)
+#: the largest message a peer may send; a header announcing more is refused before any
+#: allocation, and a message's buffer grows only with the chunks that really arrive
+MAX_MESSAGE = 4 << 30
 
 
 @dataclass
@@ -78,10 +81,12 @@ class PeerLink:
         *,
         chunk_size: int = 4 << 20,
         window: int = 64 << 20,
+        max_message: int = MAX_MESSAGE,
     ) -> None:
         if chunk_size <= 0 or window < chunk_size:
             raise ValueError("need 0 < chunk_size <= window")
         self.me, self.peer, self.instance = me, peer, instance
+        self.max_message = max_message
         self.chunk_size, self.window = chunk_size, window
         # --- sending side ---
         self._outbox: deque[_OutMsg] = deque()
@@ -254,18 +259,21 @@ class PeerLink:
     def _accept(self, h: FrameHeader, data: memoryview | bytes, ev: LinkEvents) -> None:
         if not (0 <= h.chunk < h.n_chunks) or h.total < 0:
             raise SecurityError(self.peer, f"inconsistent chunk header {h}")
+        if h.total > self.max_message:
+            raise SecurityError(self.peer, f"message {h.msg} announces {h.total} bytes, more "
+                                           f"than the {self.max_message} a message may have")
         if h.chunk == 0:
             if h.n_chunks == 1:
                 self._deliver(h, bytes(data), ev)
                 return self._advance(h, len(data), ev)
-            self._inbound = _Inbound(h, bytearray(h.total))
+            self._inbound = _Inbound(h, bytearray())  # grows with the chunks that arrive
         inbound = self._inbound
         if inbound is None or (inbound.header.msg, inbound.header.total) != (h.msg, h.total):
             raise SecurityError(self.peer, f"chunk {h.chunk} of message {h.msg} out of place")
         end = inbound.filled + len(data)
         if end > h.total or (h.chunk == h.n_chunks - 1 and end != h.total):
             raise SecurityError(self.peer, f"message {h.msg} has the wrong length")
-        inbound.buf[inbound.filled : end] = data
+        inbound.buf += data
         inbound.filled = end
         if h.chunk == h.n_chunks - 1:
             self._inbound = None

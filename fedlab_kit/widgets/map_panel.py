@@ -28,6 +28,7 @@ from ._background import (
 LayerBuilder = Callable[[folium.Map], Any]
 
 CROWD, HEAT, FUNNEL, DISTRICTS = "Crowd counts", "Crowd heat", "Campaign funnel", "Districts"
+BASEMAP = "Basemap"
 
 
 def _lift_shading(funnel: pd.DataFrame) -> dict[str, Any]:
@@ -65,13 +66,15 @@ class MapPanel(TaskPanel):
     ``offline=True`` the page inlines Leaflet & co. and needs no network (see
     ``python -m fedlab_kit.maps``); the default, ``None``, does so whenever those assets
     are there and loads them from the CDN otherwise. ``panel.map`` is the folium map last
-    drawn. The export buttons write the ticked layers to the path in ``panel.path`` with the
-    suffix ``.html`` or ``.png`` (PNG needs headless Chromium); ``panel.exported`` is the
-    last file written.
+    drawn. ``basemap`` (e.g. :func:`fedlab_kit.data.load_basemap`) adds an offline backdrop
+    of water and roads under the data (on by default). The export buttons write the ticked
+    layers to the path in ``panel.path`` with the suffix ``.html`` or ``.png`` (headless
+    Chromium, or matplotlib without one); ``panel.exported`` is the last file written.
     """
 
     def __init__(self, *, cells: pd.DataFrame | None = None, funnel: pd.DataFrame | None = None,
-                 districts: Any = None, layers: Mapping[str, LayerBuilder] | None = None,
+                 districts: Any = None, basemap: Any = None,
+                 layers: Mapping[str, LayerBuilder] | None = None,
                  shown: Sequence[str] | None = None, path: str | os.PathLike[str] = "map.html",
                  center: Sequence[float] | None = None, zoom: int = DEFAULT_ZOOM,
                  tiles: str | None = None, layer_control: bool = True, offline: bool | None = None,
@@ -86,6 +89,9 @@ class MapPanel(TaskPanel):
         self.layer_control, self.offline, self.height = layer_control, offline, height
         self.png_size, self.browser = png_size, browser
         self.builders: dict[str, LayerBuilder] = {}
+        self.basemap = basemap
+        if basemap is not None:  # first: the data draws on top of it
+            self.builders[BASEMAP] = lambda m: maps.basemap_layer(m, self.basemap)
         if cells is not None:
             self.builders[CROWD] = lambda m: maps.crowd_layer(m, self.cells,
                                                                districts=self.districts)
@@ -103,7 +109,7 @@ class MapPanel(TaskPanel):
                 raise InputTypeError(f"layer {name!r}: expected a function builder(m), got "
                                      f"{type(builder).__name__}")
             self.builders[name] = builder
-        if not self.builders:
+        if not set(self.builders) - {BASEMAP}:
             raise InputTypeError("MapPanel needs something to draw: cells, funnel + districts, "
                                  "districts or layers={name: builder(m)}")
         if shown is None:

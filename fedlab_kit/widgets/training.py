@@ -85,7 +85,8 @@ def _fmt(value: float) -> str:
 
 
 def _table(rows: Sequence[tuple[str, str]], css: str) -> str:
-    body = "".join(f'<tr><th style="text-align:left;padding-right:1em">{html.escape(k)}</th>'
+    body = "".join(f'<tr><th style="text-align:left;padding-right:1em;white-space:nowrap;'
+                   f'vertical-align:top">{html.escape(k)}</th>'
                    f"<td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f'<table class="{css}">{body}</table>'
 

@@ -73,12 +73,22 @@ class RelayConnection:
 
         ``on_connected`` has run when this returns, so the caller can send at once.
         """
-        try:
-            reader, writer, welcome = await self._open()
-        except OSError as exc:
-            inv = self.invitation
-            raise RelayUnavailable(f"cannot reach the relay at {inv.host}:{inv.port} "
-                                   f"({exc.strerror or exc}); is `fedlab relay` running?") from None
+        deadline = time.monotonic() + self.config.reconnect_timeout
+        delay = 0.05
+        while True:
+            try:
+                reader, writer, welcome = await self._open()
+                break
+            except OSError as exc:
+                inv = self.invitation
+                raise RelayUnavailable(f"cannot reach the relay at {inv.host}:{inv.port} "
+                                       f"({exc.strerror or exc}); is `fedlab relay` running?"
+                                       ) from None
+            except RelayRejected as exc:  # busy: the relay is full for now, so wait and retry
+                if getattr(exc, "code", "") != "busy" or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
         self._connected(writer, True, welcome)
         self._task = asyncio.create_task(self._run(reader, writer))
 
@@ -105,6 +115,12 @@ class RelayConnection:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=5)
 
+    def _raise_error(self, body: bytes) -> None:
+        err = wire.decode_control(body, wire.Error)
+        exc = RelayRejected(f"relay refused {self.identity.name!r}: {err.message}")
+        exc.code = err.code  # type: ignore[attr-defined]
+        raise exc
+
     async def _open(
         self,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.Welcome]:
@@ -112,6 +128,8 @@ class RelayConnection:
         reader, writer = await asyncio.open_connection(inv.host, inv.port, limit=8 << 20)
         try:
             kind, body = await asyncio.wait_for(wire.read_frame(reader, 1 << 16), 15)
+            if kind == T.ERROR:  # e.g. busy: refused before the challenge
+                self._raise_error(body)
             if kind != T.CHALLENGE:
                 raise RelayRejected(f"{inv.host}:{inv.port} is not a fedlab relay")
             challenge = wire.decode_control(body, wire.Challenge)
@@ -127,10 +145,7 @@ class RelayConnection:
             writer.write(wire.control(T.HELLO, hello))
             kind, body = await asyncio.wait_for(wire.read_frame(reader, 1 << 16), 15)
             if kind == T.ERROR:
-                err = wire.decode_control(body, wire.Error)
-                exc = RelayRejected(f"relay refused {self.identity.name!r}: {err.message}")
-                exc.code = err.code  # type: ignore[attr-defined]
-                raise exc
+                self._raise_error(body)
             if kind != T.WELCOME:
                 raise RelayRejected(f"unexpected {kind.name} from the relay during the handshake")
             welcome = wire.decode_control(body, wire.Welcome)

@@ -97,7 +97,9 @@ class RelayConfig:
     mailbox_bytes: int = 128 << 20
     heartbeat_timeout: float = 30.0
     hello_timeout: float = 10.0
-    max_connections: int = 512
+    max_connections: int = 512  # authenticated members
+    max_pending: int = 128  # connections still in the handshake, all sources together
+    max_pending_per_address: int = 8  # ... and from one source address
     max_rooms: int = 1000
     rooms_file: Path | None = None  # closed mode: only these rooms; else rooms open on demand
 
@@ -111,7 +113,8 @@ class RelayServer:
         self.rooms: dict[str, Room] = {}
         self.closed_mode = self.config.rooms_file is not None
         self._server: asyncio.Server | None = None
-        self._conns = 0
+        self._pending: dict[str, int] = {}  # source address -> connections in handshake
+        self._members = 0  # authenticated connections
         self._handlers: set[asyncio.Task[None]] = set()
         if self.config.rooms_file is not None:
             self._load_rooms(self.config.rooms_file)
@@ -199,6 +202,15 @@ class RelayServer:
             ) from None
 
     # -------------------------------------------------------------- connections
+    def _end_pending(self, address: str) -> bool:
+        """One handshake from ``address`` is over; returns False (no longer pending)."""
+        left = self._pending.get(address, 0) - 1
+        if left > 0:
+            self._pending[address] = left
+        else:
+            self._pending.pop(address, None)
+        return False
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.CancelledError):  # relay shutting down
             await self._connection(reader, writer)
@@ -206,17 +218,24 @@ class RelayServer:
     async def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        peername = str(writer.get_extra_info("peername"))
+        peer = writer.get_extra_info("peername")
+        peername = str(peer)
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else peername
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
-        self._conns += 1
         conn: Connection | None = None
         room: Room | None = None
         reason = "left"
+        pending = True  # until authenticated: counted against the handshake limits
+        self._pending[address] = self._pending.get(address, 0) + 1
         try:
-            if self._conns > self.config.max_connections:
+            # members never compete with handshakes: a flood of idle sockets fills only
+            # the handshake slots (per address first), and a busy client retries
+            if (self._pending[address] > self.config.max_pending_per_address
+                    or sum(self._pending.values()) > self.config.max_pending
+                    or self._members >= self.config.max_connections):
                 raise Reject("busy", "the relay has too many connections; try again later")
             writer.transport.set_write_buffer_limits(high=8 << 20)
             nonce = os.urandom(32)
@@ -249,6 +268,8 @@ class RelayServer:
             if hello.epoch == self.epoch:
                 await mailbox.ack(hello.last_seq)
             mailbox.conn = conn
+            pending = self._end_pending(address)
+            self._members += 1
             welcome = wire.Welcome(self.epoch, room.present(), self.config.max_frame,
                                    self.config.mailbox_bytes)
             conn.send(wire.control(T.WELCOME, welcome))
@@ -274,7 +295,10 @@ class RelayServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             reason = "lost" if conn is not None else reason
         finally:
-            self._conns -= 1
+            if pending:
+                self._end_pending(address)
+            elif conn is not None:
+                self._members -= 1
             if conn is not None and room is not None:
                 mailbox = room.mailboxes[conn.name]
                 if mailbox.conn is conn:
