@@ -41,16 +41,20 @@ def main(log_level: str) -> None:
               help="Largest frame accepted; larger messages are chunked by the parties.")
 @click.option("--mailbox-mb", default=128, show_default=True, type=click.IntRange(1, 1 << 16),
               help="Per-party queue; a full queue pauses the senders (backpressure).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM certificate: speak TLS (make one with `fedlab tls-cert`).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The certificate's PEM private key.")
 @click.option("--heartbeat-timeout", default=30.0, show_default=True,
               help="Seconds of silence after which a party counts as lost.")
 def relay(host: str, port: int, rooms_file: Path | None, max_frame_mb: int, mailbox_mb: int,
-          heartbeat_timeout: float) -> None:
+          tls_cert: Path | None, tls_key: Path | None, heartbeat_timeout: float) -> None:
     """Run the message relay (routes sealed frames; never sees payloads)."""
     from .net.relay.server import RelayConfig, RelayServer
 
     config = RelayConfig(host=host, port=port, max_frame=max_frame_mb << 20,
                          mailbox_bytes=mailbox_mb << 20, heartbeat_timeout=heartbeat_timeout,
-                         rooms_file=rooms_file)
+                         rooms_file=rooms_file, tls_cert=tls_cert, tls_key=tls_key)
 
     async def serve() -> None:
         try:
@@ -59,6 +63,8 @@ def relay(host: str, port: int, rooms_file: Path | None, max_frame_mb: int, mail
             _fail(exc)
         await server.start()
         click.echo(f"fedlab relay listening on {host}:{server.port}", err=False)
+        if server.pin:
+            click.echo(f"TLS: invitations name tls://HOST:{server.port} with --pin {server.pin}")
         sys.stdout.flush()
         if rooms_file is None and host not in ("127.0.0.1", "localhost", "::1"):
             click.echo("warning: open mode: anyone reaching this port can open a room "
@@ -92,19 +98,41 @@ def keygen(name: str, out: Path | None) -> None:
     click.echo(ident.card.to_string())
 
 
+@main.command("tls-cert")
+@click.option("--host", required=True, help="The relay's host name or IP address.")
+@click.option("--out", default=".", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for relay.crt and relay.key (the key readable by you only).")
+def tls_cert(host: str, out: Path) -> None:
+    """Make a self-signed TLS certificate for the relay and print its pin."""
+    from .net.relay.tls import make_self_signed
+
+    pin = make_self_signed(host, out / "relay.crt", out / "relay.key")
+    click.echo(json.dumps({"cert": str(out / "relay.crt"), "key": str(out / "relay.key"),
+                           "pin": pin}))
+
+
 @main.command()
-@click.option("--relay", "relay_addr", required=True, help="HOST:PORT of the relay.")
+@click.option("--relay", "relay_addr", required=True,
+              help="The relay: tcp://HOST:PORT, tls://HOST:PORT, or HOST:PORT (tcp).")
+@click.option("--pin", default="", help="sha256:... pin of a TLS relay's certificate.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Or the relay's certificate file: its pin goes into the invitation.")
 @click.option("--room", help="Room name (default: random).")
 @click.argument("cards", nargs=-1, required=True)
-def invite(relay_addr: str, room: str | None, cards: tuple[str, ...]) -> None:
+def invite(relay_addr: str, pin: str, tls_cert: Path | None, room: str | None,
+           cards: tuple[str, ...]) -> None:
     """Make a room invitation from the members' cards (strings or @file)."""
+    from .net.identity import parse_relay_address
+    from .net.relay.tls import pin_of_file
+
     try:
-        host, _, port = relay_addr.rpartition(":")
-        if not host or not port.isdigit():
-            raise FedlabError(f"--relay must be HOST:PORT, got {relay_addr!r}")
+        tls, host, port = parse_relay_address(relay_addr)
+        if tls_cert is not None:
+            pin = pin_of_file(tls_cert)
         parsed = [PartyCard.from_string(Path(c[1:]).read_text() if c.startswith("@") else c)
                   for c in cards]
-        click.echo(Invitation.create(host, int(port), room, parsed).to_string())
+        click.echo(Invitation.create(host, port, room, parsed, tls=tls, pin=pin).to_string())
     except (FedlabError, OSError) as exc:
         _fail(exc)
 
@@ -126,8 +154,9 @@ def ping(key: Path, invitation: str, wait: float) -> None:
             while time.monotonic() < deadline and any(
                     v != "present" for v in party.presence.values()):
                 time.sleep(0.1)
-            click.echo(json.dumps({"me": party.name, "room": inv.room,
-                                   "presence": party.presence}))
+            click.echo(json.dumps({"me": party.name, "room": inv.room, "relay": inv.url,
+                                   "transport": "tls" if inv.tls else "tcp",
+                                   "pin": inv.pin or None, "presence": party.presence}))
     except FedlabError as exc:
         _fail(exc)
 

@@ -24,7 +24,9 @@ from ..errors import InvitationError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 CARD_PREFIX = "fedlab-card1"
-INVITE_PREFIX = "fedlab-invite1"
+INVITE_PREFIX = "fedlab-invite1"  # HOST|PORT (plain TCP); still read
+INVITE_PREFIX2 = "fedlab-invite2"  # the relay as a URL, and the pin of its certificate
+PIN_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")  # a relay certificate's pin
 _RAW = serialization.Encoding.Raw
 
 
@@ -146,15 +148,27 @@ class Identity:
 
 @dataclass(frozen=True)
 class Invitation:
-    """Where to meet (relay address, room) and who the members are (pinned cards)."""
+    """Where to meet (relay address, room) and who the members are (pinned cards).
+
+    ``tls``: the relay speaks TLS; ``pin``: the SHA-256 of its certificate
+    (``sha256:<hex>``), checked before anything is sent (no public CA needed). The relay is
+    named as a URL (``tcp://host:port`` or ``tls://host:port``) in the invitation text."""
 
     host: str
     port: int
     room: str
     members: tuple[PartyCard, ...]
+    tls: bool = False
+    pin: str = ""
 
     def __post_init__(self) -> None:
         check_name(self.room, "room name")
+        if self.pin:
+            if not self.tls:
+                raise InvitationError("a relay pin needs a TLS relay (tls://HOST:PORT)")
+            if not PIN_PATTERN.match(self.pin):
+                raise InvitationError(f"a relay pin is 'sha256:' and 64 hex digits, got "
+                                      f"{self.pin[:20]!r}")
         names = [c.name for c in self.members]
         if len(set(names)) != len(names):
             raise InvitationError(f"invitation lists a party name twice: {sorted(names)}")
@@ -177,19 +191,29 @@ class Invitation:
         """Member name -> Ed25519 public key, what the relay needs to authenticate joins."""
         return {c.name: c.sign_key for c in self.members}
 
+    @property
+    def url(self) -> str:
+        """The relay as a URL: ``tcp://host:port`` or ``tls://host:port``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'tls' if self.tls else 'tcp'}://{host}:{self.port}"
+
     def to_string(self) -> str:
         cards = ",".join(c.to_string() for c in self.members)
-        return f"{INVITE_PREFIX}|{self.host}|{self.port}|{self.room}|{cards}"
+        return f"{INVITE_PREFIX2}|{self.url}|{self.pin}|{self.room}|{cards}"
 
     @classmethod
     def from_string(cls, text: str) -> Invitation:
         parts = text.strip().split("|")
+        if len(parts) == 5 and parts[0] == INVITE_PREFIX2:  # URL and pin
+            tls, host, port = _parse_relay_url(parts[1])
+            cards = tuple(PartyCard.from_string(c) for c in parts[4].split(",") if c)
+            return cls(host, port, parts[3], cards, tls=tls, pin=parts[2])
         if len(parts) != 5 or parts[0] != INVITE_PREFIX:
             raise InvitationError(
-                f"not an invitation: expected '{INVITE_PREFIX}|HOST|PORT|ROOM|CARDS', "
-                f"got {text[:40]!r}"
+                f"not an invitation: expected '{INVITE_PREFIX2}|tcp://HOST:PORT|PIN|ROOM|"
+                f"CARDS', got {text[:40]!r}"
             )
-        try:
+        try:  # the first format: plain TCP, HOST|PORT
             port = int(parts[2])
         except ValueError as exc:
             raise InvitationError(f"invitation port {parts[2]!r} is not a number") from exc
@@ -211,6 +235,30 @@ class Invitation:
 
     @classmethod
     def create(
-        cls, host: str, port: int, room: str | None, cards: list[PartyCard]
+        cls, host: str, port: int, room: str | None, cards: list[PartyCard], *,
+        tls: bool = False, pin: str = "",
     ) -> Invitation:
-        return cls(host, port, room or f"room-{secrets.token_hex(4)}", tuple(cards))
+        return cls(host, port, room or f"room-{secrets.token_hex(4)}", tuple(cards),
+                   tls=tls or bool(pin), pin=pin)
+
+
+def parse_relay_address(text: str) -> tuple[bool, str, int]:
+    """(tls, host, port) of ``tcp://host:port``, ``tls://host:port`` or ``host:port``."""
+    try:
+        return _parse_relay_url(text if "://" in text else f"tcp://{text}")
+    except InvitationError:
+        raise InvitationError(f"the relay must be tcp://HOST:PORT, tls://HOST:PORT or "
+                              f"HOST:PORT, got {text[:40]!r}") from None
+
+
+def _parse_relay_url(url: str) -> tuple[bool, str, int]:
+    """(tls, host, port) of ``tcp://host:port`` or ``tls://host:port``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("tcp", "tls"):
+        raise InvitationError(f"the relay must be tcp://HOST:PORT or tls://HOST:PORT, got "
+                              f"{url[:40]!r}")
+    host, _, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvitationError(f"the relay URL {url[:40]!r} needs a host and a port")
+    return scheme == "tls", host, int(port)

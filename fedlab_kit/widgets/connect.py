@@ -42,7 +42,7 @@ class ConnectPanel(Panel):
             placeholder="retailer.key (from `fedlab keygen`)", layout=layout)
         self.invitation_text = widgets.Textarea(
             value=invitation or "", description="Invitation",
-            placeholder="fedlab-invite1|… or @invitation.txt", layout=layout)
+            placeholder="fedlab-invite2|… or @invitation.txt", layout=layout)
         self.connect_button = widgets.Button(description="Connect", button_style="primary",
                                              icon="plug")
         self.disconnect_button = widgets.Button(description="Disconnect", disabled=True,

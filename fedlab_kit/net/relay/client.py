@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...errors import RelayRejected, RelayUnavailable
 from ..identity import Identity, Invitation
-from . import wire
+from . import tls, wire
 from .wire import T
 
 log = logging.getLogger("fedlab.client")
@@ -81,7 +82,7 @@ class RelayConnection:
                 break
             except OSError as exc:
                 inv = self.invitation
-                raise RelayUnavailable(f"cannot reach the relay at {inv.host}:{inv.port} "
+                raise RelayUnavailable(f"cannot reach the relay at {inv.url} "
                                        f"({exc.strerror or exc}); is `fedlab relay` running?"
                                        ) from None
             except RelayRejected as exc:  # busy: the relay is full for now, so wait and retry
@@ -125,13 +126,25 @@ class RelayConnection:
         self,
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.Welcome]:
         inv = self.invitation
-        reader, writer = await asyncio.open_connection(inv.host, inv.port, limit=8 << 20)
         try:
+            reader, writer = await asyncio.open_connection(
+                inv.host, inv.port, limit=8 << 20,
+                ssl=tls.client_context(inv.pin) if inv.tls else None,
+                server_hostname=inv.host if inv.tls else None)
+        except ssl.SSLError as exc:  # before OSError: it is one
+            err = RelayRejected(f"TLS with the relay at {inv.url} failed: {exc.reason or exc} "
+                                "(does the relay run with --tls-cert? is the invitation's "
+                                "address right?)")
+            err.code = "tls"  # type: ignore[attr-defined]
+            raise err from None
+        try:
+            if inv.tls:
+                tls.check_pin(writer.get_extra_info("ssl_object"), inv.pin, inv.url)
             kind, body = await asyncio.wait_for(wire.read_frame(reader, 1 << 16), 15)
             if kind == T.ERROR:  # e.g. busy: refused before the challenge
                 self._raise_error(body)
             if kind != T.CHALLENGE:
-                raise RelayRejected(f"{inv.host}:{inv.port} is not a fedlab relay")
+                raise RelayRejected(f"{inv.url} is not a fedlab relay")
             challenge = wire.decode_control(body, wire.Challenge)
             roster = inv.roster()
             signature = self.identity.sign(
@@ -151,7 +164,7 @@ class RelayConnection:
             welcome = wire.decode_control(body, wire.Welcome)
         except (wire.WireError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             writer.close()
-            raise RelayRejected(f"handshake with {inv.host}:{inv.port} failed: {exc}") from exc
+            raise RelayRejected(f"handshake with {inv.url} failed: {exc}") from exc
         except BaseException:
             writer.close()
             raise
@@ -204,7 +217,7 @@ class RelayConnection:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
         raise RelayUnavailable(
-            f"relay {self.invitation.host}:{self.invitation.port} unreachable for "
+            f"relay {self.invitation.url} unreachable for "
             f"{self.config.reconnect_timeout:.0f} s (last error: {last})"
         )
 

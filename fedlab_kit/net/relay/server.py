@@ -22,9 +22,9 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ...errors import InvitationError
+from ...errors import InputError, InvitationError
 from ..identity import Invitation, check_name
-from . import wire
+from . import tls, wire
 from .wire import T
 
 log = logging.getLogger("fedlab.relay")
@@ -102,6 +102,8 @@ class RelayConfig:
     max_pending_per_address: int = 8  # ... and from one source address
     max_rooms: int = 1000
     rooms_file: Path | None = None  # closed mode: only these rooms; else rooms open on demand
+    tls_cert: Path | None = None  # PEM certificate (and key) to speak TLS on the port
+    tls_key: Path | None = None
 
 
 class RelayServer:
@@ -112,6 +114,12 @@ class RelayServer:
         self.epoch = secrets.token_hex(8)
         self.rooms: dict[str, Room] = {}
         self.closed_mode = self.config.rooms_file is not None
+        if (self.config.tls_cert is None) != (self.config.tls_key is None):
+            raise InputError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        self._ssl = (tls.server_context(self.config.tls_cert, self.config.tls_key)
+                     if self.config.tls_cert is not None else None)
+        #: the pin parties check (``sha256:<hex>`` of the certificate), "" without TLS
+        self.pin = tls.pin_of_file(self.config.tls_cert) if self.config.tls_cert else ""
         self._server: asyncio.Server | None = None
         self._pending: dict[str, int] = {}  # source address -> connections in handshake
         self._members = 0  # authenticated connections
@@ -136,7 +144,8 @@ class RelayServer:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._handle, self.config.host, self.config.port, limit=8 << 20
+            self._handle, self.config.host, self.config.port, limit=8 << 20,
+            ssl=self._ssl, ssl_handshake_timeout=self.config.hello_timeout if self._ssl else None,
         )
         log.info("relay listening on %s:%d (epoch %s)", self.config.host, self.port, self.epoch)
 

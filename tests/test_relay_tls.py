@@ -1,0 +1,132 @@
+"""TLS to the relay: a pinned self-signed certificate, the invitation's relay URL, and the
+refusals a party must see (a wrong pin, TLS to a plain relay, an unpinned self-signed
+certificate)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_relay_inprocess import HOST, close_all, exchange, join, relay, run
+
+from fedlab_kit.cli import main
+from fedlab_kit.demo.harness import RelayProcess, create_room
+from fedlab_kit.errors import InputError, InvitationError, RelayRejected
+from fedlab_kit.net.identity import Identity, Invitation
+from fedlab_kit.net.relay.tls import make_self_signed, pin_of_file
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    out = tmp_path_factory.mktemp("tls")
+    pin = make_self_signed(HOST, out / "relay.crt", out / "relay.key")
+    assert (out / "relay.key").stat().st_mode & 0o077 == 0  # the key is the owner's only
+    return out / "relay.crt", out / "relay.key", pin
+
+
+def _room(port: int, *, pin: str = "", tls: bool = True) -> tuple[Invitation, dict]:
+    ids = {p: Identity.generate(p) for p in ("a", "b")}
+    inv = Invitation.create(HOST, port, "r", [i.card for i in ids.values()], tls=tls, pin=pin)
+    return inv, ids
+
+
+def test_parties_meet_over_tls_with_the_pinned_certificate(cert: tuple[Path, Path, str]
+                                                           ) -> None:
+    crt, key, pin = cert
+
+    async def main_() -> None:
+        async with relay(tls_cert=crt, tls_key=key) as srv:
+            assert srv.pin == pin == pin_of_file(crt)
+            inv, ids = _room(srv.port, pin=pin)
+            inv = Invitation.from_string(inv.to_string())  # what the parties paste
+            assert inv.url == f"tls://{HOST}:{srv.port}" and inv.pin == pin
+            a, b = await join(ids["a"], inv), await join(ids["b"], inv)
+            try:
+                await exchange(a, b, b"over tls")
+            finally:
+                await close_all(a, b)
+
+    run(main_())
+
+
+def test_a_wrong_pin_is_refused_before_anything_is_sent(cert: tuple[Path, Path, str]) -> None:
+    """The attack: a relay (or someone in between) with another certificate. The party
+    refuses it after the TLS handshake, before its HELLO (its signed credential) leaves."""
+    crt, key, pin = cert
+    wrong = "sha256:" + "0" * 64
+
+    async def main_() -> None:
+        async with relay(tls_cert=crt, tls_key=key) as srv:
+            inv, ids = _room(srv.port, pin=wrong)
+            with pytest.raises(RelayRejected, match="is not the one in the invitation") as info:
+                await join(ids["a"], inv)
+            assert pin in str(info.value) and wrong in str(info.value)
+            assert not srv.rooms  # no HELLO reached the relay
+
+    run(main_())
+
+
+def test_tls_to_a_plain_relay_and_unpinned_self_signed_are_clear_errors(
+        cert: tuple[Path, Path, str]) -> None:
+    crt, key, _pin = cert
+
+    async def main_() -> None:
+        async with relay() as plain:
+            inv, ids = _room(plain.port)
+            with pytest.raises(RelayRejected, match=r"TLS with the relay at tls://.* failed"):
+                await asyncio.wait_for(join(ids["a"], inv), 20)
+        async with relay(tls_cert=crt, tls_key=key) as srv:
+            inv, ids = _room(srv.port)  # no pin: the system's CAs must vouch for it
+            with pytest.raises(RelayRejected, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+                await asyncio.wait_for(join(ids["a"], inv), 20)
+
+    run(main_())
+
+
+def test_invitations_name_the_relay_as_a_url() -> None:
+    cards = [Identity.generate(n).card for n in ("a", "b")]
+    pin = "sha256:" + "ab" * 32
+    inv = Invitation.create("relay.example.org", 443, "r", cards, pin=pin)
+    text = inv.to_string()
+    assert text.startswith("fedlab-invite2|tls://relay.example.org:443|sha256:")
+    assert Invitation.from_string(text) == inv
+    plain = Invitation.create("::1", 8765, "r", cards)
+    assert plain.url == "tcp://[::1]:8765" and Invitation.from_string(plain.to_string()) == plain
+    old = f"fedlab-invite1|10.0.0.5|8765|r|{','.join(c.to_string() for c in cards)}"
+    assert Invitation.from_string(old).url == "tcp://10.0.0.5:8765"  # the first format
+    with pytest.raises(InvitationError, match="'sha256:' and 64 hex"):
+        Invitation.create("h", 1, "r", cards, pin="sha256:xyz")
+    with pytest.raises(InvitationError, match="needs a TLS relay"):
+        Invitation("h", 1, "r", tuple(cards), tls=False, pin=pin)
+    with pytest.raises(InvitationError, match="tcp://HOST:PORT or tls://HOST:PORT"):
+        Invitation.from_string(text.replace("tls://", "wss://"))
+    with pytest.raises(InputError, match="both a certificate and its key"):
+        run(relay(tls_cert=Path("x.crt")).__aenter__())
+
+
+def test_cli_tls_cert_invite_and_ping_report_transport_and_pin(tmp_path: Path) -> None:
+    runner = CliRunner()
+    made = runner.invoke(main, ["tls-cert", "--host", HOST, "--out", str(tmp_path)])
+    assert made.exit_code == 0, made.output
+    pin = json.loads(made.output)["pin"]
+    with RelayProcess.start(extra=["--tls-cert", str(tmp_path / "relay.crt"),
+                                   "--tls-key", str(tmp_path / "relay.key")]) as relay_proc:
+        _inv, keys = create_room(["a", "b"], tmp_path / "keys", HOST, relay_proc.port)
+        cards = [str(Identity.load(keys[n]).card.to_string()) for n in ("a", "b")]
+        out = runner.invoke(main, ["invite", "--relay", f"tls://{HOST}:{relay_proc.port}",
+                                   "--tls-cert", str(tmp_path / "relay.crt"), "--room", "r",
+                                   *cards])
+        assert out.exit_code == 0, out.output
+        invitation = out.output.strip()
+        assert Invitation.from_string(invitation).pin == pin
+        ping = runner.invoke(main, ["ping", "--key", str(keys["a"]),
+                                    "--invitation", invitation])
+        assert ping.exit_code == 0, ping.output
+        said = json.loads(ping.output)
+        assert (said["transport"], said["pin"]) == ("tls", pin)
+        assert said["relay"] == f"tls://{HOST}:{relay_proc.port}"
