@@ -41,6 +41,9 @@ def main(log_level: str) -> None:
               help="Largest frame accepted; larger messages are chunked by the parties.")
 @click.option("--mailbox-mb", default=128, show_default=True, type=click.IntRange(1, 1 << 16),
               help="Per-party queue; a full queue pauses the senders (backpressure).")
+@click.option("--ws-port", type=click.IntRange(0, 65535),
+              help="Also accept WebSocket connections on this port (wss with --tls-cert), "
+                   "for parties behind HTTP proxies or a reverse proxy in front.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PEM certificate: speak TLS (make one with `fedlab tls-cert`).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -48,13 +51,15 @@ def main(log_level: str) -> None:
 @click.option("--heartbeat-timeout", default=30.0, show_default=True,
               help="Seconds of silence after which a party counts as lost.")
 def relay(host: str, port: int, rooms_file: Path | None, max_frame_mb: int, mailbox_mb: int,
-          tls_cert: Path | None, tls_key: Path | None, heartbeat_timeout: float) -> None:
+          ws_port: int | None, tls_cert: Path | None, tls_key: Path | None,
+          heartbeat_timeout: float) -> None:
     """Run the message relay (routes sealed frames; never sees payloads)."""
     from .net.relay.server import RelayConfig, RelayServer
 
     config = RelayConfig(host=host, port=port, max_frame=max_frame_mb << 20,
                          mailbox_bytes=mailbox_mb << 20, heartbeat_timeout=heartbeat_timeout,
-                         rooms_file=rooms_file, tls_cert=tls_cert, tls_key=tls_key)
+                         rooms_file=rooms_file, tls_cert=tls_cert, tls_key=tls_key,
+                         ws_port=ws_port)
 
     async def serve() -> None:
         try:
@@ -63,6 +68,10 @@ def relay(host: str, port: int, rooms_file: Path | None, max_frame_mb: int, mail
             _fail(exc)
         await server.start()
         click.echo(f"fedlab relay listening on {host}:{server.port}", err=False)
+        if server.ws_port is not None:
+            scheme = "wss" if server.pin else "ws"
+            click.echo(f"WebSocket on {host}:{server.ws_port} ({scheme}://HOST:PORT/PATH, any "
+                       "path)")
         if server.pin:
             click.echo(f"TLS: invitations name tls://HOST:{server.port} with --pin {server.pin}")
         sys.stdout.flush()
@@ -114,7 +123,8 @@ def tls_cert(host: str, out: Path) -> None:
 
 @main.command()
 @click.option("--relay", "relay_addr", required=True,
-              help="The relay: tcp://HOST:PORT, tls://HOST:PORT, or HOST:PORT (tcp).")
+              help="The relay: tcp://HOST:PORT, tls://HOST:PORT, ws[s]://HOST[:PORT]/PATH,"
+                   " or HOST:PORT (tcp).")
 @click.option("--pin", default="", help="sha256:... pin of a TLS relay's certificate.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Or the relay's certificate file: its pin goes into the invitation.")
@@ -123,16 +133,14 @@ def tls_cert(host: str, out: Path) -> None:
 def invite(relay_addr: str, pin: str, tls_cert: Path | None, room: str | None,
            cards: tuple[str, ...]) -> None:
     """Make a room invitation from the members' cards (strings or @file)."""
-    from .net.identity import parse_relay_address
     from .net.relay.tls import pin_of_file
 
     try:
-        tls, host, port = parse_relay_address(relay_addr)
         if tls_cert is not None:
             pin = pin_of_file(tls_cert)
         parsed = [PartyCard.from_string(Path(c[1:]).read_text() if c.startswith("@") else c)
                   for c in cards]
-        click.echo(Invitation.create(host, port, room, parsed, tls=tls, pin=pin).to_string())
+        click.echo(Invitation.to_relay(relay_addr, room, parsed, pin=pin).to_string())
     except (FedlabError, OSError) as exc:
         _fail(exc)
 
@@ -155,7 +163,7 @@ def ping(key: Path, invitation: str, wait: float) -> None:
                     v != "present" for v in party.presence.values()):
                 time.sleep(0.1)
             click.echo(json.dumps({"me": party.name, "room": inv.room, "relay": inv.url,
-                                   "transport": "tls" if inv.tls else "tcp",
+                                   "transport": inv.url.split("://")[0],
                                    "pin": inv.pin or None, "presence": party.presence}))
     except FedlabError as exc:
         _fail(exc)
@@ -280,12 +288,15 @@ def bench() -> None:
 @click.option("--mb", default=500, show_default=True, type=click.IntRange(1, 1 << 16))
 @click.option("--message-mb", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Size of each logical message (chunked into frames).")
+@click.option("--transport", default="tcp", show_default=True,
+              type=click.Choice(["tcp", "tls", "ws", "wss"]),
+              help="How the parties reach the relay (tls and wss with a pinned certificate).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-def bench_relay_cmd(mb: int, message_mb: int, json_path: Path | None) -> None:
+def bench_relay_cmd(mb: int, message_mb: int, transport: str, json_path: Path | None) -> None:
     """Encrypted relay throughput between two processes vs a plain TCP copy."""
     from .bench.relay import bench_relay
 
-    report = bench_relay(mb, message_mb)
+    report = bench_relay(mb, message_mb, transport=transport)
     text = json.dumps(report, indent=2)
     click.echo(text)
     if json_path:

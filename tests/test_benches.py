@@ -42,3 +42,15 @@ def test_bench_dp_small(tmp_path: Path) -> None:
     assert report["cells_evaluated"] >= 5 and report["p30"] is not None
     assert report["funnel_median_rel_error"] < 0.5
     assert report["crowd_ci_coverage"] >= 0.85  # 95 % intervals over all 300 cells (~0.96)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "wss"])
+def test_bench_relay_small(tmp_path: Path, transport: str) -> None:
+    out = tmp_path / "relay.json"
+    res = CliRunner().invoke(main, ["bench", "relay", "--mb", "8", "--message-mb", "2",
+                                    "--transport", transport, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["transport"] == transport and report["relay"].startswith(f"{transport}://")
+    assert report["relay_digest_ok"] and report["tcp_digest_ok"]  # every byte arrived intact
+    assert report["relay_mb_per_s"] > 0 and report["ratio_vs_tcp"] > 0

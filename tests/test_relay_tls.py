@@ -104,7 +104,15 @@ def test_invitations_name_the_relay_as_a_url() -> None:
     with pytest.raises(InvitationError, match="needs a TLS relay"):
         Invitation("h", 1, "r", tuple(cards), tls=False, pin=pin)
     with pytest.raises(InvitationError, match="tcp://HOST:PORT or tls://HOST:PORT"):
-        Invitation.from_string(text.replace("tls://", "wss://"))
+        Invitation.from_string(text.replace("tls://", "http://"))
+    behind = Invitation.to_relay("wss://relay.example.org/fedlab", "r", cards, pin=pin)
+    assert (behind.port, behind.path, behind.tls, behind.websocket) == (443, "/fedlab", True,
+                                                                        True)
+    assert behind.url == "wss://relay.example.org:443/fedlab"
+    assert Invitation.from_string(behind.to_string()) == behind
+    assert Invitation.to_relay("relay:9000", "r", cards).url == "tcp://relay:9000"
+    with pytest.raises(InvitationError, match="HOST:PORT"):
+        Invitation.to_relay("tcp://relay:9000/path", "r", cards)
     with pytest.raises(InputError, match="both a certificate and its key"):
         run(relay(tls_cert=Path("x.crt")).__aenter__())
 
@@ -130,3 +138,85 @@ def test_cli_tls_cert_invite_and_ping_report_transport_and_pin(tmp_path: Path) -
         said = json.loads(ping.output)
         assert (said["transport"], said["pin"]) == ("tls", pin)
         assert said["relay"] == f"tls://{HOST}:{relay_proc.port}"
+
+
+# ------------------------------------------------------------------ WebSocket transport
+
+
+async def _connect_proxy(seen: list[str]) -> asyncio.Server:
+    """A minimal HTTP CONNECT proxy (what a corporate proxy does for HTTPS)."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = (await reader.readline()).decode()
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass
+        method, target, _version = request.split()
+        seen.append(f"{method} {target}")
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+            writer.close()
+            return
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(handle, HOST, 0)
+
+
+def test_parties_meet_over_ws_and_over_wss_through_an_http_proxy(
+        cert: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """ws:// directly; then wss:// with the pinned certificate through an HTTP CONNECT
+    proxy named by $HTTPS_PROXY, as a party behind a corporate proxy connects (the proxy
+    sees only the tunnel's address); a wrong pin is refused through the proxy too."""
+    crt, key, pin = cert
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY",
+                 "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    async def main_() -> None:
+        async with relay(ws_port=0) as srv:
+            ids = {p: Identity.generate(p) for p in ("a", "b")}
+            inv = Invitation.create(HOST, srv.ws_port, "r", [i.card for i in ids.values()],
+                                    websocket=True, path="/fedlab")
+            inv = Invitation.from_string(inv.to_string())
+            assert inv.url == f"ws://{HOST}:{srv.ws_port}/fedlab"
+            a, b = await join(ids["a"], inv), await join(ids["b"], inv)
+            try:
+                await exchange(a, b, b"over ws")
+            finally:
+                await close_all(a, b)
+        seen: list[str] = []
+        proxy = await _connect_proxy(seen)
+        proxy_port = proxy.sockets[0].getsockname()[1]
+        monkeypatch.setenv("HTTPS_PROXY", f"http://{HOST}:{proxy_port}")
+        try:
+            async with relay(ws_port=0, tls_cert=crt, tls_key=key) as srv:
+                ids = {p: Identity.generate(p) for p in ("a", "b")}
+                cards = [i.card for i in ids.values()]
+                inv = Invitation.to_relay(f"wss://{HOST}:{srv.ws_port}/fedlab", "r", cards,
+                                          pin=pin)
+                a, b = await join(ids["a"], inv), await join(ids["b"], inv)
+                try:
+                    await exchange(a, b, b"through the proxy")
+                finally:
+                    await close_all(a, b)
+                assert seen.count(f"CONNECT {HOST}:{srv.ws_port}") == 2, seen
+                wrong = Invitation.to_relay(f"wss://{HOST}:{srv.ws_port}/fedlab", "r", cards,
+                                            pin="sha256:" + "1" * 64)
+                with pytest.raises(RelayRejected, match="is not the one in the invitation"):
+                    await join(ids["a"], wrong)
+        finally:
+            proxy.close()
+
+    run(main_())

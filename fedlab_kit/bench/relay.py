@@ -19,6 +19,7 @@ from typing import Any
 
 from ..demo.harness import RelayProcess, create_room
 from ..net.identity import Identity, Invitation
+from ..net.relay.tls import make_self_signed
 from ..net.session import Party
 
 CHUNK = 4 << 20
@@ -119,19 +120,45 @@ def _run_pair(ctx: Any, sender: tuple[Any, tuple[Any, ...]],
     return s_res, r_res
 
 
-def bench_relay(mb: int = 500, message_mb: int = 64, timeout: float = 600) -> dict[str, Any]:
-    """Measure relay and plain-TCP throughput for ``mb`` MiB; returns the report dict."""
+TRANSPORTS = ("tcp", "tls", "ws", "wss")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_relay(mb: int = 500, message_mb: int = 64, timeout: float = 600,
+                transport: str = "tcp") -> dict[str, Any]:
+    """Measure relay (over ``transport``) and plain-TCP throughput for ``mb`` MiB; returns
+    the report dict."""
     if mb <= 0 or message_mb <= 0:
         raise ValueError("--mb and --message-mb must be positive")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
     total, msg_bytes = mb << 20, min(message_mb, mb) << 20
     ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp, RelayProcess.start() as relay:
-        inv, keys = create_room(["sender", "receiver"], Path(tmp), relay.host, relay.port)
-        text = inv.to_string()
-        s_res, r_res = _run_pair(
-            ctx, (_relay_sender, (str(keys["sender"]), text, total, msg_bytes)),
-            (_relay_receiver, (str(keys["receiver"]), text, total)), timeout,
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        tls, websocket = transport in ("tls", "wss"), transport in ("ws", "wss")
+        extra: list[str] = []
+        pin = ""
+        if tls:
+            pin = make_self_signed("127.0.0.1", Path(tmp) / "relay.crt", Path(tmp) / "relay.key")
+            extra += ["--tls-cert", str(Path(tmp) / "relay.crt"),
+                      "--tls-key", str(Path(tmp) / "relay.key")]
+        ws_port = _free_port() if websocket else None
+        if ws_port is not None:
+            extra += ["--ws-port", str(ws_port)]
+        with RelayProcess.start(extra=extra) as relay:
+            inv, keys = create_room(["sender", "receiver"], Path(tmp), relay.host, relay.port)
+            inv = Invitation.create(relay.host, ws_port or relay.port, inv.room,
+                                    list(inv.members), tls=tls, pin=pin, websocket=websocket)
+            text = inv.to_string()
+            s_res, r_res = _run_pair(
+                ctx, (_relay_sender, (str(keys["sender"]), text, total, msg_bytes)),
+                (_relay_receiver, (str(keys["receiver"]), text, total)), timeout,
+            )
     relay_s = r_res["t_end"] - s_res["t0"]
     port_q = ctx.Queue()
     t_out, tr_out = ctx.Queue(), ctx.Queue()
@@ -146,6 +173,8 @@ def bench_relay(mb: int = 500, message_mb: int = 64, timeout: float = 600) -> di
     tcp_s = tr_res["t_end"] - ts_res["t0"]
     relay_rate, tcp_rate = mb / relay_s, mb / tcp_s
     return {
+        "transport": transport,
+        "relay": inv.url,
         "mb": mb,
         "message_mb": msg_bytes >> 20,
         "relay_seconds": round(relay_s, 3),

@@ -151,8 +151,10 @@ class Invitation:
     """Where to meet (relay address, room) and who the members are (pinned cards).
 
     ``tls``: the relay speaks TLS; ``pin``: the SHA-256 of its certificate
-    (``sha256:<hex>``), checked before anything is sent (no public CA needed). The relay is
-    named as a URL (``tcp://host:port`` or ``tls://host:port``) in the invitation text."""
+    (``sha256:<hex>``), checked before anything is sent (no public CA needed);
+    ``websocket``: over a WebSocket at ``path`` (through HTTP proxies and reverse proxies).
+    The relay is named as a URL in the invitation text: ``tcp://host:port``,
+    ``tls://host:port``, ``ws://host:port/path`` or ``wss://host:port/path``."""
 
     host: str
     port: int
@@ -160,12 +162,14 @@ class Invitation:
     members: tuple[PartyCard, ...]
     tls: bool = False
     pin: str = ""
+    websocket: bool = False
+    path: str = ""
 
     def __post_init__(self) -> None:
         check_name(self.room, "room name")
         if self.pin:
             if not self.tls:
-                raise InvitationError("a relay pin needs a TLS relay (tls://HOST:PORT)")
+                raise InvitationError("a relay pin needs a TLS relay (tls:// or wss://)")
             if not PIN_PATTERN.match(self.pin):
                 raise InvitationError(f"a relay pin is 'sha256:' and 64 hex digits, got "
                                       f"{self.pin[:20]!r}")
@@ -193,9 +197,11 @@ class Invitation:
 
     @property
     def url(self) -> str:
-        """The relay as a URL: ``tcp://host:port`` or ``tls://host:port``."""
+        """The relay as a URL: ``tcp://``, ``tls://``, ``ws://`` or ``wss://``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'tls' if self.tls else 'tcp'}://{host}:{self.port}"
+        scheme = {(False, False): "tcp", (True, False): "tls", (False, True): "ws",
+                  (True, True): "wss"}[(self.tls, self.websocket)]
+        return f"{scheme}://{host}:{self.port}{self.path if self.websocket else ''}"
 
     def to_string(self) -> str:
         cards = ",".join(c.to_string() for c in self.members)
@@ -205,9 +211,10 @@ class Invitation:
     def from_string(cls, text: str) -> Invitation:
         parts = text.strip().split("|")
         if len(parts) == 5 and parts[0] == INVITE_PREFIX2:  # URL and pin
-            tls, host, port = _parse_relay_url(parts[1])
+            where = parse_relay_url(parts[1])
             cards = tuple(PartyCard.from_string(c) for c in parts[4].split(",") if c)
-            return cls(host, port, parts[3], cards, tls=tls, pin=parts[2])
+            return cls(where.host, where.port, parts[3], cards, tls=where.tls, pin=parts[2],
+                       websocket=where.websocket, path=where.path)
         if len(parts) != 5 or parts[0] != INVITE_PREFIX:
             raise InvitationError(
                 f"not an invitation: expected '{INVITE_PREFIX2}|tcp://HOST:PORT|PIN|ROOM|"
@@ -236,29 +243,63 @@ class Invitation:
     @classmethod
     def create(
         cls, host: str, port: int, room: str | None, cards: list[PartyCard], *,
-        tls: bool = False, pin: str = "",
+        tls: bool = False, pin: str = "", websocket: bool = False, path: str = "",
     ) -> Invitation:
         return cls(host, port, room or f"room-{secrets.token_hex(4)}", tuple(cards),
-                   tls=tls or bool(pin), pin=pin)
+                   tls=tls or bool(pin), pin=pin, websocket=websocket,
+                   path=(path or "/") if websocket else "")
+
+    @classmethod
+    def to_relay(cls, url: str, room: str | None, cards: list[PartyCard], *,
+                 pin: str = "") -> Invitation:
+        """An invitation to the relay at ``url`` (any of the four schemes, or HOST:PORT)."""
+        where = parse_relay_address(url)
+        return cls.create(where.host, where.port, room, cards, tls=where.tls, pin=pin,
+                          websocket=where.websocket, path=where.path)
 
 
-def parse_relay_address(text: str) -> tuple[bool, str, int]:
-    """(tls, host, port) of ``tcp://host:port``, ``tls://host:port`` or ``host:port``."""
+@dataclass(frozen=True)
+class RelayAddress:
+    """Where the relay is, parsed from its URL."""
+
+    tls: bool
+    host: str
+    port: int
+    websocket: bool = False
+    path: str = ""
+
+
+RELAY_SCHEMES = ("tcp", "tls", "ws", "wss")
+
+
+def parse_relay_address(text: str) -> RelayAddress:
+    """``tcp://host:port``, ``tls://host:port``, ``ws[s]://host[:port]/path`` or
+    ``host:port`` (TCP)."""
     try:
-        return _parse_relay_url(text if "://" in text else f"tcp://{text}")
+        return parse_relay_url(text if "://" in text else f"tcp://{text}")
     except InvitationError:
-        raise InvitationError(f"the relay must be tcp://HOST:PORT, tls://HOST:PORT or "
-                              f"HOST:PORT, got {text[:40]!r}") from None
+        raise InvitationError(f"the relay must be tcp://HOST:PORT, tls://HOST:PORT, "
+                              f"wss://HOST[:PORT]/PATH or HOST:PORT, got {text[:40]!r}") from None
 
 
-def _parse_relay_url(url: str) -> tuple[bool, str, int]:
-    """(tls, host, port) of ``tcp://host:port`` or ``tls://host:port``."""
+def parse_relay_url(url: str) -> RelayAddress:
+    """The relay's URL in an invitation (see :class:`Invitation`)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("tcp", "tls"):
-        raise InvitationError(f"the relay must be tcp://HOST:PORT or tls://HOST:PORT, got "
-                              f"{url[:40]!r}")
-    host, _, port = rest.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or scheme not in RELAY_SCHEMES:
+        raise InvitationError(f"the relay must be tcp://HOST:PORT or tls://HOST:PORT (or "
+                              f"ws://, wss://), got {url[:40]!r}")
+    websocket = scheme in ("ws", "wss")
+    netloc, slash, path = rest.partition("/")
+    if slash and not websocket:
+        raise InvitationError(f"a {scheme}:// relay URL has no path, got {url[:40]!r}")
+    if netloc.startswith("["):
+        host, _, port = netloc[1:].partition("]")
+        port = port[1:] if port.startswith(":") else ""
+    else:
+        host, _, port = netloc.rpartition(":") if ":" in netloc else (netloc, "", "")
+    if websocket and not port:
+        port = "443" if scheme == "wss" else "80"
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InvitationError(f"the relay URL {url[:40]!r} needs a host and a port")
-    return scheme == "tls", host, int(port)
+    return RelayAddress(scheme in ("tls", "wss"), host, int(port), websocket,
+                        "/" + path if websocket else "")

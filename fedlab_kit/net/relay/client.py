@@ -16,10 +16,11 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ...errors import RelayRejected, RelayUnavailable
 from ..identity import Identity, Invitation
-from . import tls, wire
+from . import tls, wire, ws
 from .wire import T
 
 log = logging.getLogger("fedlab.client")
@@ -33,6 +34,9 @@ class ClientConfig:
     heartbeat: float = 5.0  # seconds between pings
     dead_after: float = 30.0  # no frame from the relay for this long: reconnect
     reconnect_timeout: float = 120.0  # give up after this long without a connection
+    #: WebSocket relays: True takes the proxy from $HTTPS_PROXY / $HTTP_PROXY (and
+    #: $NO_PROXY); a URL names one; None connects directly
+    proxy: str | bool | None = True
     ack_bytes: int = 4 << 20  # acknowledge after this many bytes, or when idle
 
 
@@ -116,6 +120,27 @@ class RelayConnection:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=5)
 
+    async def _open_websocket(self) -> tuple[asyncio.StreamReader, Any]:
+        """A WebSocket to the relay (through ``$HTTPS_PROXY`` / ``$HTTP_PROXY`` when set)."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+
+        inv = self.invitation
+        try:
+            socket = await connect(
+                inv.url, ssl=tls.client_context(inv.pin) if inv.tls else None,
+                compression=None, max_size=ws.MAX_MESSAGE, ping_interval=None,
+                open_timeout=15, proxy=self.config.proxy)
+        except (InvalidHandshake, InvalidURI) as exc:
+            err = RelayRejected(f"the WebSocket to the relay at {inv.url} was refused: {exc} "
+                                "(is the path right? does the proxy allow it?)")
+            err.code = "websocket"  # type: ignore[attr-defined]
+            raise err from None
+        reader, pump = ws.reader_for(socket)
+        writer = ws.WsWriter(socket, ws.extra_of(socket))
+        writer.pump = pump  # type: ignore[attr-defined]  # kept alive with the writer
+        return reader, writer
+
     def _raise_error(self, body: bytes) -> None:
         err = wire.decode_control(body, wire.Error)
         exc = RelayRejected(f"relay refused {self.identity.name!r}: {err.message}")
@@ -127,10 +152,13 @@ class RelayConnection:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, wire.Welcome]:
         inv = self.invitation
         try:
-            reader, writer = await asyncio.open_connection(
-                inv.host, inv.port, limit=8 << 20,
-                ssl=tls.client_context(inv.pin) if inv.tls else None,
-                server_hostname=inv.host if inv.tls else None)
+            if inv.websocket:
+                reader, writer = await self._open_websocket()
+            else:
+                reader, writer = await asyncio.open_connection(
+                    inv.host, inv.port, limit=8 << 20,
+                    ssl=tls.client_context(inv.pin) if inv.tls else None,
+                    server_hostname=inv.host if inv.tls else None)
         except ssl.SSLError as exc:  # before OSError: it is one
             err = RelayRejected(f"TLS with the relay at {inv.url} failed: {exc.reason or exc} "
                                 "(does the relay run with --tls-cert? is the invitation's "

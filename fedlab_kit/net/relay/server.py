@@ -18,13 +18,14 @@ import secrets
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ...errors import InputError, InvitationError
 from ..identity import Invitation, check_name
-from . import tls, wire
+from . import tls, wire, ws
 from .wire import T
 
 log = logging.getLogger("fedlab.relay")
@@ -102,7 +103,8 @@ class RelayConfig:
     max_pending_per_address: int = 8  # ... and from one source address
     max_rooms: int = 1000
     rooms_file: Path | None = None  # closed mode: only these rooms; else rooms open on demand
-    tls_cert: Path | None = None  # PEM certificate (and key) to speak TLS on the port
+    tls_cert: Path | None = None  # PEM certificate (and key) to speak TLS on the port(s)
+    ws_port: int | None = None  # also accept WebSocket connections here (any path)
     tls_key: Path | None = None
 
 
@@ -116,6 +118,7 @@ class RelayServer:
         self.closed_mode = self.config.rooms_file is not None
         if (self.config.tls_cert is None) != (self.config.tls_key is None):
             raise InputError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        self._ws_server: Any = None
         self._ssl = (tls.server_context(self.config.tls_cert, self.config.tls_key)
                      if self.config.tls_cert is not None else None)
         #: the pin parties check (``sha256:<hex>`` of the certificate), "" without TLS
@@ -142,11 +145,25 @@ class RelayServer:
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
 
+    @property
+    def ws_port(self) -> int | None:
+        """The WebSocket port (``None`` without ``ws_port``)."""
+        if self._ws_server is None:
+            return None
+        return next(iter(self._ws_server.sockets)).getsockname()[1]
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._handle, self.config.host, self.config.port, limit=8 << 20,
             ssl=self._ssl, ssl_handshake_timeout=self.config.hello_timeout if self._ssl else None,
         )
+        if self.config.ws_port is not None:
+            from websockets.asyncio.server import serve
+
+            self._ws_server = await serve(
+                self._ws_handle, self.config.host, self.config.ws_port, ssl=self._ssl,
+                compression=None, max_size=ws.MAX_MESSAGE, ping_interval=None,
+                open_timeout=self.config.hello_timeout)
         log.info("relay listening on %s:%d (epoch %s)", self.config.host, self.port, self.epoch)
 
     async def serve_forever(self) -> None:
@@ -160,12 +177,17 @@ class RelayServer:
         """Stop listening and drop every connection (parties will reconnect elsewhere)."""
         if self._server is not None:
             self._server.close()
+        if self._ws_server is not None:
+            self._ws_server.close(close_connections=False)  # the handlers end them below
         for task in list(self._handlers):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        if self._ws_server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws_server.wait_closed(), 5)
 
     # ------------------------------------------------------------------ joining
     def _join_room(self, hello: wire.Hello) -> Room:
@@ -223,6 +245,17 @@ class RelayServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.CancelledError):  # relay shutting down
             await self._connection(reader, writer)
+
+    async def _ws_handle(self, socket: Any) -> None:
+        """A WebSocket connection: the same relay protocol over its binary messages."""
+        reader, pump = ws.reader_for(socket)
+        writer = ws.WsWriter(socket, ws.extra_of(socket))
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connection(reader, writer)  # type: ignore[arg-type]
+        finally:
+            pump.cancel()
+            await writer._close()
 
     async def _connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
