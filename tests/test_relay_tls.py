@@ -220,3 +220,42 @@ def test_parties_meet_over_ws_and_over_wss_through_an_http_proxy(
             proxy.close()
 
     run(main_())
+
+
+def test_the_websocket_reader_pulls_only_what_it_needs() -> None:
+    """No unbounded buffering: a sender that floods the WebSocket is held back by the
+    library's flow control, because the reader takes a message only when a read needs
+    more bytes; a cancelled read loses nothing; a closed socket ends the stream."""
+    from websockets.exceptions import ConnectionClosedOK
+    from websockets.frames import Close
+
+    from fedlab_kit.net.relay.ws import WsReader
+
+    class Flood:
+        def __init__(self) -> None:
+            self.taken = 0
+            self.gate = asyncio.Event()
+            self.gate.set()
+
+        async def recv(self) -> bytes:
+            await self.gate.wait()
+            self.taken += 1
+            if self.taken > 6:
+                raise ConnectionClosedOK(Close(1000, ""), Close(1000, ""), True)
+            return bytes([self.taken]) * 4
+
+    async def main_() -> None:
+        flood = Flood()
+        reader = WsReader(flood)
+        assert await reader.readexactly(10) == b"\x01" * 4 + b"\x02" * 4 + b"\x03" * 2
+        assert flood.taken == 3  # three messages for ten bytes, not the whole flood
+        flood.gate.clear()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reader.readexactly(8), 0.05)
+        flood.gate.set()
+        assert await reader.readexactly(8) == b"\x03" * 2 + b"\x04" * 4 + b"\x05" * 2
+        with pytest.raises(asyncio.IncompleteReadError) as info:
+            await reader.readexactly(100)
+        assert info.value.partial == b"\x05" * 2 + b"\x06" * 4
+
+    run(main_())

@@ -120,7 +120,7 @@ class RelayConnection:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=5)
 
-    async def _open_websocket(self) -> tuple[asyncio.StreamReader, Any]:
+    async def _open_websocket(self) -> tuple[Any, Any]:
         """A WebSocket to the relay (through ``$HTTPS_PROXY`` / ``$HTTP_PROXY`` when set)."""
         from websockets.asyncio.client import connect
         from websockets.exceptions import InvalidHandshake, InvalidURI
@@ -136,9 +136,8 @@ class RelayConnection:
                                 "(is the path right? does the proxy allow it?)")
             err.code = "websocket"  # type: ignore[attr-defined]
             raise err from None
-        reader, pump = ws.reader_for(socket)
+        reader = ws.WsReader(socket)
         writer = ws.WsWriter(socket, ws.extra_of(socket))
-        writer.pump = pump  # type: ignore[attr-defined]  # kept alive with the writer
         return reader, writer
 
     def _raise_error(self, body: bytes) -> None:

@@ -248,13 +248,12 @@ class RelayServer:
 
     async def _ws_handle(self, socket: Any) -> None:
         """A WebSocket connection: the same relay protocol over its binary messages."""
-        reader, pump = ws.reader_for(socket)
+        reader = ws.WsReader(socket)
         writer = ws.WsWriter(socket, ws.extra_of(socket))
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._connection(reader, writer)  # type: ignore[arg-type]
         finally:
-            pump.cancel()
             await writer._close()
 
     async def _connection(

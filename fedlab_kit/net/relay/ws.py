@@ -2,8 +2,8 @@
 HTTP(S) proxies and relays behind reverse proxies (nginx, Caddy).
 
 The WebSocket protocol is the ``websockets`` library's; this module only adapts one
-connection to the two objects the relay's code already speaks: an
-:class:`asyncio.StreamReader` fed with the binary messages that arrive, and a writer with
+connection to the two objects the relay's code already speaks: a reader with
+``readexactly`` over the binary messages that arrive, and a writer with
 ``write`` / ``drain`` / ``close`` whose bytes leave as binary messages (a background task
 sends what was written, so ``write`` without ``drain`` still goes out, as with TCP). The
 frames inside are the relay's own (:mod:`.wire`), unchanged.
@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-STREAM_LIMIT = 8 << 20
 #: the stream is cut into messages of at most this size (both sides refuse larger ones, so
 #: nobody can make the other buffer an unbounded message before the relay's own checks)
 MESSAGE_BYTES = 4 << 20
@@ -95,22 +94,32 @@ class WsWriter:
             await self._ws.wait_closed()
 
 
-def reader_for(ws: Any) -> tuple[asyncio.StreamReader, asyncio.Task[None]]:
-    """A StreamReader fed with ``ws``'s binary messages until it closes (then EOF)."""
-    reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+class WsReader:
+    """The reading half: ``readexactly`` (all the relay's framing needs) pulls binary
+    messages only when it needs more bytes, so a fast sender is held back by the
+    WebSocket's own flow control (its small message queue, then TCP) instead of filling
+    memory here. Cancelling a read (a timeout) loses nothing: what arrived stays buffered."""
 
-    async def pump() -> None:
-        try:
-            async for message in ws:
-                if isinstance(message, str):  # the relay speaks bytes only
-                    break
-                reader.feed_data(message)
-        except Exception:  # closed abruptly: the reader sees a truncated stream
-            pass
-        finally:
-            reader.feed_eof()
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+        self._buf = bytearray()
 
-    return reader, asyncio.create_task(pump())
+    async def readexactly(self, n: int) -> bytes:
+        from websockets.exceptions import ConnectionClosed
+
+        while len(self._buf) < n:
+            try:
+                message = await self._ws.recv()
+            except ConnectionClosed:
+                partial = bytes(self._buf)
+                self._buf.clear()
+                raise asyncio.IncompleteReadError(partial, n) from None
+            if isinstance(message, str):  # the relay speaks bytes only
+                raise asyncio.IncompleteReadError(bytes(self._buf), n)
+            self._buf += message
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
 
 
 def extra_of(ws: Any) -> dict[str, Any]:
