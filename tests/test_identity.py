@@ -118,7 +118,7 @@ def test_invitation_round_trip(ids: dict[str, Identity]) -> None:
     cards = [i.card for i in ids.values()]
     inv = Invitation.create("relay.example.org", 8765, "room-1", cards)
     text = inv.to_string()
-    assert text.startswith(INVITE_PREFIX2 + "|tcp://relay.example.org:8765|")
+    assert text.startswith(INVITE_PREFIX + "|relay.example.org|8765|")  # older kits read it
     back = Invitation.from_string(text)
     assert back == inv
     assert back.names == ["alice", "bob", "carol"]
@@ -151,10 +151,10 @@ def _valid_invite(ids: dict[str, Identity]) -> str:
     [
         lambda s: "",
         lambda s: "not an invitation",
-        lambda s: s.replace(INVITE_PREFIX2, "fedlab-invite9"),
-        lambda s: s.replace(":9|", ":nine|"),  # port not a number
-        lambda s: s.replace("tcp://", "http://"),  # not a relay URL
-        lambda s: s.replace("||", "|sha256:00|"),  # a pin, malformed (and no TLS)
+        lambda s: s.replace(INVITE_PREFIX, "fedlab-invite9"),
+        lambda s: s.replace("|9|", "|nine|"),  # port not a number
+        lambda s: s.replace(f"{INVITE_PREFIX}|h|9|", f"{INVITE_PREFIX2}|http://h:9||"),
+        lambda s: s.replace(f"{INVITE_PREFIX}|h|9|", f"{INVITE_PREFIX2}|tcp://h:9|sha256:00|"),
         lambda s: s + "|extra",
         lambda s: "|".join(s.split("|")[:4]),  # no cards
         lambda s: s.replace(CARD_PREFIX, "xcard", 1),  # a broken card
@@ -171,12 +171,12 @@ def test_malformed_invitation_raises_readable_error(ids: dict[str, Identity], ma
 
 
 def test_port_error_names_the_port(ids: dict[str, Identity]) -> None:
-    text = _valid_invite(ids).replace(":9|", ":nine|")
-    with pytest.raises(InvitationError, match="nine"):
+    text = _valid_invite(ids).replace("|9|", "|nine|")
+    with pytest.raises(InvitationError, match="'nine'"):
         Invitation.from_string(text)
     cards = ",".join(ids[n].card.to_string() for n in ("alice", "bob"))
-    with pytest.raises(InvitationError, match="'nine'"):  # the first format too
-        Invitation.from_string(f"{INVITE_PREFIX}|h|nine|r|{cards}")
+    with pytest.raises(InvitationError, match="nine"):  # the URL format too
+        Invitation.from_string(f"{INVITE_PREFIX2}|tls://h:nine||r|{cards}")
 
 
 def test_duplicate_member_names_raise(ids: dict[str, Identity]) -> None:

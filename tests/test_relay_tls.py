@@ -97,6 +97,7 @@ def test_invitations_name_the_relay_as_a_url() -> None:
     assert Invitation.from_string(text) == inv
     plain = Invitation.create("::1", 8765, "r", cards)
     assert plain.url == "tcp://[::1]:8765" and Invitation.from_string(plain.to_string()) == plain
+    assert plain.to_string().startswith("fedlab-invite1|::1|8765|")  # what older kits read
     old = f"fedlab-invite1|10.0.0.5|8765|r|{','.join(c.to_string() for c in cards)}"
     assert Invitation.from_string(old).url == "tcp://10.0.0.5:8765"  # the first format
     with pytest.raises(InvitationError, match="'sha256:' and 64 hex"):
@@ -257,5 +258,30 @@ def test_the_websocket_reader_pulls_only_what_it_needs() -> None:
         with pytest.raises(asyncio.IncompleteReadError) as info:
             await reader.readexactly(100)
         assert info.value.partial == b"\x05" * 2 + b"\x06" * 4
+
+    run(main_())
+
+
+def test_a_stalled_websocket_send_ends_in_an_error_not_a_hang() -> None:
+    """A black-holed network while sending: close() gives the send 5 s, then drain()
+    raises (as a broken TCP stream does), so the party's sender can reconnect."""
+    from fedlab_kit.net.relay.ws import WsWriter
+
+    class Stalled:
+        async def send(self, _data: bytes) -> None:
+            await asyncio.Event().wait()  # never returns
+
+        async def close(self) -> None:
+            return None
+
+    async def main_() -> None:
+        writer = WsWriter(Stalled(), {})
+        writer.write(b"x" * 100)
+        draining = asyncio.create_task(writer.drain())
+        await asyncio.sleep(0.1)
+        assert not draining.done()
+        writer.close()
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(draining, 10)
 
     run(main_())

@@ -205,6 +205,8 @@ class Invitation:
 
     def to_string(self) -> str:
         cards = ",".join(c.to_string() for c in self.members)
+        if not (self.tls or self.websocket):  # plain TCP: the first format, which older
+            return f"{INVITE_PREFIX}|{self.host}|{self.port}|{self.room}|{cards}"  # kits read
         return f"{INVITE_PREFIX2}|{self.url}|{self.pin}|{self.room}|{cards}"
 
     @classmethod

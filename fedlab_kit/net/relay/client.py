@@ -26,7 +26,7 @@ from .wire import T
 log = logging.getLogger("fedlab.client")
 
 # relay rejections worth retrying while reconnecting (the old connection may linger)
-_RETRYABLE = {"duplicate-name", "busy"}
+_RETRYABLE = {"duplicate-name", "busy", "unavailable"}
 
 
 @dataclass
@@ -123,18 +123,28 @@ class RelayConnection:
     async def _open_websocket(self) -> tuple[Any, Any]:
         """A WebSocket to the relay (through ``$HTTPS_PROXY`` / ``$HTTP_PROXY`` when set)."""
         from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.exceptions import (
+            InvalidHandshake,
+            InvalidProxy,
+            InvalidProxyStatus,
+            InvalidStatus,
+            InvalidURI,
+        )
 
         inv = self.invitation
         try:
             socket = await connect(
                 inv.url, ssl=tls.client_context(inv.pin) if inv.tls else None,
-                compression=None, max_size=ws.MAX_MESSAGE, ping_interval=None,
-                open_timeout=15, proxy=self.config.proxy)
-        except (InvalidHandshake, InvalidURI) as exc:
-            err = RelayRejected(f"the WebSocket to the relay at {inv.url} was refused: {exc} "
-                                "(is the path right? does the proxy allow it?)")
-            err.code = "websocket"  # type: ignore[attr-defined]
+                compression=None, max_size=ws.MAX_MESSAGE, max_queue=ws.MAX_QUEUE,
+                ping_interval=None, open_timeout=15, proxy=self.config.proxy)
+        except (InvalidHandshake, InvalidURI, InvalidProxy, ImportError) as exc:
+            status = getattr(getattr(exc, "response", None), "status_code", 0)
+            down = (isinstance(exc, (InvalidStatus, InvalidProxyStatus)) and status >= 500)
+            err = RelayRejected(
+                f"the WebSocket to the relay at {inv.url} was refused: {exc}"
+                + (" (the relay or a proxy in front of it is down; retrying)" if down else
+                   " (is the path right? is the proxy setting right and does it allow it?)"))
+            err.code = "unavailable" if down else "websocket"  # type: ignore[attr-defined]
             raise err from None
         reader = ws.WsReader(socket)
         writer = ws.WsWriter(socket, ws.extra_of(socket))

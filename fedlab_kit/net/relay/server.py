@@ -162,8 +162,9 @@ class RelayServer:
 
             self._ws_server = await serve(
                 self._ws_handle, self.config.host, self.config.ws_port, ssl=self._ssl,
-                compression=None, max_size=ws.MAX_MESSAGE, ping_interval=None,
-                open_timeout=self.config.hello_timeout)
+                compression=None, max_size=ws.MAX_MESSAGE, max_queue=ws.MAX_QUEUE,
+                ping_interval=None, open_timeout=self.config.hello_timeout,
+                ssl_handshake_timeout=self.config.hello_timeout if self._ssl else None)
         log.info("relay listening on %s:%d (epoch %s)", self.config.host, self.port, self.epoch)
 
     async def serve_forever(self) -> None:

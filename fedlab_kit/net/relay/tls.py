@@ -64,7 +64,8 @@ def make_self_signed(host: str, cert: str | os.PathLike[str], key: str | os.Path
     key_path, cert_path = Path(key), Path(cert)
     key_path.parent.mkdir(parents=True, exist_ok=True)
     cert_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    key_path.unlink(missing_ok=True)  # an old key file keeps its mode: start afresh
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(private.private_bytes(serialization.Encoding.PEM,
                                         serialization.PrivateFormat.PKCS8,

@@ -19,6 +19,8 @@ from typing import Any
 #: nobody can make the other buffer an unbounded message before the relay's own checks)
 MESSAGE_BYTES = 4 << 20
 MAX_MESSAGE = MESSAGE_BYTES + 4096
+#: messages the library may queue per connection before TCP pushes back (2 x 4 MiB)
+MAX_QUEUE = 2
 
 
 class WsWriter:
@@ -55,7 +57,7 @@ class WsWriter:
     async def drain(self) -> None:
         await self._idle.wait()
         if self._error is not None:
-            raise ConnectionResetError(f"WebSocket closed: {self._error}")
+            raise ConnectionResetError(f"WebSocket closed: {self._error!r}")
 
     async def _send_loop(self) -> None:
         try:
@@ -70,24 +72,31 @@ class WsWriter:
                 self._idle.set()
                 if self._closing:
                     return
-        except Exception as exc:  # the connection went: writes are dropped, drain says so
+        except BaseException as exc:  # gone (or cancelled): writes are dropped, drain says so
             self._error = exc
             self._closing = True
             self._buf.clear()
             self._idle.set()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     def close(self) -> None:
         if self._closing:
             return
         self._closing = True
         self._wake.set()
-        asyncio.get_running_loop().create_task(self._close())
+        self._closer = asyncio.get_running_loop().create_task(self._close())
 
     async def _close(self) -> None:
+        """Send what was written (5 s at most), then close the WebSocket."""
+        self._closing = True
+        self._wake.set()
+        await asyncio.wait({self._sender}, timeout=5)
+        if not self._sender.done():  # a stalled network: give up on the rest
+            self._sender.cancel()
+            await asyncio.wait({self._sender}, timeout=1)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._sender, 5)
-        with contextlib.suppress(Exception):
-            await self._ws.close()
+            await asyncio.wait_for(self._ws.close(), 5)
 
     async def wait_closed(self) -> None:
         with contextlib.suppress(Exception):
@@ -105,11 +114,13 @@ class WsReader:
         self._buf = bytearray()
 
     async def readexactly(self, n: int) -> bytes:
-        from websockets.exceptions import ConnectionClosed
+        from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
         while len(self._buf) < n:
             try:
                 message = await self._ws.recv()
+            except ConnectionClosedError as exc:  # no clean close: "lost", as a broken TCP
+                raise ConnectionResetError(f"WebSocket closed abruptly: {exc}") from None
             except ConnectionClosed:
                 partial = bytes(self._buf)
                 self._buf.clear()
