@@ -519,3 +519,71 @@ def test_three_role_notebooks_in_three_tabs(lab: str, browser, tmp_path: Path) -
                 pass
         driver.switch_to.window(first)
         relay.stop()
+
+
+MAP_PANEL_NOTEBOOK = [
+    "import h3, pandas as pd\n"
+    "from fedlab_kit.data import load_basemap, load_districts\n"
+    "from fedlab_kit.widgets import MapPanel\n"
+    "ids = [h3.latlng_to_cell(31.23 + i / 200, 121.47, 8) for i in range(5)]\n"
+    "cells = pd.DataFrame({'h3': ids, 'count': [50, 80, 30, 12, 60],\n"
+    "                      'ci_low': [30, 60, 10, 0, 40], 'ci_high': [70, 100, 50, 30, 80],\n"
+    "                      'suppressed': [False] * 5})\n"
+    "MapPanel(cells=cells, districts=load_districts(), basemap=load_basemap())",
+]
+
+
+def test_map_panel_toggles_keep_the_city_in_view(lab: str, browser) -> None:
+    """Reported: after a layer checkbox is toggled the map sometimes redrew as an empty world
+    (zero size, zoom 0). Twelve toggles, clicked in the page; after each the map in the
+    iframe has its full size, a city-level zoom and the ticked layers' paths."""
+    import nbformat
+
+    driver = browser
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c)
+                                         for c in MAP_PANEL_NOTEBOOK])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, LAB_ROOTS[lab] / "map_panel.ipynb")
+    driver.get(f"{lab}/lab/tree/map_panel.ipynb?token={TOKEN}")
+    _wait(driver, "window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", 90,
+          "the map panel notebook")
+    time.sleep(3)
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    _wait(driver, "document.querySelector('.jp-OutputArea-output iframe.fedlab-map')", 120,
+          "the map panel")
+    state = ("const m = Object.keys(window).filter(k => k.startsWith('map_'))"
+             ".map(k => window[k]).find(v => v instanceof L.Map);"
+             "if (!m) return null; const s = m.getSize();"
+             "return [s.x, s.y, m.getZoom(), "
+             "document.querySelectorAll('path.leaflet-interactive').length];")
+
+    def view() -> list[int] | None:
+        frame = driver.find_element("css selector", ".jp-OutputArea-output iframe.fedlab-map")
+        driver.switch_to.frame(frame)
+        try:
+            return driver.execute_script(state)
+        finally:
+            driver.switch_to.default_content()
+
+    boxes = ("Crowd counts", "Districts", "Basemap")
+    seen = []
+    for i in range(12):
+        label = boxes[i % len(boxes)]
+        box = _wait(driver, "[...document.querySelectorAll('.jp-OutputArea-output "
+                            ".widget-checkbox')].find(b => b.textContent.includes("
+                            f"{json.dumps(label)}))", 30, f"the {label} checkbox")
+        box.find_element("css selector", "input").click()
+        time.sleep(1.5)  # the kernel redraws and the iframe loads the new page
+        _wait(driver, "document.querySelector('.jp-OutputArea-output iframe.fedlab-map')", 30,
+              "the redrawn map")
+        got = None
+        deadline = time.monotonic() + 15
+        while got is None and time.monotonic() < deadline:
+            got = view()
+            time.sleep(0.3)
+        seen.append((label, got))
+        assert got is not None, f"toggle {i + 1} ({label}): no Leaflet map in the iframe"
+        width, height, zoom, _paths = got
+        assert width > 200 and height > 200 and zoom >= 9, seen
+    _shot(driver, "map-panel-toggled")
