@@ -193,6 +193,21 @@ def test_walkthrough_runs_in_jupyterlab_and_everything_renders(lab: str, browser
             _shot(driver, name)
 
 
+def _open_and_run(driver: object, lab: str, name: str, sources: list[str]) -> None:
+    """Write a notebook of these code cells into the lab, open it and Run All."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, LAB_ROOTS[lab] / name)
+    driver.get(f"{lab}/lab/tree/{name}?token={TOKEN}")
+    _wait(driver, "window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", 90,
+          f"the notebook {name}")
+    time.sleep(3)  # the kernel connects after the page
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+
+
 PANELS_NOTEBOOK = [
     "import numpy as np, pandas as pd, tempfile\n"
     "from pathlib import Path\n"
@@ -218,18 +233,8 @@ def test_panels_render_inside_their_cells(lab: str, browser,
                                           tmp_path_factory: pytest.TempPathFactory) -> None:
     """The analyst panels in a notebook: each renders as a widget, none wider than its cell
     (a horizontal scrollbar would clip the key-file box)."""
-    import nbformat
-
     driver = browser
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in PANELS_NOTEBOOK])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, LAB_ROOTS[lab] / "panels.ipynb")
-    driver.get(f"{lab}/lab/tree/panels.ipynb?token={TOKEN}")
-    _wait(driver, "window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", 90,
-          "the panels notebook")
-    time.sleep(3)
-    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    _open_and_run(driver, lab, "panels.ipynb", PANELS_NOTEBOOK)
     _wait(driver, "document.querySelectorAll('.jp-OutputArea-output .widget-vbox').length >= 4"
                   " && ![...document.querySelectorAll('.jp-InputArea-prompt')]"
                   ".some(p => p.textContent.includes('*'))", 180, "four panels")
@@ -537,19 +542,8 @@ def test_map_panel_toggles_keep_the_city_in_view(lab: str, browser) -> None:
     """Reported: after a layer checkbox is toggled the map sometimes redrew as an empty world
     (zero size, zoom 0). Twelve toggles, clicked in the page; after each the map in the
     iframe has its full size, a city-level zoom and the ticked layers' paths."""
-    import nbformat
-
     driver = browser
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c)
-                                         for c in MAP_PANEL_NOTEBOOK])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, LAB_ROOTS[lab] / "map_panel.ipynb")
-    driver.get(f"{lab}/lab/tree/map_panel.ipynb?token={TOKEN}")
-    _wait(driver, "window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", 90,
-          "the map panel notebook")
-    time.sleep(3)
-    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    _open_and_run(driver, lab, "map_panel.ipynb", MAP_PANEL_NOTEBOOK)
     _wait(driver, "document.querySelector('.jp-OutputArea-output iframe.fedlab-map')", 120,
           "the map panel")
     state = ("const m = Object.keys(window).filter(k => k.startsWith('map_'))"
