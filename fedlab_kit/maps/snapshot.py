@@ -42,14 +42,6 @@ _NO_NETWORK = ("--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>")
 RENDERERS = ("auto", "browser", "static")
 
 
-def _has_browser() -> bool:
-    try:
-        find_browser()
-    except MapExportError:
-        return False
-    return True
-
-
 def find_browser(browser: str | None = None) -> str:
     """Path of a headless-capable Chromium: ``browser``, ``$FEDLAB_CHROMIUM`` or on PATH.
 
@@ -191,10 +183,13 @@ def snapshot(m: Any, path: Path | str, *, width: int = 1200, height: int = 800,
     if suffix == ".png":
         if width < 1 or height < 1:
             raise InputError(f"PNG size must be positive, got {width}x{height}")
-        explicit = browser or os.environ.get(BROWSER_ENV)
-        if renderer == "browser" or (renderer == "auto" and (explicit or _has_browser())):
+        explicit = browser or os.environ.get(BROWSER_ENV)  # named: it must work
+        if renderer == "browser" or (renderer == "auto" and explicit):
             exe = find_browser(browser)  # before the work, so a missing browser fails fast
         elif renderer == "auto":
+            with contextlib.suppress(MapExportError):
+                exe = find_browser()
+        if renderer == "auto" and exe is None:
             warnings.warn("no headless Chromium here: the PNG is drawn with matplotlib "
                           f"(no tiles); {INSTALL_BROWSER_HINT} for the browser's picture",
                           stacklevel=2)
