@@ -193,15 +193,18 @@ def test_walkthrough_runs_in_jupyterlab_and_everything_renders(lab: str, browser
             _shot(driver, name)
 
 
-def _open_and_run(driver: object, lab: str, name: str, sources: list[str]) -> None:
-    """Write a notebook of these code cells into the lab, open it and Run All."""
+def _open_and_run(driver: object, lab: str, name: str, sources: list[str],
+                  workspace: str | None = None) -> None:
+    """Write a notebook of these code cells into the lab, open it and Run All (in a fresh
+    ``workspace`` of its own if given: no other notebook open beside it)."""
     import nbformat
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in sources])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, LAB_ROOTS[lab] / name)
-    driver.get(f"{lab}/lab/tree/{name}?token={TOKEN}")
+    where = f"workspaces/{workspace}/tree/{name}?reset&" if workspace else f"tree/{name}?"
+    driver.get(f"{lab}/lab/{where}token={TOKEN}")
     _wait(driver, "window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')", 90,
           f"the notebook {name}")
     time.sleep(3)  # the kernel connects after the page
@@ -254,6 +257,7 @@ ROLE_TABS = ("retailer", "media", "operator")
 NB = "[...window.jupyterapp.shell.widgets('main')].find(w => w.content && w.sessionContext)"
 OUTPUTS = f"[...{NB}.node.querySelectorAll('.jp-OutputArea-output')]"
 CONNECT, PSI = "Connect to the room", "Private set intersection"
+BOTH_PRESENT = "p.querySelectorAll('table.fedlab-presence tr[data-state=\"present\"]').length === 2"
 TRAIN, SERVE = "SecureBoost training (label holder)", "SecureBoost training (feature holder)"
 
 
@@ -266,6 +270,13 @@ def _command(driver: object, command: str) -> None:
 def _panel(title: str) -> str:
     """JS: the output holding the panel headed ``title`` in the current tab (or undefined)."""
     return f"{OUTPUTS}.find(e => e.textContent.includes({json.dumps(title)}))"
+
+
+def _wait_panel(driver: object, title: str, condition: str, seconds: float,
+                what: str) -> object:
+    """Wait until the JavaScript ``condition`` over ``p`` (the panel headed ``title``) holds."""
+    return _wait(driver, f"(() => {{ const p = {_panel(title)}; return p && ({condition}); }})()",
+                 seconds, what)
 
 
 def _panel_text(driver: object, title: str) -> str:
@@ -298,10 +309,9 @@ def _ran_all(driver: object, role: str, last_words: str) -> None:
 
 def _click(driver: object, title: str, label: str, role: str) -> None:
     """Click, as a person would, the enabled button ``label`` of the panel headed ``title``."""
-    button = _wait(driver, f"(() => {{ const p = {_panel(title)}; return p && "
-                           f"[...p.querySelectorAll('button')].find(b => "
-                           f"b.textContent.trim() === {json.dumps(label)} && !b.disabled); }})()",
-                   60, f"the {label} button in the {role} tab")
+    button = _wait_panel(driver, title, "[...p.querySelectorAll('button')].find(b => "
+                         f"b.textContent.trim() === {json.dumps(label)} && !b.disabled)",
+                         60, f"the {label} button in the {role} tab")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
     time.sleep(0.5)
     button.click()
@@ -312,10 +322,10 @@ def _type(driver: object, title: str, label: str, value: str, role: str) -> None
     leave the box, which sends the new value to the kernel)."""
     from selenium.webdriver.common.keys import Keys
 
-    box = _wait(driver, f"(() => {{ const p = {_panel(title)}; return p && [...p.querySelectorAll("
-                        "'.widget-inline-hbox')].filter(b => b.querySelector('label') && "
-                        f"b.querySelector('label').textContent.trim() === {json.dumps(label)})"
-                        ".map(b => b.querySelector('input'))[0]; })()", 30,
+    box = _wait_panel(driver, title, "[...p.querySelectorAll('.widget-inline-hbox')]"
+                      ".filter(b => b.querySelector('label') && "
+                      f"b.querySelector('label').textContent.trim() === {json.dumps(label)})"
+                      ".map(b => b.querySelector('input'))[0]", 30,
                 f"the {label} box in the {role} tab")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
     box.click()
@@ -401,9 +411,8 @@ def test_three_role_notebooks_in_three_tabs(lab: str, browser, tmp_path: Path) -
             _click(driver, CONNECT, "Connect", role)
         for role in ROLE_TABS:
             driver.switch_to.window(tabs[role])
-            _wait(driver, f"(() => {{ const p = {_panel(CONNECT)}; return p && p.querySelectorAll("
-                          "'table.fedlab-presence tr[data-state=\"present\"]').length === 2; })()",
-                  90, f"the {role} panel to show both other parties present")
+            _wait_panel(driver, CONNECT, BOTH_PRESENT, 90,
+                        f"the {role} panel to show both other parties present")
             text = _panel_text(driver, CONNECT)
             assert f"Connected as '{role}'" in text, text
         for role in ROLE_TABS:
@@ -416,9 +425,9 @@ def test_three_role_notebooks_in_three_tabs(lab: str, browser, tmp_path: Path) -
             _click(driver, PSI, "Run PSI", role)
         for role in ROLE_TABS:
             driver.switch_to.window(tabs[role])
-            _wait(driver, f"(() => {{ const p = {_panel(PSI)}; return p && (p.textContent"
-                          ".includes('PSI finished in') || p.textContent.includes('PSI failed'));"
-                          " })()", 180, f"PSI to end in the {role} tab")
+            _wait_panel(driver, PSI, "p.textContent.includes('PSI finished in') || "
+                                     "p.textContent.includes('PSI failed')", 180,
+                        f"PSI to end in the {role} tab")
             text = _panel_text(driver, PSI)
             assert "PSI finished in" in text, f"{role}: {text}"
             assert f"Common customers{len(common)}" in text, f"{role}: {text}"
@@ -441,18 +450,18 @@ def test_three_role_notebooks_in_three_tabs(lab: str, browser, tmp_path: Path) -
             else:
                 _click(driver, SERVE, "Serve training", role)
         driver.switch_to.window(tabs["retailer"])
-        _wait(driver, f"(() => {{ const p = {_panel(TRAIN)}; return p && (p.textContent"
-                      ".includes('Training finished') || p.textContent.includes('failed')); })()",
-              300, "the retailer's training to end")
+        _wait_panel(driver, TRAIN, "p.textContent.includes('Training finished') || "
+                                   "p.textContent.includes('failed')", 300,
+                    "the retailer's training to end")
         text = _panel_text(driver, TRAIN)
         assert "Training finished: kept 3 of 3 trees" in text, text
         assert "Held-out auc (eval set 1)" in text, text
         assert "Partiesretailer, media, operator" in text, text
         for role in ("media", "operator"):
             driver.switch_to.window(tabs[role])
-            _wait(driver, f"(() => {{ const p = {_panel(SERVE)}; return p && p.textContent"
-                          ".includes(\"Training of 'retailer' finished\"); })()", 60,
-                  f"the {role} panel to show the training finished")
+            _wait_panel(driver, SERVE, "p.textContent.includes(\"Training of 'retailer' "
+                                       "finished\")", 60,
+                        f"the {role} panel to show the training finished")
         for role in ROLE_TABS:
             driver.switch_to.window(tabs[role])
             _look(driver, role, "4-trained", TRAIN if role == "retailer" else SERVE)
@@ -466,9 +475,8 @@ def test_three_role_notebooks_in_three_tabs(lab: str, browser, tmp_path: Path) -
         for role in ("retailer", "operator"):
             driver.switch_to.window(tabs[role])
             _click(driver, PSI, "Run PSI", role)
-            _wait(driver, f"(() => {{ const p = {_panel(PSI)}; return p && "
-                          "p.textContent.includes('Running PSI on column'); })()", 30,
-                  f"the new PSI to start in the {role} tab")
+            _wait_panel(driver, PSI, "p.textContent.includes('Running PSI on column')", 30,
+                        f"the new PSI to start in the {role} tab")
         driver.switch_to.window(tabs["media"])
         driver.set_script_timeout(90)  # Kernel > Restart Kernel (without the dialog)
         restarted = driver.execute_async_script(
@@ -479,10 +487,9 @@ def test_three_role_notebooks_in_three_tabs(lab: str, browser, tmp_path: Path) -
         # earlier result stays on show
         for role in ("retailer", "operator"):
             driver.switch_to.window(tabs[role])
-            _wait(driver, f"(() => {{ const p = {_panel(PSI)}; return p && "
-                          "p.textContent.includes('PSI failed') && "
-                          "!p.textContent.includes('Running…'); })()", 60,
-                  f"the {role} PSI panel to say the run stopped")
+            _wait_panel(driver, PSI, "p.textContent.includes('PSI failed') && "
+                                     "!p.textContent.includes('Running…')", 60,
+                        f"the {role} PSI panel to say the run stopped")
             text = _panel_text(driver, PSI)
             # the operator may read it as the retailer's abort: "'retailer' stopped PSI: ..."
             assert "'media' left the room (its kernel or process stopped) during PSI; run PSI " \
@@ -496,18 +503,16 @@ def test_three_role_notebooks_in_three_tabs(lab: str, browser, tmp_path: Path) -
         _run_all(driver, "media")
         _ran_all(driver, "media", "Connect first (step 2).")
         _click(driver, CONNECT, "Connect", "media")
-        _wait(driver, f"(() => {{ const p = {_panel(CONNECT)}; return p && p.querySelectorAll("
-                      "'table.fedlab-presence tr[data-state=\"present\"]').length === 2; })()",
-              90, "the restarted media kernel to see both other parties")
+        _wait_panel(driver, CONNECT, BOTH_PRESENT, 90,
+                    "the restarted media kernel to see both other parties")
         text = _look(driver, "media", "5-back", CONNECT)
         assert "press Run PSI above" in text
         # the others see it back, marked "restarted" (its old kernel's state is gone)
         for role in ("retailer", "operator"):
             driver.switch_to.window(tabs[role])
-            _wait(driver, f"(() => {{ const p = {_panel(CONNECT)}; return p && p.querySelector("
-                          "'table.fedlab-presence tr[data-peer=\"media\"]"
-                          "[data-state=\"restarted\"]'); })()", 60,
-                  f"the {role} panel to show media back as restarted")
+            _wait_panel(driver, CONNECT, "p.querySelector('table.fedlab-presence "
+                                         "tr[data-peer=\"media\"][data-state=\"restarted\"]')",
+                        60, f"the {role} panel to show media back as restarted")
             log = _panel_text(driver, CONNECT)
             assert "media left" in log and "media restarted" in log, log
             _look(driver, role, "5-media-back", CONNECT)
@@ -524,3 +529,105 @@ def test_three_role_notebooks_in_three_tabs(lab: str, browser, tmp_path: Path) -
                 pass
         driver.switch_to.window(first)
         relay.stop()
+
+
+# ------------------------------------------------------------------ maps laid out late
+LEAFLET_VIEW = ("const m = Object.keys(window).filter(k => k.startsWith('map_'))"
+                ".map(k => window[k]).find(v => v instanceof L.Map);"
+                "if (!m) return null; const s = m.getSize(), c = m.getCenter();"
+                "return [s.x, s.y, m.getZoom(), c.lat, c.lng, document.visibilityState];")
+
+
+def _leaflet_view(driver: object, frame: object) -> list | None:
+    """[width, height, zoom, lat, lng, visibility] of the Leaflet map in ``frame``."""
+    driver.switch_to.frame(frame)
+    try:
+        return driver.execute_script(LEAFLET_VIEW)
+    finally:
+        driver.switch_to.default_content()
+
+
+def test_a_map_laid_out_late_shows_the_city_not_the_world(browser, tmp_path: Path) -> None:
+    """Reported: a MapPanel redrew as an empty world map (zero size, zoom 0). That is what
+    Leaflet does with a page laid out while its iframe has no size (a hidden output, a
+    background tab): fitBounds picks zoom 0 and a later resize keeps it. The same map page
+    in a hidden iframe, then shown, must end with the view of a visible one."""
+    from fedlab_kit.data import load_districts
+    from fedlab_kit.widgets import MapPanel
+
+    frame = MapPanel(districts=load_districts()).map_view.value
+    host = tmp_path / "host.html"
+    host.write_text(f"<html><body><div id='shown'>{frame}</div>"
+                    f"<div id='late' style='display:none'>{frame}</div></body></html>")
+    driver = browser
+    driver.get(host.as_uri())
+    frames = lambda: driver.find_elements("css selector", "iframe.fedlab-map")  # noqa: E731
+    _wait(driver, "document.querySelectorAll('iframe.fedlab-map').length === 2", 30, "the maps")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and None in (views := [_leaflet_view(driver, f)
+                                                             for f in frames()]):
+        time.sleep(0.3)
+    shown, hidden = views
+    assert shown[0] > 200 and shown[1] > 200 and shown[2] >= 9, shown
+    assert hidden[:3] == [0, 0, 0], f"the hidden map was not laid out at zero size: {hidden}"
+    driver.execute_script("document.getElementById('late').style.display = 'block';"
+                          "document.getElementById('shown').style.display = 'none';")
+    deadline = time.monotonic() + 15
+    late = _leaflet_view(driver, frames()[1])
+    while time.monotonic() < deadline and late[2] != shown[2]:
+        time.sleep(0.3)
+        late = _leaflet_view(driver, frames()[1])
+    assert late[:3] == shown[:3], f"shown late: {late}, shown at once: {shown}"
+    assert abs(late[3] - shown[3]) < 1e-3 and abs(late[4] - shown[4]) < 1e-3, (late, shown)
+
+
+MAP_PANEL_NOTEBOOK = [
+    "import h3, pandas as pd\n"
+    "from fedlab_kit.data import load_basemap, load_districts\n"
+    "from fedlab_kit.widgets import MapPanel\n"
+    "ids = [h3.latlng_to_cell(31.23 + i / 200, 121.47, 8) for i in range(5)]\n"
+    "cells = pd.DataFrame({'h3': ids, 'count': [50, 80, 30, 12, 60],\n"
+    "                      'ci_low': [30, 60, 10, 0, 40], 'ci_high': [70, 100, 50, 30, 80],\n"
+    "                      'suppressed': [False] * 5})\n"
+    "MapPanel(cells=cells, districts=load_districts(), basemap=load_basemap())",
+]
+
+
+def test_map_panel_toggles_keep_the_city_in_view(lab: str, browser) -> None:
+    """Twelve layer toggles clicked in JupyterLab; after each, the map in the iframe has its
+    full size, a city-level zoom and the ticked layers' paths (in a tab of its own, in
+    front, as an analyst looks at it)."""
+    driver = browser
+    first = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    try:
+        # a workspace of its own: the earlier tests' notebooks (one with a MapPanel) would
+        # otherwise sit in hidden tabs of the same page, with their own checkboxes and maps
+        _open_and_run(driver, lab, "map_panel.ipynb", MAP_PANEL_NOTEBOOK, workspace="maps")
+        iframe = ".jp-OutputArea-output iframe.fedlab-map"
+        _wait(driver, f"document.querySelector('{iframe}')", 120, "the map panel")
+        boxes = ("Crowd counts", "Districts", "Basemap")
+        seen = []
+        for i in range(12):
+            label = boxes[i % len(boxes)]
+            box = _wait(driver, "[...document.querySelectorAll('.jp-OutputArea-output "
+                                ".widget-checkbox')].find(b => b.textContent.includes("
+                                f"{json.dumps(label)}))", 30, f"the {label} checkbox")
+            old = driver.find_element("css selector", iframe)
+            box.find_element("css selector", "input").click()
+            got, deadline = None, time.monotonic() + 20
+            while time.monotonic() < deadline:
+                frame = driver.find_element("css selector", iframe)
+                if frame != old:  # the kernel redrew: a new iframe holds the new page
+                    got = _leaflet_view(driver, frame)
+                    if got is not None and got[0] > 0:
+                        break
+                time.sleep(0.3)
+            seen.append((label, got))
+            assert got is not None, f"toggle {i + 1} ({label}): no redrawn Leaflet map: {seen}"
+            width, height, zoom = got[:3]
+            assert width > 200 and height > 200 and zoom >= 9, seen
+        _shot(driver, "map-panel-toggled")
+    finally:
+        driver.close()
+        driver.switch_to.window(first)

@@ -37,6 +37,7 @@ from folium.plugins import HeatMap
 
 from fedlab_kit.errors import InputError, InputTypeError
 from fedlab_kit.maps.errors import NotReleasedError
+from fedlab_kit.maps.keep_in_view import KeepInView
 from fedlab_kit.maps.snapshot import notebook_html
 
 DEFAULT_CENTER = (31.23, 121.47)
@@ -195,6 +196,7 @@ def base_map(center: Sequence[float] = DEFAULT_CENTER, zoom: int = DEFAULT_ZOOM,
     else:
         m = NotebookMap(location=list(center), zoom_start=zoom, tiles=tiles, attr=attr,
                         **options)
+    KeepInView().add_to(m)  # a map laid out late still shows this view, not the world
     if basemap is not None:
         basemap_layer(m, basemap)
     return m
