@@ -40,6 +40,11 @@ system-deps:
 	  $(APT_INSTALL) chromium-driver; \
 	else echo "note: no chromedriver: the JupyterLab browser tests need it" \
 	  "(apt-get install chromium-driver, or set FEDLAB_CHROMEDRIVER)"; fi
+	@if command -v caddy >/dev/null 2>&1 || [ -n "$$FEDLAB_CADDY" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing caddy (apt-get)"; apt-get update -qq && $(APT_INSTALL) caddy; \
+	else echo "note: no caddy: the test of the relay behind the shipped reverse-proxy" \
+	  "config needs it (apt-get install caddy, or set FEDLAB_CADDY)"; fi
 	@if command -v npm >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing npm (apt-get)"; apt-get update -qq && $(APT_INSTALL) nodejs npm; \

@@ -35,8 +35,27 @@ def main(log_level: str) -> None:
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
               help="TCP port (0: any free port, printed on start).")
 @click.option("--rooms", "rooms_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Invitations file (one per line): only these rooms exist. "
-                   "Without it, rooms open on first join.")
+              help="Invitations file (one per line): these rooms exist.")
+@click.option("--organisers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Party cards (one per line) of the organisers whose signed invitations "
+                   "(fedlab invite --sign-with) open rooms.")
+@click.option("--open-rooms", is_flag=True,
+              help="Let anyone who reaches the relay open a room by joining it (the default "
+                   "on a loopback address only; off it, for a closed network).")
+@click.option("--memory-mb", default=1024, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="Cap on undelivered messages over all mailboxes together.")
+@click.option("--room-idle-hours", default=24.0, show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="Close a room nobody has joined for this long (its waiting frames go).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve /healthz and Prometheus /metrics on this port.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Address for /healthz and /metrics (0.0.0.0 in a container).")
+@click.option("--trusted-proxy", "trusted_proxies", multiple=True, metavar="ADDR",
+              help="A reverse proxy (address or network, repeatable) whose X-Forwarded-For "
+                   "names the party, for the per-address handshake limits.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one JSON object per log line (for log shippers).")
 @click.option("--max-frame-mb", default=16, show_default=True, type=click.IntRange(1, 256),
               help="Largest frame accepted; larger messages are chunked by the parties.")
 @click.option("--mailbox-mb", default=128, show_default=True, type=click.IntRange(1, 1 << 16),
@@ -50,16 +69,26 @@ def main(log_level: str) -> None:
               help="The certificate's PEM private key.")
 @click.option("--heartbeat-timeout", default=30.0, show_default=True,
               help="Seconds of silence after which a party counts as lost.")
-def relay(host: str, port: int, rooms_file: Path | None, max_frame_mb: int, mailbox_mb: int,
-          ws_port: int | None, tls_cert: Path | None, tls_key: Path | None,
+def relay(host: str, port: int, rooms_file: Path | None, organisers: Path | None,
+          open_rooms: bool, memory_mb: int, room_idle_hours: float, metrics_port: int | None,
+          metrics_host: str,
+          trusted_proxies: tuple[str, ...], log_format: str, max_frame_mb: int,
+          mailbox_mb: int, ws_port: int | None, tls_cert: Path | None, tls_key: Path | None,
           heartbeat_timeout: float) -> None:
     """Run the message relay (routes sealed frames; never sees payloads)."""
+    from .net.relay.logs import use_json_logs
     from .net.relay.server import RelayConfig, RelayServer
 
+    if log_format == "json":
+        use_json_logs()
     config = RelayConfig(host=host, port=port, max_frame=max_frame_mb << 20,
                          mailbox_bytes=mailbox_mb << 20, heartbeat_timeout=heartbeat_timeout,
-                         rooms_file=rooms_file, tls_cert=tls_cert, tls_key=tls_key,
-                         ws_port=ws_port)
+                         rooms_file=rooms_file, organisers=organisers,
+                         open_rooms=True if open_rooms else None,
+                         memory_bytes=memory_mb << 20, room_idle_seconds=room_idle_hours * 3600,
+                         tls_cert=tls_cert, tls_key=tls_key, ws_port=ws_port,
+                         metrics_port=metrics_port, metrics_host=metrics_host,
+                         trusted_proxies=trusted_proxies)
 
     async def serve() -> None:
         try:
@@ -74,10 +103,12 @@ def relay(host: str, port: int, rooms_file: Path | None, max_frame_mb: int, mail
                        "path)")
         if server.pin:
             click.echo(f"TLS: invitations name tls://HOST:{server.port} with --pin {server.pin}")
+        if server.metrics_port is not None:
+            click.echo(f"/healthz and /metrics on {metrics_host}:{server.metrics_port}")
         sys.stdout.flush()
-        if rooms_file is None and host not in ("127.0.0.1", "localhost", "::1"):
-            click.echo("warning: open mode: anyone reaching this port can open a room "
-                       "(pass --rooms to allow only invited rooms)", err=True)
+        if open_rooms:
+            click.echo("warning: open rooms: anyone reaching this port can open a room "
+                       "(pass --rooms or --organisers to allow only invited rooms)", err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -129,9 +160,15 @@ def tls_cert(host: str, out: Path) -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Or the relay's certificate file: its pin goes into the invitation.")
 @click.option("--room", help="Room name (default: random).")
+@click.option("--sign-with", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The organiser's key file: sign the invitation so that a relay run with "
+                   "--organisers opens the room.")
+@click.option("--days", default=30.0, show_default=True, type=click.FloatRange(0, 366,
+                                                                            min_open=True),
+              help="How long the signed invitation opens the room.")
 @click.argument("cards", nargs=-1, required=True)
 def invite(relay_addr: str, pin: str, tls_cert: Path | None, room: str | None,
-           cards: tuple[str, ...]) -> None:
+           sign_with: Path | None, days: float, cards: tuple[str, ...]) -> None:
     """Make a room invitation from the members' cards (strings or @file)."""
     from .net.relay.tls import pin_of_file
 
@@ -140,7 +177,10 @@ def invite(relay_addr: str, pin: str, tls_cert: Path | None, room: str | None,
             pin = pin_of_file(tls_cert)
         parsed = [PartyCard.from_string(Path(c[1:]).read_text() if c.startswith("@") else c)
                   for c in cards]
-        click.echo(Invitation.to_relay(relay_addr, room, parsed, pin=pin).to_string())
+        invitation = Invitation.to_relay(relay_addr, room, parsed, pin=pin)
+        if sign_with is not None:
+            invitation = invitation.granted_by(Identity.load(sign_with), days=days)
+        click.echo(invitation.to_string())
     except (FedlabError, OSError) as exc:
         _fail(exc)
 

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_relay_inprocess import HOST, close_all, exchange, join, relay, run
+from test_relay_inprocess import (
+    HOST,
+    close_all,
+    eventually,
+    exchange,
+    flood,
+    join,
+    relay,
+    run,
+)
 
 from fedlab_kit.cli import main
 from fedlab_kit.demo.harness import RelayProcess, create_room
@@ -285,3 +294,68 @@ def test_a_stalled_websocket_send_ends_in_an_error_not_a_hang() -> None:
             await asyncio.wait_for(draining, 10)
 
     run(main_())
+
+
+def test_a_flood_of_stalled_tls_handshakes_fills_only_its_own_slots(
+        cert: tuple[Path, Path, str]) -> None:
+    """The attack: TCP connections to the TLS port that never send a ClientHello. They are
+    counted before TLS starts, so they take only their source address's handshake slots; a
+    party from elsewhere joins at once, and one from the flooded address, turned away before
+    TLS, retries until a slot frees."""
+    crt, key, pin = cert
+
+    async def main_() -> None:
+        async with relay(tls_cert=crt, tls_key=key, max_pending_per_address=4, max_pending=8,
+                         hello_timeout=1.5) as srv:
+            ids = {p: Identity.generate(p) for p in ("a", "b", "c")}
+            inv = Invitation.create(HOST, srv.port, "r", [i.card for i in ids.values()],
+                                    tls=True, pin=pin)
+            held = await flood(srv.port, "127.0.0.2", 40)
+            await eventually(lambda: srv._pending.get("127.0.0.2") == 4, 5,
+                             "the flood to fill its address's 4 slots")
+            a, b = await join(ids["a"], inv), await join(ids["b"], inv)
+            more = await flood(srv.port, "127.0.0.1", 4)
+            await eventually(lambda: srv._pending.get("127.0.0.1") == 4, 5, "a full address")
+            c = await join(ids["c"], inv)  # busy (closed before TLS), then in
+            try:
+                await exchange(a, b, b"during the flood")
+                await exchange(c, a, b"after busy")
+                assert srv.stats.rejections["busy"] > 0
+            finally:
+                for w in held + more:
+                    w.close()
+                await close_all(a, b, c)
+
+    run(main_())
+
+
+def test_only_a_trusted_reverse_proxy_names_the_party_address() -> None:
+    """Behind a reverse proxy every party arrives from the proxy's address and would share
+    its handshake slots; the relay counts the X-Forwarded-For address instead, but only
+    from a proxy it was told to trust (anyone else could claim any address)."""
+    import ipaddress
+
+    from websockets.asyncio.client import connect
+
+    from fedlab_kit.net.relay.server import forwarded_for, source_of
+
+    proxies = [ipaddress.ip_network("10.0.0.0/8")]
+    assert forwarded_for("198.51.100.7", "10.1.2.3", proxies) == "198.51.100.7"
+    assert forwarded_for("6.6.6.6, 198.51.100.7", "10.1.2.3", proxies) == "198.51.100.7"
+    assert forwarded_for("198.51.100.7, 10.9.9.9", "10.1.2.3", proxies) == "198.51.100.7"
+    assert forwarded_for("198.51.100.7", "203.0.113.1", proxies) == "203.0.113.1"
+    assert forwarded_for(None, "10.1.2.3", proxies) == "10.1.2.3"
+    assert source_of(("2001:db8:1:2:aaaa::1", 5, 0, 0)) == "2001:db8:1:2::/64"
+    assert source_of(("::ffff:192.0.2.4", 5, 0, 0)) == "192.0.2.4"
+    assert source_of(("192.0.2.4", 5)) == "192.0.2.4"
+
+    async def pending_under(trusted: tuple[str, ...]) -> dict[str, int]:
+        async with relay(ws_port=0, trusted_proxies=trusted) as srv:
+            url = f"ws://{HOST}:{srv.ws_port}/fedlab"
+            async with connect(url, additional_headers={"X-Forwarded-For": "203.0.113.9"},
+                               proxy=None):
+                await eventually(lambda: bool(srv._pending), 5, "the handshake to count")
+                return dict(srv._pending)
+
+    assert run(pending_under(("127.0.0.1",))) == {"203.0.113.9": 1}
+    assert run(pending_under(())) == {HOST: 1}

@@ -9,6 +9,7 @@ whoever holds it knows whom to talk to, and the keys it carries are pinned for t
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -152,7 +153,10 @@ class Invitation:
 
     ``tls``: the relay speaks TLS; ``pin``: the SHA-256 of its certificate
     (``sha256:<hex>``), checked before anything is sent (no public CA needed);
-    ``websocket``: over a WebSocket at ``path`` (through HTTP proxies and reverse proxies).
+    ``websocket``: over a WebSocket at ``path`` (through HTTP proxies and reverse proxies);
+    ``grant``: the organiser's signed permission for the relay to open the room
+    (:class:`~fedlab_kit.net.relay.grants.RoomGrant`, as text), for relays that take rooms
+    from organisers (``fedlab relay --organisers``).
     The relay is named as a URL in the invitation text: ``tcp://host:port``,
     ``tls://host:port``, ``ws://host:port/path`` or ``wss://host:port/path``."""
 
@@ -164,9 +168,14 @@ class Invitation:
     pin: str = ""
     websocket: bool = False
     path: str = ""
+    grant: str = ""
 
     def __post_init__(self) -> None:
         check_name(self.room, "room name")
+        if self.grant:
+            from .relay.grants import RoomGrant
+
+            RoomGrant.from_string(self.grant)  # well formed (the relay checks the signature)
         if self.pin:
             if not self.tls:
                 raise InvitationError("a relay pin needs a TLS relay (tls:// or wss://)")
@@ -195,6 +204,14 @@ class Invitation:
         """Member name -> Ed25519 public key, what the relay needs to authenticate joins."""
         return {c.name: c.sign_key for c in self.members}
 
+    def granted_by(self, organiser: Identity, *, days: float = 30.0) -> Invitation:
+        """This invitation with ``organiser``'s grant for the relay to open the room for
+        ``days`` (relays run with ``--organisers`` open rooms only from grants)."""
+        from .relay.grants import RoomGrant
+
+        grant = RoomGrant.sign(organiser, self.room, self.roster(), days=days)
+        return dataclasses.replace(self, grant=grant.to_string())
+
     @property
     def url(self) -> str:
         """The relay as a URL: ``tcp://``, ``tls://``, ``ws://`` or ``wss://``."""
@@ -205,18 +222,20 @@ class Invitation:
 
     def to_string(self) -> str:
         cards = ",".join(c.to_string() for c in self.members)
-        if not (self.tls or self.websocket):  # plain TCP: the first format, which older
-            return f"{INVITE_PREFIX}|{self.host}|{self.port}|{self.room}|{cards}"  # kits read
-        return f"{INVITE_PREFIX2}|{self.url}|{self.pin}|{self.room}|{cards}"
+        if not (self.tls or self.websocket or self.grant):  # plain TCP: the first format,
+            return f"{INVITE_PREFIX}|{self.host}|{self.port}|{self.room}|{cards}"  # still read
+        grant = f"|{self.grant}" if self.grant else ""
+        return f"{INVITE_PREFIX2}|{self.url}|{self.pin}|{self.room}|{cards}{grant}"
 
     @classmethod
     def from_string(cls, text: str) -> Invitation:
         parts = text.strip().split("|")
-        if len(parts) == 5 and parts[0] == INVITE_PREFIX2:  # URL and pin
+        if len(parts) in (5, 6) and parts[0] == INVITE_PREFIX2:  # URL, pin (and grant)
             where = parse_relay_url(parts[1])
             cards = tuple(PartyCard.from_string(c) for c in parts[4].split(",") if c)
             return cls(where.host, where.port, parts[3], cards, tls=where.tls, pin=parts[2],
-                       websocket=where.websocket, path=where.path)
+                       websocket=where.websocket, path=where.path,
+                       grant=parts[5] if len(parts) == 6 else "")
         if len(parts) != 5 or parts[0] != INVITE_PREFIX:
             raise InvitationError(
                 f"not an invitation: expected '{INVITE_PREFIX2}|tcp://HOST:PORT|PIN|ROOM|"

@@ -168,6 +168,13 @@ class RelayConnection:
                     inv.host, inv.port, limit=8 << 20,
                     ssl=tls.client_context(inv.pin) if inv.tls else None,
                     server_hostname=inv.host if inv.tls else None)
+        except (ssl.SSLEOFError, ConnectionResetError) as exc:
+            if not inv.tls:
+                raise
+            err = RelayRejected(f"the relay at {inv.url} closed the connection before TLS "
+                                f"({exc}): it is busy or restarting")
+            err.code = "busy"  # type: ignore[attr-defined]  # retried with backoff
+            raise err from None
         except ssl.SSLError as exc:  # before OSError: it is one
             err = RelayRejected(f"TLS with the relay at {inv.url} failed: {exc.reason or exc} "
                                 "(does the relay run with --tls-cert? is the invitation's "
@@ -187,10 +194,9 @@ class RelayConnection:
             signature = self.identity.sign(
                 wire.auth_message(challenge.nonce, inv.room, self.identity.name, roster)
             )
-            same_relay = challenge.epoch == self.epoch
-            hello = wire.Hello(
+            hello = wire.Hello(  # the room's epoch we last saw: the relay resumes within it
                 wire.PROTOCOL_VERSION, inv.room, self.identity.name, roster, signature,
-                self.instance, self.epoch if same_relay else "", self.last_seq if same_relay else 0,
+                self.instance, self.epoch, self.last_seq, inv.grant,
             )
             writer.write(wire.control(T.HELLO, hello))
             kind, body = await asyncio.wait_for(wire.read_frame(reader, 1 << 16), 15)
@@ -205,7 +211,7 @@ class RelayConnection:
         except BaseException:
             writer.close()
             raise
-        if not same_relay:
+        if welcome.epoch != self.epoch:  # another relay process, or the room anew
             self.last_seq = self._acked = 0
         self.epoch = welcome.epoch
         self.max_frame = welcome.max_frame

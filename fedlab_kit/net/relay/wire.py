@@ -56,10 +56,11 @@ class Hello(msgspec.Struct):
     instance: bytes = b""  # random id of the party process (a reconnect keeps it)
     epoch: str = ""  # relay epoch the client last saw ("" on first connect)
     last_seq: int = 0  # highest DELIVER seq received in that epoch
+    grant: str = ""  # the organiser's RoomGrant (text), for a relay that needs one
 
 
 class Welcome(msgspec.Struct):
-    epoch: str
+    epoch: str  # of the room (a new one when the relay restarts or reopens the room)
     present: list[str]
     max_frame: int
     mailbox_bytes: int = 128 << 20  # parties keep their send windows well below this
