@@ -296,27 +296,33 @@ def test_a_stalled_websocket_send_ends_in_an_error_not_a_hang() -> None:
     run(main_())
 
 
-def test_a_flood_of_stalled_tls_handshakes_fills_only_its_own_slots(
-        cert: tuple[Path, Path, str]) -> None:
-    """The attack: TCP connections to the TLS port that never send a ClientHello. They are
-    counted before TLS starts, so they take only their source address's handshake slots; a
-    party from elsewhere joins at once, and one from the flooded address, turned away before
-    TLS, retries until a slot frees."""
+@pytest.mark.parametrize("transport", ["tls", "ws"])
+def test_a_flood_of_unfinished_handshakes_fills_only_its_own_slots(
+        cert: tuple[Path, Path, str], transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attack: TCP connections that never send a TLS ClientHello (tls://) or an HTTP
+    upgrade (ws://). They count from the moment they are accepted, so they take only their
+    source address's handshake slots; a party from elsewhere joins at once, and one from
+    the flooded address, turned away before TLS or the upgrade, retries until a slot frees."""
     crt, key, pin = cert
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    options = ({"tls_cert": crt, "tls_key": key} if transport == "tls" else {"ws_port": 0})
 
     async def main_() -> None:
-        async with relay(tls_cert=crt, tls_key=key, max_pending_per_address=4, max_pending=8,
-                         hello_timeout=1.5) as srv:
+        async with relay(max_pending_per_address=4, max_pending=8, hello_timeout=1.5,
+                         **options) as srv:
+            port = srv.port if transport == "tls" else srv.ws_port
             ids = {p: Identity.generate(p) for p in ("a", "b", "c")}
-            inv = Invitation.create(HOST, srv.port, "r", [i.card for i in ids.values()],
-                                    tls=True, pin=pin)
-            held = await flood(srv.port, "127.0.0.2", 40)
+            inv = Invitation.create(HOST, port, "r", [i.card for i in ids.values()],
+                                    **({"tls": True, "pin": pin} if transport == "tls" else
+                                       {"websocket": True, "path": "/fedlab"}))
+            held = await flood(port, "127.0.0.2", 40)
             await eventually(lambda: srv._pending.get("127.0.0.2") == 4, 5,
                              "the flood to fill its address's 4 slots")
             a, b = await join(ids["a"], inv), await join(ids["b"], inv)
-            more = await flood(srv.port, "127.0.0.1", 4)
+            more = await flood(port, "127.0.0.1", 4)
             await eventually(lambda: srv._pending.get("127.0.0.1") == 4, 5, "a full address")
-            c = await join(ids["c"], inv)  # busy (closed before TLS), then in
+            c = await join(ids["c"], inv)  # busy (closed before TLS / the upgrade), then in
             try:
                 await exchange(a, b, b"during the flood")
                 await exchange(c, a, b"after busy")
@@ -359,3 +365,41 @@ def test_only_a_trusted_reverse_proxy_names_the_party_address() -> None:
 
     assert run(pending_under(("127.0.0.1",))) == {"203.0.113.9": 1}
     assert run(pending_under(())) == {HOST: 1}
+
+
+def test_a_wrong_pin_over_wss_is_refused_before_the_upgrade_request(
+        cert: tuple[Path, Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attack: someone in between answers wss:// with another certificate and reads
+    what the party sends. The pin is checked as soon as TLS is up, so not even the HTTP
+    upgrade request (host, path, user agent) reaches it."""
+    from fedlab_kit.net.relay.tls import server_context
+
+    crt, key, _pin = cert
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    async def main_() -> bytes:
+        got = bytearray()
+
+        async def listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await reader.read(1 << 16):
+                    got.extend(chunk)
+            except (ConnectionError, OSError):
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(listen, HOST, 0, ssl=server_context(crt, key))
+        port = server.sockets[0].getsockname()[1]
+        ids = {p: Identity.generate(p) for p in ("a", "b")}
+        inv = Invitation.to_relay(f"wss://{HOST}:{port}/fedlab", "r",
+                                  [i.card for i in ids.values()], pin="sha256:" + "1" * 64)
+        try:
+            with pytest.raises(RelayRejected, match="is not the one in the invitation"):
+                await join(ids["a"], inv)
+            await asyncio.sleep(0.5)
+        finally:
+            server.close()
+        return bytes(got)
+
+    assert run(main_()) == b"", "the upgrade request went to a relay with the wrong pin"

@@ -40,6 +40,24 @@ class ClientConfig:
     ack_bytes: int = 4 << 20  # acknowledge after this many bytes, or when idle
 
 
+def _pinned_connection(pin: str, url: str, wrong: list[RelayRejected]) -> Any:
+    """A websockets client connection that checks the relay's pin as soon as TLS is up
+    (inside a proxy's tunnel too), before its HTTP upgrade request is written; a wrong
+    pin aborts the connection and is left in ``wrong``."""
+    from websockets.asyncio.client import ClientConnection
+
+    class PinnedConnection(ClientConnection):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            try:
+                tls.check_pin(transport.get_extra_info("ssl_object"), pin, url)
+            except RelayRejected as exc:
+                wrong.append(exc)
+                transport.abort()  # type: ignore[attr-defined]
+
+    return PinnedConnection
+
+
 class RelayConnection:
     """Keeps one party connected to the relay and moves frames in and out."""
 
@@ -125,6 +143,7 @@ class RelayConnection:
         from websockets.asyncio.client import connect
         from websockets.exceptions import (
             InvalidHandshake,
+            InvalidMessage,
             InvalidProxy,
             InvalidProxyStatus,
             InvalidStatus,
@@ -132,23 +151,44 @@ class RelayConnection:
         )
 
         inv = self.invitation
+        wrong_pin: list[RelayRejected] = []
         try:
             socket = await connect(
                 inv.url, ssl=tls.client_context(inv.pin) if inv.tls else None,
                 compression=None, max_size=ws.MAX_MESSAGE, max_queue=ws.MAX_QUEUE,
-                ping_interval=None, open_timeout=15, proxy=self.config.proxy)
-        except (InvalidHandshake, InvalidURI, InvalidProxy, ImportError) as exc:
+                ping_interval=None, open_timeout=15, proxy=self.config.proxy,
+                create_connection=_pinned_connection(inv.pin, inv.url, wrong_pin)
+                if inv.tls and inv.pin else None)
+        except Exception as exc:
+            if wrong_pin:  # refused right after TLS: the upgrade request never went out
+                raise wrong_pin[0] from None
+            if isinstance(exc, ConnectionResetError) or (
+                    isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError)):
+                err = RelayRejected(f"the relay at {inv.url} closed the WebSocket before "
+                                    "answering its upgrade: it is busy or restarting")
+                err.code = "busy"  # type: ignore[attr-defined]  # retried with backoff
+                raise err from None
+            self._websocket_refused(exc, (InvalidHandshake, InvalidURI, InvalidProxy,
+                                          ImportError), InvalidStatus, InvalidProxyStatus)
+            raise
+        reader = ws.WsReader(socket)
+        writer = ws.WsWriter(socket, ws.extra_of(socket))
+        return reader, writer
+
+    def _websocket_refused(self, exc: Exception, refusals: tuple[type[Exception], ...],
+                           *statuses: type[Exception]) -> None:
+        """Raise a :class:`RelayRejected` for a refused WebSocket (``unavailable``, retried,
+        when the relay or a proxy answers 5xx); return for any other exception."""
+        inv = self.invitation
+        if isinstance(exc, refusals):
             status = getattr(getattr(exc, "response", None), "status_code", 0)
-            down = (isinstance(exc, (InvalidStatus, InvalidProxyStatus)) and status >= 500)
+            down = isinstance(exc, statuses) and status >= 500
             err = RelayRejected(
                 f"the WebSocket to the relay at {inv.url} was refused: {exc}"
                 + (" (the relay or a proxy in front of it is down; retrying)" if down else
                    " (is the path right? is the proxy setting right and does it allow it?)"))
             err.code = "unavailable" if down else "websocket"  # type: ignore[attr-defined]
             raise err from None
-        reader = ws.WsReader(socket)
-        writer = ws.WsWriter(socket, ws.extra_of(socket))
-        return reader, writer
 
     def _raise_error(self, body: bytes) -> None:
         err = wire.decode_control(body, wire.Error)

@@ -199,7 +199,8 @@ class RelayServer:
                 self._ws_handle, self.config.host, self.config.ws_port, ssl=self._ssl,
                 compression=None, max_size=ws.MAX_MESSAGE, max_queue=ws.MAX_QUEUE,
                 ping_interval=None, open_timeout=self.config.hello_timeout,
-                ssl_handshake_timeout=self.config.hello_timeout if self._ssl else None)
+                ssl_handshake_timeout=self.config.hello_timeout if self._ssl else None,
+                create_connection=self._counted_ws_connection())
         if self.config.metrics_port is not None:
             from .metrics import serve_metrics
 
@@ -356,8 +357,58 @@ class RelayServer:
         with contextlib.suppress(asyncio.CancelledError):  # relay shutting down
             await self._connection(reader, writer, tls=self._ssl is not None)
 
+    def _counted_ws_connection(self) -> type:
+        """websockets' server connection, counted against the handshake limits from the
+        moment it exists (after TLS for wss) until the relay protocol takes it over, so
+        sockets that never finish the HTTP upgrade fill only their own address's slots
+        (a trusted proxy's connections meet only the relay-wide limit)."""
+        from websockets.asyncio.server import ServerConnection
+
+        relay = self
+
+        class CountedConnection(ServerConnection):
+            counted_as: str | None = None
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                source = source_of(transport.get_extra_info("peername"))
+                if relay._admit(source, proxy=relay._is_proxy(source)):
+                    self.counted_as = source
+                else:
+                    relay.stats.reject("busy")
+                    transport.abort()  # type: ignore[attr-defined]
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                relay._uncount(self)
+                super().connection_lost(exc)
+
+        return CountedConnection
+
+    def _is_proxy(self, source: str) -> bool:
+        try:
+            return any(ipaddress.ip_address(source) in net for net in self._proxies)
+        except ValueError:
+            return False
+
+    def _admit(self, source: str, *, proxy: bool = False) -> bool:
+        """Count a connection from ``source`` in the handshake limits; False (not counted)
+        when they are reached, and the caller refuses it as ``busy``."""
+        self._pending[source] = self._pending.get(source, 0) + 1
+        if ((not proxy and self._pending[source] > self.config.max_pending_per_address)
+                or sum(self._pending.values()) > self.config.max_pending
+                or self._members >= self.config.max_connections):
+            return self._end_pending(source)
+        return True
+
+    def _uncount(self, connection: Any) -> None:
+        """A WebSocket's upgrade is over (taken over by the relay protocol, or closed)."""
+        if connection.counted_as is not None:
+            self._end_pending(connection.counted_as)
+            connection.counted_as = None
+
     async def _ws_handle(self, socket: Any) -> None:
         """A WebSocket connection: the same relay protocol over its binary messages."""
+        self._uncount(socket)  # counted again, under its party's address, from here
         reader = ws.WsReader(socket)
         writer = ws.WsWriter(socket, ws.extra_of(socket))
         source = None
@@ -387,14 +438,12 @@ class RelayServer:
         conn: Connection | None = None
         room: Room | None = None
         reason = "left"
-        pending = True  # until authenticated: counted against the handshake limits
-        self._pending[address] = self._pending.get(address, 0) + 1
+        # until authenticated: counted against the handshake limits. Members never compete
+        # with handshakes: a flood of idle sockets fills only the handshake slots (per
+        # address first), and a busy client retries
+        pending = self._admit(address)
         try:
-            # members never compete with handshakes: a flood of idle sockets fills only
-            # the handshake slots (per address first), and a busy client retries
-            if (self._pending[address] > self.config.max_pending_per_address
-                    or sum(self._pending.values()) > self.config.max_pending
-                    or self._members >= self.config.max_connections):
+            if not pending:
                 if tls:  # no TLS for it: closing before the handshake says "busy"
                     self.stats.reject("busy")
                     writer.transport.abort()
