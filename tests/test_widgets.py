@@ -337,7 +337,7 @@ def test_privacy_panel_previews_the_queries_that_will_run(tmp_path: Path) -> Non
 
     expected = preview_funnel(1.0, 3)
     assert panel.accuracy == pytest.approx(expected.accuracy)
-    assert "district totals ε 0.25" in panel.accuracy_html.value
+    assert "district totals ε 0.5" in panel.accuracy_html.value
     assert "district_total_halfwidth" in panel.accuracy_html.value  # the per-stage table
     panel.epsilon.value = 2.0
     assert panel.accuracy < expected.accuracy  # more epsilon, narrower intervals

@@ -34,6 +34,7 @@ from ..dp.hierarchy import (
     stages_from_exits,
 )
 from ..dp.mechanisms import check_share, release_noise, suppression_note
+from ..dp.preview import DISTRICT_SHARE
 from ..net.driver import run, stopping
 from ..net.session import Party
 from ..protocol import ProgressCallback
@@ -50,7 +51,6 @@ SESSION = "joint-funnel"
 STAGES = ("persons", "visited", "purchased", "repeat")
 GROUPS = ("exposed", "control")
 Z95 = 1.959963984540054
-DISTRICT_SHARE = 0.25  # of the funnel's epsilon: district totals, released directly
 
 
 def _copies(n_campaigns: int) -> int:
