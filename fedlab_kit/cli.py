@@ -324,6 +324,37 @@ def bench() -> None:
     """Benchmarks that print JSON next to their reference."""
 
 
+@bench.command("soak")
+@click.option("--rooms", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--mb", default=1000, show_default=True, type=click.IntRange(1, 1 << 16),
+              help="Megabytes exchanged over all rooms together.")
+@click.option("--kill-every", default=3.0, show_default=True,
+              type=click.FloatRange(0.2, min_open=False),
+              help="Seconds between SIGKILLs of the relay (it restarts on the same port).")
+@click.option("--message-kb", default=256, show_default=True, type=click.IntRange(1, 1 << 20))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Processes the parties run in (rooms go round-robin to them).")
+@click.option("--flood", default=32, show_default=True, type=click.IntRange(0, 4096),
+              help="Idle sockets held open against the relay from another address.")
+@click.option("--memory-mb", default=256, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="The relay's cap on undelivered messages (its --memory-mb).")
+@click.option("--timeout", default=900.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds the parties have to exchange everything.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+def bench_soak_cmd(rooms: int, mb: int, kill_every: float, message_kb: int, workers: int,
+                   flood: int, memory_mb: int, timeout: float, json_path: Path | None) -> None:
+    """Rooms of three exchange MB through a relay that is SIGKILLed every few seconds:
+    messages lost, duplicated or corrupted, the relay's peak RSS."""
+    from .bench.soak import bench_soak
+
+    text = json.dumps(bench_soak(rooms, mb, kill_every, message_kb, workers, flood,
+                                 memory_mb, timeout), indent=2)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
+    click.echo(text)
+
+
 @bench.command("relay")
 @click.option("--mb", default=500, show_default=True, type=click.IntRange(1, 1 << 16))
 @click.option("--message-mb", default=64, show_default=True, type=click.IntRange(1, 4096),

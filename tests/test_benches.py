@@ -54,3 +54,22 @@ def test_bench_relay_small(tmp_path: Path, transport: str) -> None:
     assert report["transport"] == transport and report["relay"].startswith(f"{transport}://")
     assert report["relay_digest_ok"] and report["tcp_digest_ok"]  # every byte arrived intact
     assert report["relay_mb_per_s"] > 0 and report["ratio_vs_tcp"] > 0
+
+
+def test_bench_soak_small(tmp_path: Path) -> None:
+    """Rooms of three through a relay SIGKILLed every 1.5 s, with a busy flood from another
+    address: every message arrives exactly once, in order and intact, and the relay's RSS
+    stays within its memory cap plus its per-connection buffers."""
+    out = tmp_path / "soak.json"
+    res = CliRunner().invoke(main, ["bench", "soak", "--rooms", "4", "--mb", "120",
+                                    "--kill-every", "1.5", "--flood", "16", "--memory-mb", "64",
+                                    "--timeout", "120", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["failed_parties"] == 0, report["errors"]
+    assert report["messages_received"] == report["messages_expected"] > 0
+    assert report["lost"] == report["duplicated"] == report["corrupt"] == 0
+    assert report["out_of_order"] == 0
+    assert report["relay_kills"] >= 1, report  # the kills happened while messages flowed
+    assert report["flood_sockets_opened"] > 16  # the flood was renewed as the relay dropped it
+    assert 0 < report["relay_rss_max_mb"] < 64 + 12 * 40 + 150, report  # cap + 12 x buffers

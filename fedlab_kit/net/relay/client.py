@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
 import time
 from collections.abc import Callable
@@ -38,6 +39,12 @@ class ClientConfig:
     #: $NO_PROXY); a URL names one; None connects directly
     proxy: str | bool | None = True
     ack_bytes: int = 4 << 20  # acknowledge after this many bytes, or when idle
+
+
+def _jittered(delay: float) -> float:
+    """A backoff delay spread over [delay/2, delay], so parties turned away together (a
+    relay restart, ``busy``) do not all come back in the same instant."""
+    return random.uniform(delay / 2, delay)
 
 
 def _pinned_connection(pin: str, url: str, wrong: list[RelayRejected]) -> Any:
@@ -110,7 +117,7 @@ class RelayConnection:
             except RelayRejected as exc:  # busy: the relay is full for now, so wait and retry
                 if getattr(exc, "code", "") != "busy" or time.monotonic() + delay > deadline:
                     raise
-            await asyncio.sleep(delay)
+            await asyncio.sleep(_jittered(delay))
             delay = min(delay * 2, 2.0)
         self._connected(writer, True, welcome)
         self._task = asyncio.create_task(self._run(reader, writer))
@@ -247,7 +254,10 @@ class RelayConnection:
             welcome = wire.decode_control(body, wire.Welcome)
         except (wire.WireError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             writer.close()
-            raise RelayRejected(f"handshake with {inv.url} failed: {exc}") from exc
+            err = RelayRejected(f"handshake with {inv.url} failed: {exc}")
+            if not isinstance(exc, wire.WireError):  # cut off (a relay restarting): retry
+                err.code = "unavailable"  # type: ignore[attr-defined]
+            raise err from exc
         except BaseException:
             writer.close()
             raise
@@ -297,7 +307,7 @@ class RelayConnection:
                 last = exc
             except OSError as exc:
                 last = exc
-            await asyncio.sleep(delay)
+            await asyncio.sleep(_jittered(delay))
             delay = min(delay * 2, 1.0)
         raise RelayUnavailable(
             f"relay {self.invitation.url} unreachable for "

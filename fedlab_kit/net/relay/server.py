@@ -33,6 +33,7 @@ from .rooms import Mailbox, MemoryBudget, Room
 from .wire import T
 
 log = logging.getLogger("fedlab.relay")
+FULL_NOTICE_SECONDS = 30.0  # a sender held back by the memory cap is told at most this often
 
 
 class Reject(Exception):
@@ -49,6 +50,7 @@ class Connection:
     instance: bytes
     writer: asyncio.StreamWriter
     peer: str
+    told_full: float = -1e9  # when it was last told that the relay's memory cap holds it
 
     def send(self, data: bytes, body: bytes = b"") -> None:
         if not self.writer.is_closing():
@@ -566,14 +568,16 @@ class RelayServer:
     async def _wait_space(self, mailbox: Mailbox, sender: Connection) -> None:
         """Wait until ``mailbox`` is below its own cap and all mailboxes together are below
         the relay's memory cap (an empty mailbox always takes one frame, so every room
-        makes progress). The sender is told once when the relay-wide cap holds it back."""
+        makes progress). The sender is told when the relay-wide cap holds it back (at most
+        every FULL_NOTICE_SECONDS)."""
         def room_for_it() -> bool:
             return not mailbox.items or (mailbox.size < self.config.mailbox_bytes
                                          and not self.budget.full)
 
         if room_for_it():
             return
-        if self.budget.full:
+        if self.budget.full and time.monotonic() - sender.told_full > FULL_NOTICE_SECONDS:
+            sender.told_full = time.monotonic()
             self.stats.reject("relay-full")
             sender.send(wire.control(T.ERROR, wire.Error(
                 "relay-full", f"the relay holds {self.budget.used >> 20} MiB of undelivered "
