@@ -319,6 +319,15 @@ def datasets_make(persons: int, seed: int, n_pois: int, out: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- bench
+def _report(report: dict, json_path: Path | None) -> None:
+    """Print a bench's JSON report, and write it to ``json_path`` (folders made) if given."""
+    text = json.dumps(report, indent=2, default=str)
+    click.echo(text)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks that print JSON next to their reference."""
@@ -347,12 +356,8 @@ def bench_soak_cmd(rooms: int, mb: int, kill_every: float, message_kb: int, work
     messages lost, duplicated or corrupted, the relay's peak RSS."""
     from .bench.soak import bench_soak
 
-    text = json.dumps(bench_soak(rooms, mb, kill_every, message_kb, workers, flood,
-                                 memory_mb, timeout), indent=2)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(text + "\n")
-    click.echo(text)
+    _report(bench_soak(rooms, mb, kill_every, message_kb, workers, flood, memory_mb, timeout),
+            json_path)
 
 
 @bench.command("relay")
@@ -367,11 +372,7 @@ def bench_relay_cmd(mb: int, message_mb: int, transport: str, json_path: Path | 
     """Encrypted relay throughput between two processes vs a plain TCP copy."""
     from .bench.relay import bench_relay
 
-    report = bench_relay(mb, message_mb, transport=transport)
-    text = json.dumps(report, indent=2)
-    click.echo(text)
-    if json_path:
-        json_path.write_text(text + "\n")
+    _report(bench_relay(mb, message_mb, transport=transport), json_path)
 
 
 @bench.command("psi")
@@ -383,11 +384,7 @@ def bench_psi_cmd(n: int, overlap: float, vs: str | None, json_path: Path | None
     """ECDH-PSI between two processes over the relay (optionally vs OpenMined PSI)."""
     from .bench.psi import bench_psi
 
-    report = bench_psi(n, overlap, vs_openmined=vs == "openmined")
-    text = json.dumps(report, indent=2)
-    click.echo(text)
-    if json_path:
-        json_path.write_text(text + "\n")
+    _report(bench_psi(n, overlap, vs_openmined=vs == "openmined"), json_path)
 
 
 @bench.command("dp")
@@ -405,11 +402,7 @@ def bench_dp_cmd(persons: int, seed: int, funnel_epsilon: float, seeds: int,
     """Joint DP crowd (P30, interval coverage) and funnel accuracy vs the generator's truth."""
     from .bench.dp import bench_dp
 
-    text = json.dumps(bench_dp(persons, seed, funnel_epsilon, seeds, district_share),
-                      indent=2, default=str)
-    click.echo(text)
-    if json_path:
-        json_path.write_text(text + "\n")
+    _report(bench_dp(persons, seed, funnel_epsilon, seeds, district_share), json_path)
 
 
 @bench.command("boost")
@@ -429,12 +422,8 @@ def bench_boost_cmd(rows: int, features: int, parties: int, trees: int, depth: i
     """Encrypted SecureBoost over the relay vs XGBoost (central and label holder alone)."""
     from .bench.boost import bench_boost
 
-    report = bench_boost(rows, features, parties, trees, depth, bins, shape,
-                         min_child_rows=min_child_rows)
-    text = json.dumps(report, indent=2)
-    click.echo(text)
-    if json_path:
-        json_path.write_text(text + "\n")
+    _report(bench_boost(rows, features, parties, trees, depth, bins, shape,
+                        min_child_rows=min_child_rows), json_path)
 
 
 if __name__ == "__main__":

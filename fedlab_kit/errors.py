@@ -138,7 +138,14 @@ class NetworkError(FedlabError):
 
 
 class RelayRejected(NetworkError):
-    """The relay refused to let this party join (credential, room, name, limits)."""
+    """The relay refused to let this party join (credential, room, name, limits).
+
+    ``code`` says why, machine-readably (the relay's error code, or ``busy``, ``pin``,
+    ``tls``, ``websocket``, ``unavailable`` for what the party saw itself)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class RelayUnavailable(NetworkError):

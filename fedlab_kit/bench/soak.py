@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..demo.harness import RelayProcess, create_room
+from .relay import _free_port
 
 PARTIES = ("retailer", "media", "operator")
 _HEAD = struct.Struct(">I")
@@ -165,12 +166,6 @@ def _open(s: socket.socket) -> bool:
         s.close()
         return False
     return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _present(port: int) -> int:

@@ -115,7 +115,7 @@ class RelayConnection:
                                        f"({exc.strerror or exc}); is `fedlab relay` running?"
                                        ) from None
             except RelayRejected as exc:  # busy: the relay is full for now, so wait and retry
-                if getattr(exc, "code", "") != "busy" or time.monotonic() + delay > deadline:
+                if exc.code != "busy" or time.monotonic() + delay > deadline:
                     raise
             await asyncio.sleep(_jittered(delay))
             delay = min(delay * 2, 2.0)
@@ -171,37 +171,25 @@ class RelayConnection:
                 raise wrong_pin[0] from None
             if isinstance(exc, ConnectionResetError) or (
                     isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError)):
-                err = RelayRejected(f"the relay at {inv.url} closed the WebSocket before "
-                                    "answering its upgrade: it is busy or restarting")
-                err.code = "busy"  # type: ignore[attr-defined]  # retried with backoff
-                raise err from None
-            self._websocket_refused(exc, (InvalidHandshake, InvalidURI, InvalidProxy,
-                                          ImportError), InvalidStatus, InvalidProxyStatus)
-            raise
+                raise RelayRejected(f"the relay at {inv.url} closed the WebSocket before "
+                                    "answering its upgrade: it is busy or restarting",
+                                    "busy") from None  # retried with backoff
+            if not isinstance(exc, (InvalidHandshake, InvalidURI, InvalidProxy, ImportError)):
+                raise
+            status = getattr(getattr(exc, "response", None), "status_code", 0)
+            down = isinstance(exc, (InvalidStatus, InvalidProxyStatus)) and status >= 500
+            raise RelayRejected(
+                f"the WebSocket to the relay at {inv.url} was refused: {exc}"
+                + (" (the relay or a proxy in front of it is down; retrying)" if down else
+                   " (is the path right? is the proxy setting right and does it allow it?)"),
+                "unavailable" if down else "websocket") from None
         reader = ws.WsReader(socket)
         writer = ws.WsWriter(socket, ws.extra_of(socket))
         return reader, writer
 
-    def _websocket_refused(self, exc: Exception, refusals: tuple[type[Exception], ...],
-                           *statuses: type[Exception]) -> None:
-        """Raise a :class:`RelayRejected` for a refused WebSocket (``unavailable``, retried,
-        when the relay or a proxy answers 5xx); return for any other exception."""
-        inv = self.invitation
-        if isinstance(exc, refusals):
-            status = getattr(getattr(exc, "response", None), "status_code", 0)
-            down = isinstance(exc, statuses) and status >= 500
-            err = RelayRejected(
-                f"the WebSocket to the relay at {inv.url} was refused: {exc}"
-                + (" (the relay or a proxy in front of it is down; retrying)" if down else
-                   " (is the path right? is the proxy setting right and does it allow it?)"))
-            err.code = "unavailable" if down else "websocket"  # type: ignore[attr-defined]
-            raise err from None
-
     def _raise_error(self, body: bytes) -> None:
         err = wire.decode_control(body, wire.Error)
-        exc = RelayRejected(f"relay refused {self.identity.name!r}: {err.message}")
-        exc.code = err.code  # type: ignore[attr-defined]
-        raise exc
+        raise RelayRejected(f"relay refused {self.identity.name!r}: {err.message}", err.code)
 
     async def _open(
         self,
@@ -218,16 +206,13 @@ class RelayConnection:
         except (ssl.SSLEOFError, ConnectionResetError) as exc:
             if not inv.tls:
                 raise
-            err = RelayRejected(f"the relay at {inv.url} closed the connection before TLS "
-                                f"({exc}): it is busy or restarting")
-            err.code = "busy"  # type: ignore[attr-defined]  # retried with backoff
-            raise err from None
+            raise RelayRejected(f"the relay at {inv.url} closed the connection before TLS "
+                                f"({exc}): it is busy or restarting",
+                                "busy") from None  # retried with backoff
         except ssl.SSLError as exc:  # before OSError: it is one
-            err = RelayRejected(f"TLS with the relay at {inv.url} failed: {exc.reason or exc} "
+            raise RelayRejected(f"TLS with the relay at {inv.url} failed: {exc.reason or exc} "
                                 "(does the relay run with --tls-cert? is the invitation's "
-                                "address right?)")
-            err.code = "tls"  # type: ignore[attr-defined]
-            raise err from None
+                                "address right?)", "tls") from None
         try:
             if inv.tls:
                 tls.check_pin(writer.get_extra_info("ssl_object"), inv.pin, inv.url)
@@ -254,10 +239,9 @@ class RelayConnection:
             welcome = wire.decode_control(body, wire.Welcome)
         except (wire.WireError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             writer.close()
-            err = RelayRejected(f"handshake with {inv.url} failed: {exc}")
-            if not isinstance(exc, wire.WireError):  # cut off (a relay restarting): retry
-                err.code = "unavailable"  # type: ignore[attr-defined]
-            raise err from exc
+            cut_off = not isinstance(exc, wire.WireError)  # a relay restarting: retried
+            raise RelayRejected(f"handshake with {inv.url} failed: {exc}",
+                                "unavailable" if cut_off else "") from exc
         except BaseException:
             writer.close()
             raise
@@ -302,7 +286,7 @@ class RelayConnection:
             try:
                 return await self._open()
             except RelayRejected as exc:
-                if getattr(exc, "code", "") not in _RETRYABLE:
+                if exc.code not in _RETRYABLE:
                     raise
                 last = exc
             except OSError as exc:

@@ -11,29 +11,22 @@ once the grant has expired and no member is connected.
 
 from __future__ import annotations
 
-import base64
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ...errors import InvitationError
+from ..identity import PartyCard, _b64, _unb64
+
+if TYPE_CHECKING:
+    from ..identity import Identity
 
 GRANT_TAG = b"fedlab-room-grant1|"
 MAX_GRANT_DAYS = 366
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError) as exc:
-        raise InvitationError("the room grant is not valid base64") from exc
 
 
 def grant_message(room: str, roster: dict[str, bytes], expires: int) -> bytes:
@@ -56,16 +49,14 @@ class RoomGrant:
             raise InvitationError("a room grant holds a 32-byte key and a 64-byte signature")
 
     @classmethod
-    def sign(cls, identity: object, room: str, roster: dict[str, bytes], *,
+    def sign(cls, identity: Identity, room: str, roster: dict[str, bytes], *,
              days: float = 30.0, now: float | None = None) -> RoomGrant:
-        """A grant by ``identity`` (an :class:`~fedlab_kit.net.identity.Identity`) valid
-        for ``days``."""
+        """A grant by the organiser ``identity``, valid for ``days``."""
         if not 0 < days <= MAX_GRANT_DAYS:
             raise InvitationError(f"a room grant lasts 0-{MAX_GRANT_DAYS} days, got {days}")
         expires = int((time.time() if now is None else now) + days * 86400)
-        card = identity.card  # type: ignore[attr-defined]
-        signature = identity.sign(grant_message(room, roster, expires))  # type: ignore[attr-defined]
-        return cls(card.sign_key, expires, signature)
+        return cls(identity.card.sign_key, expires,
+                   identity.sign(grant_message(room, roster, expires)))
 
     def to_string(self) -> str:
         return f"{_b64(self.organiser)}.{self.expires}.{_b64(self.signature)}"
@@ -76,7 +67,8 @@ class RoomGrant:
         if len(parts) != 3 or not parts[1].isdigit():
             raise InvitationError(f"not a room grant: expected KEY.EXPIRES.SIGNATURE, got "
                                   f"{text[:30]!r}")
-        return cls(_unb64(parts[0]), int(parts[1]), _unb64(parts[2]))
+        return cls(_unb64(parts[0], "the grant's key"), int(parts[1]),
+                   _unb64(parts[2], "the grant's signature"))
 
     def check(self, room: str, roster: dict[str, bytes], organisers: set[bytes], *,
               now: float | None = None) -> None:
@@ -100,8 +92,6 @@ class RoomGrant:
 def load_organisers(path: Path | str) -> set[bytes]:
     """The organisers' Ed25519 keys from a file of party cards (``fedlab keygen`` prints
     them), one per line; ``#`` starts a comment."""
-    from ..identity import PartyCard
-
     keys: set[bytes] = set()
     try:
         lines = Path(path).read_text().splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import deque
@@ -33,11 +34,7 @@ class Mailbox:
     next_seq: int = 1
     size: int = 0
     conn: Connection | None = None
-
-    def __post_init__(self) -> None:
-        import asyncio
-
-        self.changed = asyncio.Event()
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def put(self, sender: str, body: bytes | memoryview) -> None:
         self.items.append((self.next_seq, sender, body))

@@ -88,10 +88,25 @@ class RelayConfig:
     trusted_proxies: tuple[str, ...] = ()
 
 
+def address_of(peer: Any) -> str:
+    """The IP address of a ``peername`` (the text itself for anything else)."""
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
+def in_networks(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+                ) -> bool:
+    """Whether ``address`` (an IP address as text) lies in one of ``networks``."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
 def source_of(peer: Any) -> str:
     """The source a connection counts against in the handshake limits: its IPv4 address,
     or its IPv6 /64 (one site or host holds a whole /64)."""
-    text = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+    text = address_of(peer)
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -109,14 +124,9 @@ def forwarded_for(header: str | None, peer: str,
     entry that is not itself a trusted proxy (entries left of it are the client's claim)."""
     hops = [h.strip() for h in (header or "").split(",") if h.strip()]
     current = peer
-    while True:
-        try:
-            trusted = any(ipaddress.ip_address(current) in net for net in proxies)
-        except ValueError:
-            return current
-        if not trusted or not hops:
-            return current
+    while hops and in_networks(current, proxies):
         current = hops.pop()
+    return current
 
 
 def is_loopback(host: str) -> bool:
@@ -228,18 +238,18 @@ class RelayServer:
         for name, room in list(self.rooms.items()):
             if room.present():
                 continue
-            idle = room.idle_for(mono)
-            if room.expired(wall) or idle >= self.config.room_idle_seconds:
+            idle, expired = room.idle_for(mono), room.expired(wall)
+            if expired or idle >= self.config.room_idle_seconds:
                 for mailbox in room.mailboxes.values():
                     mailbox.clear()
-                if room.kept and not room.expired(wall):
+                if room.kept and not expired:
                     self.rooms[name] = Room.new(name, room.roster, self.budget, kept=True)
                 else:
                     del self.rooms[name]
                 closed.append(name)
                 self.stats.rooms_closed += 1
                 log.info("room %s closed (%s)", name,
-                         "grant expired" if room.expired(wall) else f"idle {idle:.0f} s")
+                         "grant expired" if expired else f"idle {idle:.0f} s")
         return closed
 
     async def _sweep_forever(self) -> None:
@@ -373,8 +383,9 @@ class RelayServer:
 
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)
-                source = source_of(transport.get_extra_info("peername"))
-                if relay._admit(source, proxy=relay._is_proxy(source)):
+                address = address_of(transport.get_extra_info("peername"))
+                source = source_of(address)
+                if relay._admit(source, proxy=in_networks(address, relay._proxies)):
                     self.counted_as = source
                 else:
                     relay.stats.reject("busy")
@@ -385,12 +396,6 @@ class RelayServer:
                 super().connection_lost(exc)
 
         return CountedConnection
-
-    def _is_proxy(self, source: str) -> bool:
-        try:
-            return any(ipaddress.ip_address(source) in net for net in self._proxies)
-        except ValueError:
-            return False
 
     def _admit(self, source: str, *, proxy: bool = False) -> bool:
         """Count a connection from ``source`` in the handshake limits; False (not counted)
@@ -414,8 +419,8 @@ class RelayServer:
         reader = ws.WsReader(socket)
         writer = ws.WsWriter(socket, ws.extra_of(socket))
         source = None
-        if self._proxies:
-            peer = source_of(writer.get_extra_info("peername"))
+        if self._proxies:  # the proxy's own address (not its /64) is what it is trusted by
+            peer = address_of(writer.get_extra_info("peername"))
             source = source_of(forwarded_for(socket.request.headers.get("X-Forwarded-For"),
                                              peer, self._proxies))
         try:

@@ -105,8 +105,6 @@ def check_pin(ssl_object: ssl.SSLObject | None, pin: str, where: str) -> None:
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     got = pin_of(der) if der else "no certificate"
     if not hmac.compare_digest(got, pin):
-        exc = RelayRejected(f"the relay at {where} is not the one in the invitation: its "
+        raise RelayRejected(f"the relay at {where} is not the one in the invitation: its "
                             f"certificate is {got}, the invitation pins {pin} (a wrong "
-                            "address, a new certificate, or someone in between)")
-        exc.code = "pin"  # type: ignore[attr-defined]
-        raise exc
+                            "address, a new certificate, or someone in between)", "pin")
