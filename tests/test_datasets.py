@@ -365,6 +365,23 @@ def test_sample_dir_missing_raises(monkeypatch: pytest.MonkeyPatch) -> None:
         sample_dir()
 
 
+def test_fedlab_sample_dir_points_every_loader_at_another_city(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = make_city(persons=600, seed=3, n_pois=80)
+    write_city(small, tmp_path / "city")
+    monkeypatch.setenv("FEDLAB_SAMPLE_DIR", str(tmp_path / "city"))
+    assert sample_dir() == tmp_path / "city"
+    assert len(load_sample("retailer")) == len(small.retailer) != 20000
+    assert len(load_pois()) == 80
+
+
+def test_fedlab_sample_dir_that_is_no_city_says_so(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDLAB_SAMPLE_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"FEDLAB_SAMPLE_DIR=.* is not a sample city"):
+        load_sample("retailer")
+
+
 def test_private_tables_are_never_readable_by_others(tmp_path: Path) -> None:
     import os
 

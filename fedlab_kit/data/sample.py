@@ -1,13 +1,15 @@
 """Locate and load the shipped sample city (persons=20000, seed=7).
 
 In an installed wheel the sample lives in ``fedlab_kit/_sample_data``; in a source checkout
-it is ``<repo root>/datasets/sample``. Every loader also accepts ``root`` to read any
-directory written by ``write_city`` instead.
+it is ``<repo root>/datasets/sample``. ``FEDLAB_SAMPLE_DIR`` points every loader (and so
+every notebook and demo party) at another directory written by ``write_city`` or
+``fedlab datasets make``; each loader also accepts ``root`` for one call.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ TRUTH_FILES = {
     "meta": "truth/meta.json",
 }
 _MARKER = "pois.parquet"
+ENV_VAR = "FEDLAB_SAMPLE_DIR"
 
 
 def _packaged_dir() -> Path | None:
@@ -51,7 +54,17 @@ def _checkout_dir() -> Path | None:
 
 
 def sample_dir() -> Path:
-    """Directory of the shipped sample; FileNotFoundError if it cannot be found."""
+    """Directory of the sample: ``$FEDLAB_SAMPLE_DIR`` if set, else the shipped one;
+    FileNotFoundError if it cannot be found."""
+    chosen = os.environ.get(ENV_VAR, "").strip()
+    if chosen:
+        path = Path(chosen).expanduser()
+        if not (path / _MARKER).is_file():
+            raise FileNotFoundError(
+                f"{ENV_VAR}={chosen!r} is not a sample city: it has no {_MARKER}. Write one "
+                f"with `fedlab datasets make --persons 5000 --out {chosen}`, or unset "
+                f"{ENV_VAR} to use the shipped sample.")
+        return path
     for found in (_packaged_dir(), _checkout_dir()):
         if found is not None:
             return found

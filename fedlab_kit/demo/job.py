@@ -111,11 +111,13 @@ def joint_stages(party: Party, role: str, rows: Any, frame: Any, ledger: Privacy
     from .. import maps
     from ..analytics import funnel, joint_crowd
     from ..data import load_basemap, load_campaigns, load_districts, load_pois, load_sample_visits
+    from ..orphans import exit_with_parent
 
     campaigns_table = load_campaigns(root=data)
     campaigns = sorted(campaigns_table["campaign"].unique())
     report: dict[str, Any] = {}
-    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"),
+                             initializer=exit_with_parent) as pool:
         if role == "retailer":
             result = funnel.funnel_for_outcomes(party, rows["purchases"] > 0,
                                                 rows["repeat_purchase"].astype(int),

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from typing import Any
 
+from ..orphans import exit_with_parent
+
 _STATE: dict[str, Any] = {}
 
 
@@ -31,6 +33,11 @@ def workers() -> int:
 
 def _init(key: str, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
     _STATE[key] = factory(*args)
+
+
+def _init_worker(key: str, factory: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    exit_with_parent()
+    _init(key, factory, args)
 
 
 def state(key: str) -> Any:
@@ -56,7 +63,7 @@ class KeyedPool:
         """One single-process executor per worker (jobs are routed, not queued)."""
         if not self._workers:
             ctx = mp.get_context("spawn")
-            self._workers = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_init,
+            self._workers = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker,
                                                  initargs=(self.key, self.factory, self.args))
                              for _ in range(workers())]
             for ex in self._workers:

@@ -19,6 +19,7 @@ import pandas as pd
 from ..errors import FedlabError
 from ..net.driver import run, stopping
 from ..net.session import Party
+from ..orphans import exit_with_parent
 from .buckets import BucketStore
 from .ids import DuplicatePolicy, IdReport, Normalize, prepare_ids
 from .plan import Plan, PlanProtocol, Resume
@@ -61,6 +62,12 @@ class PsiResult:
 ProgressFn = Callable[[str, int, int], None]
 BUCKET_SIZE = 1_000_000
 ONE_BUCKET = 2**62  # a bucket size no set reaches
+
+
+def worker_pool(workers: int | None = None) -> ProcessPoolExecutor:
+    """The hashing and curve workers of one PSI run (they exit if this process is killed)."""
+    return ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=mp.get_context("spawn"),
+                               initializer=exit_with_parent)
 
 
 def _fingerprint(ids: Any) -> str:
@@ -114,8 +121,7 @@ def psi(
         if state is not None and state.get("options") == options:
             resume = Resume(bytes.fromhex(state["tag"]), state["n_buckets"],
                             frozenset(state["done"]))
-        pool = stack.enter_context(
-            ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=mp.get_context("spawn")))
+        pool = stack.enter_context(worker_pool(workers))
         # an error at any step (bad options, duplicate IDs...) stops the peers where they are
         where = stack.enter_context(stopping(party, peers, session=f"{session}/plan",
                                              protocol="PSI"))
