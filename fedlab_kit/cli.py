@@ -238,10 +238,13 @@ def _names(text: str | None) -> list[str] | None:
               help="Keep finished buckets here; rerunning with it resumes an interrupted run.")
 @click.option("--bucket-size", default=1_000_000, show_default=True, type=click.IntRange(1),
               help="IDs per bucket (same value at every party); bounds memory.")
+@click.option("--cluster", help="Where this party's curve work runs: local:N (a Dask "
+              "LocalCluster), tcp://SCHEDULER:8786 (your Dask cluster) or processes:N "
+              "(default: this machine's cores).")
 def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path | None,
             peers: str | None, reveal: str, receivers: str | None, duplicates: str,
             normalize: str | None, session: str, timeout: float, checkpoint: Path | None,
-            bucket_size: int) -> None:
+            bucket_size: int, cluster: str | None) -> None:
     """Private set intersection of a file's ID column with the peers; writes aligned rows."""
     from tqdm import tqdm
 
@@ -253,7 +256,8 @@ def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path
         if column not in frame.columns:
             raise FedlabError(f"{input_path} has no column {column!r}; columns: "
                               f"{[str(c) for c in frame.columns]}")
-        with Party(Identity.load(key), Invitation.parse(invitation)) as party, \
+        with Party(Identity.load(key), Invitation.parse(invitation),
+                   cluster=cluster) as party, \
                 tqdm(desc="psi batches", unit="batch", disable=None) as bar:
 
             def progress(_: str, done: int, total: int) -> None:
@@ -379,12 +383,15 @@ def bench_relay_cmd(mb: int, message_mb: int, transport: str, json_path: Path | 
 @click.option("--n", default=1_000_000, show_default=True, type=click.IntRange(1))
 @click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1))
 @click.option("--vs", "vs", type=click.Choice(["openmined"]), help="Also run this reference.")
+@click.option("--cluster", help="Each party's work on its own cluster, e.g. local:2 (a Dask "
+              "LocalCluster); the process pools run first, for the ratio.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-def bench_psi_cmd(n: int, overlap: float, vs: str | None, json_path: Path | None) -> None:
+def bench_psi_cmd(n: int, overlap: float, vs: str | None, cluster: str | None,
+                  json_path: Path | None) -> None:
     """ECDH-PSI between two processes over the relay (optionally vs OpenMined PSI)."""
     from .bench.psi import bench_psi
 
-    _report(bench_psi(n, overlap, vs_openmined=vs == "openmined"), json_path)
+    _report(bench_psi(n, overlap, vs_openmined=vs == "openmined", cluster=cluster), json_path)
 
 
 @bench.command("dp")
@@ -416,14 +423,17 @@ def bench_dp_cmd(persons: int, seed: int, funnel_epsilon: float, seeds: int,
               show_default=True, help="a9a: 32,561 x 123 binary columns, 63 at the passive")
 @click.option("--min-child-rows", default=20, show_default=True, type=click.IntRange(1),
               help="every party's privacy floor (1: XGBoost's trees)")
+@click.option("--cluster", help="Each party's work on its own cluster, e.g. local:2 (a Dask "
+              "LocalCluster); the process pools run first, for the ratio.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
 def bench_boost_cmd(rows: int, features: int, parties: int, trees: int, depth: int, bins: int,
-                    shape: str, min_child_rows: int, json_path: Path | None) -> None:
+                    shape: str, min_child_rows: int, cluster: str | None,
+                    json_path: Path | None) -> None:
     """Encrypted SecureBoost over the relay vs XGBoost (central and label holder alone)."""
     from .bench.boost import bench_boost
 
     _report(bench_boost(rows, features, parties, trees, depth, bins, shape,
-                        min_child_rows=min_child_rows), json_path)
+                        min_child_rows=min_child_rows, cluster=cluster), json_path)
 
 
 if __name__ == "__main__":

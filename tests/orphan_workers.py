@@ -30,3 +30,16 @@ def start_pools_and_wait(kind: str, q: Any) -> None:
         pids = [ex.submit(_pid).result() for _ in range(4)]
     q.put(sorted(set(pids)))
     time.sleep(600)
+
+
+KEPT: list[object] = []
+
+
+def use_a_pool_and_return(q: Any) -> None:
+    """Run jobs on a KeyedPool that is still referenced when the process ends (as from a
+    traceback kept by the caller)."""
+    from fedlab_kit.he.pool import KeyedPool, workers
+
+    pool = KeyedPool("test", _secret, ())
+    KEPT.append(pool)
+    q.put(sorted(set(pool.map(_pid, [() for _ in range(2 * workers())]))))

@@ -40,7 +40,9 @@ def test_bench_dp_small(tmp_path: Path) -> None:
     assert report["epsilon"] == 1.0 and report["funnel_counts_evaluated"] == 240
     # 300 released H3 cells, 9 of them with 30+ true TA persons at 4000 persons (seed 7)
     assert report["cells_evaluated"] >= 5 and report["p30"] is not None
-    assert report["funnel_median_rel_error"] < 0.5
+    # small stage counts at 4000 persons: about 0.45-0.55 over runs (0.5455 once); a noise
+    # scale twice as large would put it near 1
+    assert report["funnel_median_rel_error"] < 0.8
     assert report["crowd_ci_coverage"] >= 0.85  # 95 % intervals over all 300 cells (~0.96)
 
 

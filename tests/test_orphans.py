@@ -44,3 +44,15 @@ def test_workers_of_a_killed_party_exit(kind: str) -> None:
         for p in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, 9)
+
+
+def test_a_party_process_ends_while_its_pool_is_still_referenced() -> None:
+    q = CTX.Queue()
+    party = CTX.Process(target=orphan_workers.use_a_pool_and_return, args=(q,))
+    party.start()
+    pids = q.get(timeout=120)
+    party.join(60)  # it hung here for ever: exit joined workers nobody had shut down
+    alive = party.is_alive()
+    party.kill()
+    assert not alive and party.exitcode == 0, "the process did not end"
+    assert not any(_alive(p) for p in pids)

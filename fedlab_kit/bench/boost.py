@@ -10,6 +10,7 @@ party's process tree, and the feature holders' mask cache budget (``FEDLAB_MASK_
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import resource
@@ -75,7 +76,7 @@ def _timed(cls: type, methods: tuple[str, ...], spent: dict[str, float]) -> type
 
 
 def _party(role: str, key: str, invitation: str, data: dict[str, Any], params: dict[str, Any],
-           out: Any) -> None:
+           out: Any, cluster: str | None = None) -> None:
     from ..boost import SecureBoostClassifier, SecureBoostPassive, bfv
     from ..boost import backend as backend_mod
 
@@ -85,17 +86,20 @@ def _party(role: str, key: str, invitation: str, data: dict[str, Any], params: d
     timed_passive = _timed(bfv.BfvPassive, ("histograms",), spent)
     real = backend_mod.make_backends
 
-    def make_backends(insecure_plaintext: bool) -> Any:
+    def make_backends(insecure_plaintext: bool, workers: Any = None) -> Any:
         b = real(insecure_plaintext)
-        return b if insecure_plaintext else backend_mod.Backends(timed_active, timed_passive,
-                                                                 True)
+        if insecure_plaintext:
+            return b
+        return backend_mod.Backends(functools.partial(timed_active, workers=workers),
+                                    functools.partial(timed_passive, workers=workers), True)
     backend_mod.make_backends = make_backends  # type: ignore[assignment]
     import fedlab_kit.boost.estimator as est_mod
     import fedlab_kit.boost.passive as passive_mod
     est_mod.make_backends = make_backends  # type: ignore[attr-defined]
     passive_mod.make_backends = make_backends  # type: ignore[attr-defined]
 
-    with Party(Identity.load(key), Invitation.from_string(invitation)) as party:
+    with Party(Identity.load(key), Invitation.from_string(invitation),
+               cluster=cluster) as party:
         for p in party.peers:
             party.send(p, b"", kind="ready")
         for _ in party.peers:
@@ -127,9 +131,36 @@ def _party(role: str, key: str, invitation: str, data: dict[str, Any], params: d
                         "cpu_seconds": round(cpu, 1)}))
 
 
+def _train(X: np.ndarray, y: np.ndarray, cols: list[Any], names: list[str], n_train: int,
+           params: dict[str, Any], cluster: str | None) -> dict[str, Any]:
+    """One training and prediction, every party a process (on ``cluster`` if given)."""
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp, RelayProcess.start() as relay:
+        inv, keys = create_room(names, Path(tmp), relay.host, relay.port, room="bench-boost")
+        q = ctx.Queue()
+        procs = []
+        for name, c in zip(names, cols, strict=True):
+            data = {"X": X[:n_train, c], "X_test": X[n_train:, c], "passive": names[1:]}
+            if name == ACTIVE:
+                data["y"] = y[:n_train]
+            procs.append(ctx.Process(target=_party, args=(name, str(keys[name]),
+                                                          inv.to_string(), data, params, q,
+                                                          cluster)))
+        for p in procs:
+            p.start()
+        res = dict(q.get(timeout=7200) for _ in procs)
+        for p in procs:
+            p.join(60)
+    return res
+
+
 def bench_boost(rows: int = 100_000, features: int = 40, parties: int = 2, trees: int = 10,
                 depth: int = 5, bins: int = 32, shape: str = "default",
-                seed: int = 7, min_child_rows: int = 20) -> dict[str, Any]:
+                seed: int = 7, min_child_rows: int = 20, cluster: str | None = None
+                ) -> dict[str, Any]:
+    """With ``cluster`` (e.g. "local:2", each party its own), the same training runs first
+    on the process pools, then on the clusters; the report is the cluster run's, with the
+    pools' seconds and their ratio."""
     import xgboost as xgb
     from sklearn.metrics import roc_auc_score
 
@@ -141,22 +172,8 @@ def bench_boost(rows: int = 100_000, features: int = 40, parties: int = 2, trees
     params = {"n_estimators": trees, "max_depth": depth, "max_bin": bins,
               "learning_rate": 0.3, "min_child_rows": min_child_rows}
     names = [ACTIVE, *PASSIVES[: parties - 1]]
-    ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp, RelayProcess.start() as relay:
-        inv, keys = create_room(names, Path(tmp), relay.host, relay.port, room="bench-boost")
-        q = ctx.Queue()
-        procs = []
-        for name, c in zip(names, cols, strict=True):
-            data = {"X": X[:n_train, c], "X_test": X[n_train:, c], "passive": names[1:]}
-            if name == ACTIVE:
-                data["y"] = y[:n_train]
-            procs.append(ctx.Process(target=_party, args=(name, str(keys[name]),
-                                                          inv.to_string(), data, params, q)))
-        for p in procs:
-            p.start()
-        res = dict(q.get(timeout=7200) for _ in procs)
-        for p in procs:
-            p.join(60)
+    pools = _train(X, y, cols, names, n_train, params, None) if cluster else None
+    res = _train(X, y, cols, names, n_train, params, cluster)
     act = res[ACTIVE]
     y_test = y[n_train:]
     xgb_params = {k: v for k, v in params.items() if k != "min_child_rows"}
@@ -189,4 +206,10 @@ def bench_boost(rows: int = 100_000, features: int = 40, parties: int = 2, trees
         "worker_rss_mb": {n: res[n]["worker_rss_mb"] for n in names},
         "cpu_seconds": {n: res[n]["cpu_seconds"] for n in names},
         "mask_cache_mb": float(os.environ.get("FEDLAB_MASK_CACHE_MB", MASK_CACHE_MB)),
+        "executor": cluster or "processpool",
+        **({} if pools is None else {
+            "processpool_seconds": round(pools[ACTIVE]["train_s"], 1),
+            "ratio_vs_processpool": round(pools[ACTIVE]["train_s"] / act["train_s"], 3),
+            "same_model_as_processpool": bool(np.allclose(pools[ACTIVE]["margin"],
+                                                          act["margin"], atol=1e-9))}),
     }

@@ -33,9 +33,10 @@ def _digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
-def _party(name: str, key: str, invitation: str, n: int, overlap: float, out: Any) -> None:
+def _party(name: str, key: str, invitation: str, n: int, overlap: float, out: Any,
+           cluster: str | None = None) -> None:
     ids = bench_set(name, n, overlap)
-    party = Party(Identity.load(key), Invitation.from_string(invitation))
+    party = Party(Identity.load(key), Invitation.from_string(invitation), cluster=cluster)
     party.send(party.peers[0], b"", kind="ready")
     party.recv(kind="ready", timeout=120)
     t0 = time.monotonic()
@@ -70,20 +71,30 @@ def _openmined(n: int, overlap: float) -> tuple[float, str, int]:
     return seconds, _digest([client_items[i] for i in found]), len(found)
 
 
-def bench_psi(n: int, overlap: float = 0.5, vs_openmined: bool = False) -> dict[str, Any]:
-    if n <= 0 or not 0 <= overlap <= 1:
-        raise ValueError("need n > 0 and 0 <= overlap <= 1")
+def _run(n: int, overlap: float, cluster: str | None) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp, RelayProcess.start() as relay:
         inv, keys = create_room(["alice", "bob"], Path(tmp), relay.host, relay.port)
         q = ctx.Queue()
         procs = [ctx.Process(target=_party, args=(p, str(keys[p]), inv.to_string(), n, overlap,
-                                                  q)) for p in ("alice", "bob")]
+                                                  q, cluster)) for p in ("alice", "bob")]
         for p in procs:
             p.start()
         res = dict(q.get(timeout=3600) for _ in procs)
         for p in procs:
             p.join(60)
+    return res
+
+
+def bench_psi(n: int, overlap: float = 0.5, vs_openmined: bool = False,
+              cluster: str | None = None) -> dict[str, Any]:
+    """With ``cluster`` (e.g. "local:2", each party its own cluster), the same PSI runs
+    first on the process pools, then on the clusters; the report is the cluster run's, with
+    the pools' seconds and their ratio."""
+    if n <= 0 or not 0 <= overlap <= 1:
+        raise ValueError("need n > 0 and 0 <= overlap <= 1")
+    pools = _run(n, overlap, None) if cluster else None
+    res = _run(n, overlap, cluster)
     a, b = res["alice"], res["bob"]
     report: dict[str, Any] = {
         "n": n, "overlap": overlap, "intersection": a["intersection"],
@@ -96,6 +107,13 @@ def bench_psi(n: int, overlap: float = 0.5, vs_openmined: bool = False) -> dict[
         "bytes_sent": {"alice": a["bytes_sent"], "bob": b["bytes_sent"]},
         "x25519_ops": 4 * n,
     }
+    report["executor"] = cluster or "processpool"
+    if pools is not None:
+        pool_seconds = max(pools["alice"]["seconds"], pools["bob"]["seconds"])
+        report |= {"processpool_seconds": round(pool_seconds, 2),
+                   "ratio_vs_processpool": round(pool_seconds / report["seconds"], 3),
+                   "same_intersection_as_processpool":
+                       pools["alice"]["digest"] == a["digest"]}
     if vs_openmined:
         seconds, digest, size = _openmined(n, overlap)
         report |= {"openmined_seconds": round(seconds, 2), "openmined_intersection": size,

@@ -13,9 +13,10 @@ missing (zero for a slot whose threshold is -1).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -147,8 +148,10 @@ class Backends(NamedTuple):
     secure: bool
 
 
-def make_backends(insecure_plaintext: bool) -> Backends:
-    """The BFV backends, or (only if asked explicitly) the plaintext ones, with a warning."""
+def make_backends(insecure_plaintext: bool, workers: Any = None) -> Backends:
+    """The BFV backends, or (only if asked explicitly) the plaintext ones, with a warning;
+    BFV work runs on ``workers`` (a party's :class:`~fedlab_kit.compute.Workers`; default:
+    this machine's processes)."""
     if insecure_plaintext is True:
         warnings.warn("SecureBoost with insecure_plaintext=True: gradients and histograms "
                       "travel UNENCRYPTED; every feature holder sees the label holder's "
@@ -164,7 +167,10 @@ def make_backends(insecure_plaintext: bool) -> Backends:
             raise
         raise BoostError("the encrypted SecureBoost backend (fedlab_kit.boost.bfv) is not "
                          "installed") from None
-    return Backends(BfvActive, BfvPassive, True)
+    if workers is None:
+        return Backends(BfvActive, BfvPassive, True)
+    return Backends(functools.partial(BfvActive, workers=workers),
+                    functools.partial(BfvPassive, workers=workers), True)
 
 
 # top-level functions, so that the protocol driver can run them in a pool

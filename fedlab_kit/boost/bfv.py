@@ -36,7 +36,7 @@ import tenseal.sealapi as seal
 from ..errors import ProtocolError
 from ..he import RowLayout
 from ..he.bfv import HISTOGRAMS, BfvPublic, BfvSecret, BfvSymmetric
-from ..he.pool import KeyedPool, balanced_chunks, state, workers
+from ..he.pool import balanced_chunks, keyed_pool, state
 from ..he.serial import to_bytes
 from .binning import MISSING
 
@@ -108,13 +108,15 @@ class BfvActive:
     #: absolute error bound of the decrypted sums of the last request (rounding)
     tolerance = 1e-9
 
-    def __init__(self, width: int | None = None) -> None:
+    def __init__(self, width: int | None = None, workers: Any = None) -> None:
+        """``workers``: the party's :class:`~fedlab_kit.compute.Workers` (default: this
+        machine's processes)."""
         self.width = width  # None: chosen per request (:func:`choose_width`)
         self.secret = BfvSecret(MIN_WIDTH, relin=False, params=PARAMS)
         self._scale = (1.0, 1.0)
         self._bounds = np.zeros((0, 2), np.int64)
-        self._pool = KeyedPool("boost-enc", BfvSymmetric,
-                               (PARAMS.name, self.secret.secret_key_bytes()))
+        self._pool = keyed_pool("boost-enc", BfvSymmetric,
+                                (PARAMS.name, self.secret.secret_key_bytes()), workers)
 
     def __getstate__(self) -> dict[str, Any]:
         # pickle's convention for an object that cannot be pickled is a TypeError
@@ -133,7 +135,7 @@ class BfvActive:
         self.tolerance = max(1e-9, 0.5 * biggest / self._scale[1])
         per_ct = SLOTS // width
         n_cts = sum(-(-len(r) // per_ct) for r in nodes)
-        step = per_ct * max(1, math.ceil(n_cts / (4 * workers())))  # rows per job
+        step = per_ct * max(1, math.ceil(n_cts / (4 * self._pool.n)))  # rows per job
         jobs = []
         self._bounds = np.zeros((len(nodes), 2), np.int64)  # most |G|, |H| a node can sum to
         for k, rows in enumerate(nodes):
@@ -194,12 +196,12 @@ class BfvPassive:
     """Feature holder: computes encrypted cumulative histograms in a pool of worker
     processes; never holds a secret key."""
 
-    def __init__(self, setup_payload: bytes) -> None:
+    def __init__(self, setup_payload: bytes, workers: Any = None) -> None:
         self._setup = bytes(setup_payload)
         self.ctx = BfvPublic.from_bytes(self._setup)  # validates the keys early
         if self.ctx.params is not PARAMS:
             raise ProtocolError("the label holder's keys are not for SecureBoost histograms")
-        self._pool = KeyedPool("boost-hist", BfvPublic.from_bytes, (self._setup,))
+        self._pool = keyed_pool("boost-hist", BfvPublic.from_bytes, (self._setup,), workers)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"setup": self._setup}
@@ -231,13 +233,14 @@ class BfvPassive:
         groups = [cols[a:a + span] for a in range(0, len(cols), span)]
         # a big node is cut into pieces of whole ciphertexts, one per worker, so that no
         # two workers load the same ciphertexts; pieces are added up below
-        pieces = _pieces(counts, workers())
+        pieces = _pieces(counts, self._pool.n)
         items = [(i, q) for i in range(len(pieces)) for q in range(len(groups))]
-        chunks = balanced_chunks([pieces[i][2] - pieces[i][1] for i, _ in items], workers())
+        chunks = balanced_chunks([pieces[i][2] - pieces[i][1] for i, _ in items],
+                                 self._pool.n)
         per_node = collections.Counter(k for k, _, _ in pieces)
         split_nodes = {k for k, n in per_node.items() if n > 1}
         recurring = _recurring(nodes, codes, thresholds)
-        budget = _cache_budget()
+        budget = _cache_budget(self._pool.n)
         jobs = []
         for chunk in chunks:
             mine = [items[i] for i in chunk]
@@ -272,7 +275,7 @@ class BfvPassive:
         todo = sorted(sums)
         if not todo:
             return {}
-        chunks = balanced_chunks([1.0] * len(todo), workers())
+        chunks = balanced_chunks([1.0] * len(todo), self._pool.n)
         jobs = [([sums[todo[t]] for t in chunk], width) for chunk in chunks]
         folded = [b for res in self._pool.map(_fold_job, jobs) for b in res]
         return {kq: [b] for kq, b in zip(todo, folded, strict=True)}
@@ -317,10 +320,10 @@ def _pieces(counts: list[int], n_workers: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _cache_budget() -> int:
+def _cache_budget(n_workers: int) -> int:
     """Bytes of encoded masks each worker may keep."""
     mb = float(os.environ.get("FEDLAB_MASK_CACHE_MB", MASK_CACHE_MB))
-    return int(mb * 2**20 / workers())
+    return int(mb * 2**20 / n_workers)
 
 
 #: a worker's encoded root masks: (pool key, columns digest, width, piece start, piece end,

@@ -64,6 +64,11 @@ def _name(party: Any) -> str:
     return LOCAL if party is None else party.name
 
 
+def _workers(party: Any) -> Any:
+    """Where ``party`` runs its heavy work (None: this machine's processes)."""
+    return getattr(party, "workers", None)
+
+
 def _check_flag(name: str, value: Any) -> None:
     if value not in (True, False):
         raise BoostError(f"{name} must be True or False, got {value!r}")
@@ -121,10 +126,12 @@ class _ActiveEstimator(BaseEstimator):  # type: ignore[misc]
         self, me: str, passive: Sequence[str], X_own: Any, y: Any, *,
         eval_set: Sequence[tuple[Any, Any]] | None = None,
         early_stopping_rounds: int | None = None, progress: TreeCallback | None = None,
+        workers: Any = None,
     ) -> ActiveTrainer:
         """The training protocol; when it finishes, this estimator holds the model.
         ``X_own`` may be None when the label holder brings no features.
-        ``early_stopping_rounds`` overrides the constructor's."""
+        ``early_stopping_rounds`` overrides the constructor's. ``workers``: where the
+        encryption runs (a :class:`~fedlab_kit.compute.Workers`; default: this machine)."""
         if early_stopping_rounds is None:
             early_stopping_rounds = self.early_stopping_rounds
         if isinstance(passive, str):
@@ -142,7 +149,7 @@ class _ActiveEstimator(BaseEstimator):  # type: ignore[misc]
             ex = (np.zeros((len(np.asarray(ye)), 0)) if X_own is None
                   else select(Xe, columns, f"eval_set[{i}] X"))
             evals.append(EvalSet(ex, self._labels(ye, len(ex), f"eval_set[{i}] y", params)[0]))
-        backends = make_backends(self.insecure_plaintext)
+        backends = make_backends(self.insecure_plaintext, workers)
         trainer = ActiveTrainer(me, list(passive), X, columns, labels, params,
                                 backends.active(), secure=backends.secure,
                                 eval_sets=evals, early_stopping_rounds=early_stopping_rounds,
@@ -192,7 +199,8 @@ class _ActiveEstimator(BaseEstimator):  # type: ignore[misc]
         try:
             _drive(party, passive, lambda: self._armed(self.fit_protocol(
                        _name(party), passive, X_own, y, eval_set=eval_set,
-                       early_stopping_rounds=early_stopping_rounds, progress=progress)),
+                       early_stopping_rounds=early_stopping_rounds, progress=progress,
+                       workers=_workers(party))),
                    session=f"{session}/fit", timeout=timeout, what="SecureBoost training")
         finally:
             self._trainer, self._stop_requested = None, False
@@ -340,10 +348,11 @@ class SecureBoostPassive(BaseEstimator):  # type: ignore[misc]
 
     def fit_protocol(self, me: str, active: str, X_own: Any, *,
                      eval_set: Sequence[Any] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> PassiveTrainer:
+                     progress: Callable[[int, int], None] | None = None,
+                     workers: Any = None) -> PassiveTrainer:
         """The protocol serving one training run; when it finishes, this holds the model.
         ``progress(trees, splits)``: after each tree, the trees so far and the splits held
-        here."""
+        here. ``workers``: where the histograms are computed (default: this machine)."""
         _check_flag("insecure_plaintext", self.insecure_plaintext)
         m = self.min_child_rows
         if not isinstance(m, int | np.integer) or isinstance(m, bool) or m < 1:
@@ -356,7 +365,7 @@ class SecureBoostPassive(BaseEstimator):  # type: ignore[misc]
                else np.random.default_rng(self.random_state))
         return PassiveTrainer(me, active, X, columns, allow_plaintext=self.insecure_plaintext,
                               eval_sets=evals, rng=rng, on_done=self._fitted, on_tree=progress,
-                              min_child_rows=int(m))
+                              min_child_rows=int(m), workers=workers)
 
     def _fitted(self, model: PassiveModel) -> None:
         self.model_ = model
@@ -367,7 +376,8 @@ class SecureBoostPassive(BaseEstimator):  # type: ignore[misc]
         """Serve the training run of ``active`` (same ``session``, at the same time);
         ``progress(trees, splits)`` after each tree."""
         _drive(party, [active], lambda: self.fit_protocol(_name(party), active, X_own,
-                                                          eval_set=eval_set, progress=progress),
+                                                          eval_set=eval_set, progress=progress,
+                                                          workers=_workers(party)),
                session=f"{session}/fit", timeout=timeout, what="SecureBoost training")
         return self
 

@@ -68,10 +68,13 @@ class PassiveTrainer(_Active):
         rng: np.random.Generator | None = None,
         on_done: Callable[[PassiveModel], None] | None = None,
         on_tree: Callable[[int, int], None] | None = None, min_child_rows: int = 20,
+        workers: Any = None,
     ) -> None:
         """``on_tree(trees, splits)`` is called after each tree with the trees received so
-        far and the splits this party holds. ``min_child_rows``: this party's floor."""
+        far and the splits this party holds. ``min_child_rows``: this party's floor.
+        ``workers``: where the histograms are computed (default: this machine)."""
         super().__init__(me, active)
+        self.workers = workers
         self.own_floor = min_child_rows
         self.X, self.columns, self.n = X, columns, len(X)
         self.allow_plaintext = allow_plaintext
@@ -120,7 +123,7 @@ class PassiveTrainer(_Active):
         if self.me not in s.passives or not 2 <= s.max_bin <= 255:
             raise BoostError(f"malformed setup for {self.me!r}")
         try:
-            self.backend = (make_backends(False).passive(s.crypto) if s.secure
+            self.backend = (make_backends(False, self.workers).passive(s.crypto) if s.secure
                             else PlaintextPassive(s.crypto))
         except (BoostError, ProtocolError) as exc:
             raise BoostError(f"{self.me!r} cannot use the active party's encryption: "

@@ -10,6 +10,7 @@ goes to worker ``i % n``, so a worker may keep per-job caches across batches.
 from __future__ import annotations
 
 import multiprocessing as mp
+import multiprocessing.util
 import os
 import secrets
 import weakref
@@ -59,6 +60,11 @@ class KeyedPool:
         self._workers: list[Executor] = []
         weakref.finalize(self, _STATE.pop, self.key, None)
 
+    @property
+    def n(self) -> int:
+        """Jobs that run at once (this machine's cores, at most 8)."""
+        return workers()
+
     def executors(self) -> list[Executor]:
         """One single-process executor per worker (jobs are routed, not queued)."""
         if not self._workers:
@@ -68,6 +74,12 @@ class KeyedPool:
                              for _ in range(workers())]
             for ex in self._workers:
                 weakref.finalize(self, ex.shutdown, wait=False, cancel_futures=True)
+                # and at exit, before a spawned process joins its children (which waits for
+                # ever on the workers of a pool still referenced, e.g. by a traceback) and
+                # before its queues close (priority 10)
+                mp.util.Finalize(ex, ex.shutdown, kwargs={"wait": True,
+                                                          "cancel_futures": True},
+                                 exitpriority=100)
         return self._workers
 
     def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
@@ -80,6 +92,13 @@ class KeyedPool:
         pool = self.executors()
         futures = [pool[i % len(pool)].submit(fn, self.key, *job) for i, job in enumerate(jobs)]
         return [f.result() for f in futures]
+
+
+def keyed_pool(name: str, factory: Callable[..., Any], args: tuple[Any, ...],
+               on: Any = None) -> Any:
+    """A :class:`KeyedPool` on this machine, or the keyed jobs of ``on`` (a party's
+    :class:`~fedlab_kit.compute.Workers`, e.g. its Dask cluster)."""
+    return KeyedPool(name, factory, args) if on is None else on.keyed(name, factory, args)
 
 
 def balanced_chunks(costs: Sequence[float], n: int) -> list[list[int]]:

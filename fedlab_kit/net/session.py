@@ -336,8 +336,18 @@ class Party:
 
     def __init__(
         self, identity: Identity, invitation: Invitation, options: PartyOptions | None = None,
-        *, connect_timeout: float = 30.0,
+        *, connect_timeout: float = 30.0, cluster: Any = None, executor: Any = None,
     ) -> None:
+        """``cluster`` / ``executor``: where this party's heavy work (PSI batches, HE
+        histograms) runs, see :func:`fedlab_kit.compute.open_workers`: ``"local:N"`` (a Dask
+        LocalCluster started here), ``"tcp://scheduler:8786"`` (the party's own Dask
+        cluster), ``"processes:N"``, a ``concurrent.futures.Executor``; default: this
+        machine's processes. Only this party's work goes there; its peers see nothing of
+        it."""
+        from ..compute import open_workers
+
+        self.workers = open_workers(cluster, executor)
+        self._own_workers = isinstance(cluster, str)  # opened here: closed with the party
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                         name=f"fedlab-{identity.name}")
@@ -347,6 +357,7 @@ class Party:
             self._call(self.aio.connect(), connect_timeout)
         except BaseException:
             self._stop_loop()
+            self._close_workers()
             raise
 
     @property
@@ -426,6 +437,11 @@ class Party:
             self._call(self.aio.close(flush_timeout))
         finally:
             self._stop_loop()
+            self._close_workers()
+
+    def _close_workers(self) -> None:
+        if self._own_workers and self.workers is not None:
+            self.workers.close()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -93,7 +93,8 @@ def psi(
     total count is revealed.
     With ``checkpoint_dir``, finished buckets are kept there: after a crash, calling ``psi``
     again with the same arguments resumes at the first bucket not every party finished.
-    Scalar multiplications run in a pool of ``workers`` processes (default: every core).
+    Scalar multiplications run in a pool of ``workers`` processes (default: every core), or
+    on the party's cluster if it has one (``Party(..., cluster=...)``).
     """
     started = time.monotonic()
     peers = list(peers if peers is not None else party.peers)
@@ -121,7 +122,8 @@ def psi(
         if state is not None and state.get("options") == options:
             resume = Resume(bytes.fromhex(state["tag"]), state["n_buckets"],
                             frozenset(state["done"]))
-        pool = stack.enter_context(worker_pool(workers))
+        on = getattr(party, "workers", None)  # the party's cluster, if it chose one
+        pool = stack.enter_context(worker_pool(workers) if on is None else on.executor(workers))
         # an error at any step (bad options, duplicate IDs...) stops the peers where they are
         where = stack.enter_context(stopping(party, peers, session=f"{session}/plan",
                                              protocol="PSI"))
