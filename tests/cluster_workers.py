@@ -29,7 +29,8 @@ def _kill_a_worker(party: Party) -> None:
 def boost_on(role: str, key: str, invitation: str, data: dict[str, Any], cluster: str | None,
              kill_after_tree: int | None, out: Any) -> None:
     """Train (``role`` "active") or serve (else) a small encrypted SecureBoost; with
-    ``kill_after_tree``, one Dask worker of this party is killed once that tree is done.
+    ``kill_after_tree``, one Dask worker of this party is killed while the next tree's jobs
+    run.
     An error is reported as ``{"error": type, "message": text}``."""
     try:
         _boost_on(role, key, invitation, data, cluster, kill_after_tree, out)
@@ -48,8 +49,8 @@ def _boost_on(role: str, key: str, invitation: str, data: dict[str, Any], cluste
         def on_tree(t: int, *_: Any) -> None:
             out.put(("tree", t))
             if kill_after_tree is not None and t + 1 >= kill_after_tree and not killed.is_set():
-                killed.set()
-                _kill_a_worker(party)
+                killed.set()  # half a second into the next tree's histogram jobs
+                threading.Timer(0.5, _kill_a_worker, (party,)).start()
 
         if role == "active":
             clf = SecureBoostClassifier(**params)

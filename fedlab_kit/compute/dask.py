@@ -39,6 +39,11 @@ def _distributed() -> Any:
     return distributed
 
 
+#: Dask settings of a LocalCluster started here: no statistical profiler sampling every
+#: worker thread every 10 ms (it costs CPU that the curve and HE jobs need)
+QUIET = {"distributed.worker.profile.enabled": False}
+
+
 class _StatePlugin(WorkerPlugin):  # type: ignore[misc]
     """Builds ``factory(*args)`` as the worker state ``key`` (read by
     :func:`fedlab_kit.he.pool.state`)."""
@@ -71,8 +76,11 @@ class DaskWorkers(Workers):
     def local(cls, n: int) -> DaskWorkers:
         """A ``LocalCluster`` of ``n`` single-threaded worker processes on this machine."""
         distributed = _distributed()
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           dashboard_address=":0")
+        import dask
+
+        with dask.config.set(QUIET):
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                               dashboard_address=":0")
         return cls(distributed.Client(cluster), cluster)
 
     @classmethod
@@ -169,20 +177,51 @@ class DaskKeyedPool:
         return self._workers.n
 
     def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``fn(key, *job)`` for every job. A job's data goes straight to its worker
+        (scattered, not through the scheduler); a job whose worker died with its data runs
+        again with the data in the task."""
         client = self._workers.client
         try:
             if not self._registered:
                 client.register_plugin(self._plugin, name=self.key)
                 self._registered = True
             where = self._workers._addresses()
-            futures = [client.submit(fn, self.key, *job, pure=False,
-                                     workers=[where[i % len(where)]], allow_other_workers=True)
-                       for i, job in enumerate(jobs)]
-            return list(client.gather(futures))
+            futures: list[Any] = [None] * len(jobs)
+            for w, addr in enumerate(where):
+                mine = list(range(w, len(jobs), len(where)))
+                if not mine:
+                    continue
+                data = client.scatter([jobs[i] for i in mine], workers=[addr], direct=True,
+                                      hash=False)
+                for i, d in zip(mine, data, strict=True):
+                    futures[i] = client.submit(_run_job, fn, self.key, d, pure=False,
+                                               workers=[addr], allow_other_workers=True)
+            out = []
+            for i, f in enumerate(futures):
+                try:
+                    out.append(f.result())
+                except Exception as exc:
+                    if not _data_lost(exc):
+                        raise
+                    out.append(client.submit(_run_job, fn, self.key, jobs[i],
+                                             pure=False).result())
+            return out
         except ClusterError:
             raise
         except Exception as exc:
             raise self._workers._lost(exc) from exc
+
+
+def _run_job(fn: Callable[..., Any], key: str, job: tuple[Any, ...]) -> Any:
+    return fn(key, *job)
+
+
+def _data_lost(exc: BaseException) -> bool:
+    """The job's scattered data went with a killed worker (not an error of the job)."""
+    from distributed import KilledWorker
+
+    return isinstance(exc, KilledWorker | concurrent.futures.CancelledError) or (
+        "lost" in str(exc).lower() and "dependenc" in str(exc).lower())
 
 
 def _unregister(client: Any, key: str) -> None:
