@@ -178,8 +178,8 @@ class DaskKeyedPool:
 
     def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
         """``fn(key, *job)`` for every job. A job's data goes straight to its worker
-        (scattered, not through the scheduler); a job whose worker died with its data runs
-        again with the data in the task."""
+        (scattered, not through the scheduler); a job whose worker is gone, or died with its
+        data, runs with the data in the task on any worker."""
         client = self._workers.client
         try:
             if not self._registered:
@@ -191,8 +191,14 @@ class DaskKeyedPool:
                 mine = list(range(w, len(jobs), len(where)))
                 if not mine:
                     continue
-                data = client.scatter([jobs[i] for i in mine], workers=[addr], direct=True,
-                                      hash=False)
+                try:
+                    data = client.scatter([jobs[i] for i in mine], workers=[addr],
+                                          direct=True, hash=False)
+                except Exception:  # that worker is gone: its jobs carry their data
+                    for i in mine:
+                        futures[i] = client.submit(_run_job, fn, self.key, jobs[i],
+                                                   pure=False)
+                    continue
                 for i, d in zip(mine, data, strict=True):
                     futures[i] = client.submit(_run_job, fn, self.key, d, pure=False,
                                                workers=[addr], allow_other_workers=True)
