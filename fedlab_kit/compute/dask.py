@@ -52,9 +52,9 @@ class _StatePlugin(WorkerPlugin):  # type: ignore[misc]
         self.key, self.factory, self.args = key, factory, args
 
     def setup(self, worker: Any = None) -> None:
-        from ..he.pool import _STATE
+        from ..he.pool import _init
 
-        _STATE[self.key] = self.factory(*self.args)
+        _init(self.key, self.factory, self.args)
 
     def teardown(self, worker: Any = None) -> None:
         from ..he.pool import _STATE

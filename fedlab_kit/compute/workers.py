@@ -91,19 +91,18 @@ class ExecutorWorkers(Workers):
         return contextlib.nullcontext(self._executor)
 
     def keyed(self, name: str, factory: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        return _CarriedState(self._executor, name, factory, args)
+        return _CarriedState(self._executor, name, factory, args, self.n)
 
 
 class _CarriedState:
     """Keyed jobs on a plain executor: each job carries (factory, args)."""
 
     def __init__(self, executor: Executor, name: str, factory: Callable[..., Any],
-                 args: tuple[Any, ...]) -> None:
+                 args: tuple[Any, ...], n: int) -> None:
         import secrets
 
         self.key = f"{name}-{secrets.token_hex(8)}"
-        self._executor, self._factory, self._args = executor, factory, args
-        self.n = int(getattr(executor, "_max_workers", None) or 1)
+        self._executor, self._factory, self._args, self.n = executor, factory, args, n
 
     def map(self, fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]]) -> list[Any]:
         futures = [self._executor.submit(with_state, self.key, self._factory, self._args, fn,
@@ -114,10 +113,10 @@ class _CarriedState:
 def with_state(key: str, factory: Callable[..., Any], args: tuple[Any, ...],
                fn: Callable[..., Any], *job: Any) -> Any:
     """In a worker: build the state ``key`` if this process has not, then run the job."""
-    from ..he.pool import _STATE
+    from ..he.pool import _STATE, _init
 
     if key not in _STATE:
-        _STATE[key] = factory(*args)
+        _init(key, factory, args)
     return fn(key, *job)
 
 
