@@ -3,6 +3,7 @@ models."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import warnings
 
@@ -48,6 +49,24 @@ def test_encrypted_histograms_equal_numpy(active: BfvActive, n_slots: int) -> No
     assert np.abs(got - want).max() < active.tolerance
 
 
+@pytest.mark.parametrize("layout", [(8, 4, False), (16, 16, True), (4, 64, False),
+                                    (128, 2, True)])
+def test_nodes_sharing_ciphertexts_get_their_own_sums(
+        active: BfvActive, layout: tuple[int, int, bool], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """Lanes: several nodes in the same ciphertexts, a big one split over the workers, an
+    empty one; every node's sums are its own."""
+    monkeypatch.setattr("fedlab_kit.boost.bfv.choose_layout", lambda *a, **k: layout)
+    g, h, codes, thr = _case(6000, 4, 32)  # 127 candidate columns
+    perm = RNG.permutation(6000)
+    cuts = [0, 3000, 3001, 3001, 3400, 3650, 4800, 6000]  # sizes 3000, 1, 0, 399, 250, ...
+    nodes = [np.sort(perm[a:b]) for a, b in itertools.pairwise(cuts)]
+    passive = BfvPassive(active.setup_payload())
+    payload = passive.histograms(active.encrypt_nodes(g, h, nodes, 127), nodes, codes, thr)
+    got = active.decrypt_histograms(payload, len(nodes), 4, 32)
+    assert np.abs(got - node_histograms(g, h, nodes, codes, thr)).max() < active.tolerance
+
+
 def test_the_feature_holder_sees_no_secret_and_unused_slots_are_zero(active: BfvActive
                                                                       ) -> None:
     passive = BfvPassive(active.setup_payload())
@@ -55,18 +74,36 @@ def test_the_feature_holder_sees_no_secret_and_unused_slots_are_zero(active: Bfv
     g, h, codes, thr = _case(300, 3, 32)  # 95 candidate columns, width / 2 to a mask
     nodes = [np.arange(300)]
     raw = passive.histograms(active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
-    msg = msgspec.msgpack.decode(raw)  # [width, n_results, columns, ciphertexts]
-    width = msg[0]
+    msg = msgspec.msgpack.decode(raw)  # [width, lanes, padded, n_results, columns, cts]
+    from fedlab_kit.boost.packing import batches
+
+    width, lanes, padded = msg[:3]
     half = width // 2
-    groups = -(-95 // half)
-    assert msg[1] == groups and len(msg[2]) == 95 * 8
-    results = [active.secret.decrypt(ct).reshape(-1, width)
-               for ct in active.secret.load(msg[3])]
-    for rows in results:  # every row holds the same sums: nothing about single rows
-        assert (rows == rows[0]).all()
-    used = 95 - (groups - 1) * half  # columns of the last group
-    last = results[-1][0]
-    assert not last[used:half].any() and not last[half + used:].any()
+    spans = batches(95, width, lanes, padded)
+    assert lanes == 1 and len(msg[4]) == 95 * 8 and msg[3] == len(spans)
+    results = active.secret.load(msg[5])
+    for (lo, hi, k), ct in zip(spans, results, strict=True):
+        blocks = active.secret.decrypt(ct).reshape(-1, k, width)
+        # every run of k blocks holds the same sums: nothing about single rows
+        assert (blocks == blocks[0]).all()
+        groups = -(-(hi - lo) // half)
+        used = hi - lo - (groups - 1) * half  # columns of the batch's last group
+        last = blocks[0, groups - 1]
+        assert not last[used:half].any() and not last[half + used:].any()
+        assert not blocks[0, groups:].any()  # padding groups: zero
+        assert blocks[0, :groups, :used].any()
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_batches_cover_every_column_once(padded: bool) -> None:
+    from fedlab_kit.boost.packing import ROW, batches
+    for n, width, lanes in ((95, 8, 1), (640, 8, 4), (1, 128, 1), (4096, 4, 2)):
+        spans = batches(n, width, lanes, padded)
+        assert [lo for lo, _, _ in spans] == [0] + [hi for _, hi, _ in spans[:-1]]
+        assert spans[-1][1] == n
+        for lo, hi, k in spans:
+            assert k & (k - 1) == 0 and k * lanes <= ROW // width  # fits a lane's places
+            assert -(-(hi - lo) // (width // 2)) <= k
 
 
 def test_mismatched_payloads_are_protocol_errors(active: BfvActive) -> None:
@@ -118,13 +155,35 @@ def test_encrypted_regression_three_parties_equals_plaintext() -> None:
     assert np.std(preds[True]) > 1e5  # the model learned something at that scale
 
 
-def test_width_follows_the_request_shape() -> None:
-    from fedlab_kit.boost.bfv import WIDTH, choose_width
-    root = choose_width([100_000], 640)
-    deep = choose_width([5_000] * 8, 640)
-    assert root < deep  # one big node: few ciphertexts; many small nodes: few results
-    assert choose_width([100_000], 0) == WIDTH  # no column hint: the default layout
-    assert choose_width([0, 0], 640) == WIDTH
+def test_layout_follows_the_request_shape() -> None:
+    from fedlab_kit.boost.packing import WIDTH, choose_layout, cost
+    for sizes in ([100_000], [5_000] * 8, [300] * 32):
+        w, lanes, padded = choose_layout(sizes, 640)
+        assert cost(sizes, 640, w, lanes, padded) <= min(
+            cost(sizes, 640, w2, 1, p) for w2 in (4, 16, 64, 128) for p in (False, True))
+    assert choose_layout([100_000], 640)[1] == 1  # one node: one lane
+    assert choose_layout([300] * 32, 126)[1] > 1  # many small nodes share ciphertexts
+    assert choose_layout([100_000], 640, width=32)[0] == 32  # a fixed width is kept
+    assert choose_layout([100_000], 0) == (WIDTH, 1, False)  # no column hint: the default
+    assert choose_layout([0, 0], 640) == (WIDTH, 1, False)
+
+
+def test_packed_lanes_hold_every_row_once_and_never_mix_nodes() -> None:
+    from fedlab_kit.boost.packing import packs
+    sizes = [700, 0, 33, 260, 1, 259]
+    for width, lanes in ((16, 4), (64, 2), (8, 64)):
+        seen: dict[int, int] = {}
+        for pack in packs(sizes, width, lanes):
+            taken = set()
+            for n, k in enumerate(pack.nodes):
+                rows, blocks = pack.blocks(n)
+                assert rows == slice(0, sizes[k])
+                assert (blocks % pack.blocks_per_row % lanes == n).all()  # its own lane
+                taken |= set(blocks.tolist())
+                seen[k] = len(blocks)
+            assert len(taken) == sum(pack.sizes)  # no block twice
+            assert max(taken) < pack.n_cts * 2 * pack.blocks_per_row
+        assert seen == {k: n for k, n in enumerate(sizes) if n}
 
 
 def test_pieces_cover_each_ciphertext_once() -> None:
@@ -136,6 +195,21 @@ def test_pieces_cover_each_ciphertext_once() -> None:
         covered = [i for lo, hi in mine for i in range(lo, hi)]
         assert covered == list(range(c))
     assert sum(1 for p in pieces if p[0] == 0) == 2  # the biggest node is split in two
+
+
+def test_work_is_shared_by_every_worker() -> None:
+    """A node cut in two pieces, the smaller first, once went to one worker whole (the
+    chunks closed only once the running cost passed its share): half the cores idled."""
+    from fedlab_kit.he.pool import balanced_chunks
+    assert balanced_chunks([285.0, 330.0], 2) == [[0], [1]]
+    for costs in ([1.0] * 7, [5, 1, 1, 1, 1, 1], [1, 1, 1, 9], [3, 3, 3]):
+        for n in (2, 3):
+            chunks = balanced_chunks(costs, n)
+            assert [i for c in chunks for i in c] == list(range(len(costs)))
+            assert len(chunks) == min(n, len(costs)) and all(chunks)
+            loads = [sum(costs[i] for i in c) for c in chunks]
+            assert max(loads) <= sum(costs) / n + max(costs)
+    assert balanced_chunks([], 2) == [] and balanced_chunks([1.0], 4) == [[0]]
 
 
 @pytest.mark.parametrize("cache_mb", ["1024", "0"])
@@ -218,10 +292,12 @@ def _one_result(active: BfvActive, key: str, g: np.ndarray, h: np.ndarray,
     msg = msgspec.msgpack.decode(active.encrypt_nodes(g, h, [np.arange(len(g))]),
                                  type=B._Grads)
     parts = msgspec.msgpack.decode(msg.cts, type=list[bytes])
+    (pack,) = B.packs([len(g)], width, 1)
+    _, blocks = pack.blocks(0)
     cols = np.argwhere(thr >= 0).astype("<i4")
-    groups = [cols[i:i + width // 2] for i in range(0, len(cols), width // 2)]
-    (res,) = B._histogram_job(key, {0: (parts, codes, True, None)}, [(0, 0)], thr, groups,
-                              width, 0)
+    batch_columns = [(cols[a:b], k) for a, b, k in B.batches(len(cols), width, 1)]
+    (res,) = B._histogram_job(key, {0: (parts, codes, blocks, pack, True, None)}, [(0, 0)],
+                              thr, batch_columns, 0)
     return parts, res
 
 
@@ -257,7 +333,6 @@ def _bin_swap_trial(active: BfvActive, key: str, rng: np.random.Generator) -> bo
     ciphertexts and keys, recomputes the feature holder's masked sums under both bin
     assignments and picks the one whose difference with the result has the least noise."""
     from fedlab_kit.boost import bfv as B
-    from fedlab_kit.he import RowLayout
 
     n, width = 64, 8
     g, h = rng.normal(size=n), rng.random(n)
@@ -278,12 +353,15 @@ def _bin_swap_trial(active: BfvActive, key: str, rng: np.random.Generator) -> bo
         mine = ctx.load(msgspec.msgpack.encode(parts))
         for ct in mine:
             ctx.evaluator.transform_to_ntt_inplace(ct)
-        layout = RowLayout(n, width, slots=B.SLOTS)
-        cols = np.argwhere(thr >= 0).astype("<i4")[: width // 2]
-        (b, vec), = B._masks(codes, thr, cols, layout)
-        guess = ctx.sum_products([(mine[b], ctx.encode(vec, ntt_like=mine[b]))])
-        ctx.evaluator.mod_switch_to_next_inplace(guess)
-        ctx.fold(guess, width)
+        (pack,) = B.packs([n], width, 1)
+        _, blocks = pack.blocks(0)
+        batch = np.argwhere(thr >= 0).astype("<i4")
+        ((_, _, k),) = B.batches(len(batch), width, 1)
+        masks = [[(b, ctx.encode(vec, ntt_like=mine[b])) for b, vec in diagonal]
+                 for diagonal in B.diagonal_masks(codes, thr, batch, blocks, len(mine), pack,
+                                                  k)]
+        guess = B.diagonal_sum(ctx, mine, masks, width)
+        ctx.fold(guess, k * width)
         guesses.append(guess)
     return picks_truth(active.secret, result, guesses, truth, rng)
 
@@ -329,10 +407,12 @@ def test_a_new_label_holder_never_encrypts_under_an_old_key(monkeypatch: pytest.
         assert np.abs(got - want).max() < active.tolerance
 
 
-def test_histograms_not_computed_over_the_request_are_refused(active: BfvActive) -> None:
+def test_histograms_not_computed_over_the_request_are_refused(
+        active: BfvActive, monkeypatch: pytest.MonkeyPatch) -> None:
     """A feature holder that answers with sums over other ciphertexts (here: another label
     holder's, which decrypt to noise under this key) is caught by the range check: no
     histogram sum can exceed the node's sum of |g| or |h|."""
+    monkeypatch.setattr("fedlab_kit.boost.bfv.choose_layout", lambda *a, **k: (64, 1, False))
     g, h, codes, thr = _case(300, 2, 8)
     nodes = [np.arange(300)]
     other = BfvActive()

@@ -1,20 +1,27 @@
 """The encrypted SecureBoost backend: fixed-point gradients under BFV, histograms flooded.
 
-Layout: the label holder rounds each row's gradients to integers, ``g * S_g`` and
-``h * S_h`` with powers of two ``S`` chosen per request so that every node sum stays well
-inside the plain modulus (a 36-bit prime, ``fedlab_kit.he.bfv.HISTOGRAMS``), and lays each
-row over ``width`` slots: G replicated over the first half, H over the second. The rows of
-each requested node go in their own ciphertexts (node-sorted), so a node's histogram touches
-only its own ciphertexts. A feature holder packs its candidate (feature, threshold) columns
-``width / 2`` to a mask (slots ``j`` and ``width/2 + j`` of a row are 1 when the row's code of
-column j's feature is at most its threshold and not missing; thresholds are in the feature
-holder's shuffled order), multiplies once per ciphertext, adds the products over the node's
-ciphertexts, drops one prime, folds the rows together (``log2(4096 / width)`` row rotations
-and the column swap) and floods the result before it goes back: a fresh encryption of zero
-plus uniform noise of 2^b on its first component (see :mod:`fedlab_kit.he.bfv`). Every row of
-the result then holds the same exact integer sums, so the label holder decrypts exactly the
-cumulative (G, H) sums it asked for, within statistical distance 2^-40 of a fresh encryption
-of them; the feature holder sees only ciphertexts.
+The label holder rounds each row's gradients to integers, ``g * S_g`` and ``h * S_h`` with
+powers of two ``S`` chosen per request so that every node sum stays well inside the plain
+modulus (a 36-bit prime, ``fedlab_kit.he.bfv.HISTOGRAMS``), and lays each row over a block
+of ``width`` slots, G replicated over the first half and H over the second, the nodes of a
+request in packs that share ciphertexts lane by lane (:mod:`fedlab_kit.boost.packing`).
+
+A feature holder's candidate (feature, threshold) columns go ``width / 2`` to a group; a
+group's mask is 1 at slots ``j`` and ``width/2 + j`` of a row when the row's code of
+column j's feature is at most its threshold and not missing (thresholds are in the feature
+holder's shuffled order). Up to ``K`` groups share one result, in the diagonal layout of
+Halevi and Shoup: the mask of *diagonal* ``d`` gives a row at place ``u`` of its lane group
+``(u - d) mod K``, each diagonal's products are added over the pack's ciphertexts, and
+``sum_d rot^d(D_d)`` (Horner's rule: ``K - 1`` rotations by one place, ``lanes`` blocks)
+leaves at place ``u`` of every lane the sum of group ``u mod K`` over ``K`` consecutive
+rows of that lane. One prime is dropped first; a fold over the remaining places
+(``log2(4096 / (K lanes width))`` rotations and the column swap) sums every row of each
+lane, and the result is flooded before it goes back: a fresh encryption of zero plus
+uniform noise of 2^b on its first component (see :mod:`fedlab_kit.he.bfv`). Place
+``u < K`` of lane ``n`` then holds the exact (G, H) sums of group ``u`` over the rows of
+the pack's ``n``-th node, so the label holder decrypts exactly the cumulative sums it
+asked for, within statistical distance 2^-40 of a fresh encryption of them; the feature
+holder sees only ciphertexts.
 
 Rounding to integers is the only approximation: sums are off by at most half a unit per
 row (``tolerance``), far below what decides a split.
@@ -34,23 +41,26 @@ import numpy as np
 import tenseal.sealapi as seal
 
 from ..errors import ProtocolError
-from ..he import RowLayout
 from ..he.bfv import HISTOGRAMS, BfvPublic, BfvSecret, BfvSymmetric
 from ..he.pool import balanced_chunks, keyed_pool, state
 from ..he.serial import to_bytes
 from .binning import MISSING
+from .packing import (
+    DIAGONAL_MS,
+    MASK_MS,
+    MIN_WIDTH,
+    ROTATION_MS,
+    Pack,
+    batches,
+    check_layout,
+    choose_layout,
+    packs,
+)
 
 PARAMS = HISTOGRAMS
 SLOTS = PARAMS.slots
-WIDTH = 64  # slots per row when the column count is unknown: a mask answers 32 columns
-MIN_WIDTH = 4
-MAX_WIDTH = 128
 #: every |sum| of scaled gradients stays below 2^34, a quarter of the plain modulus
 SUM_LIMIT = 2.0**34
-# measured costs (ms, sealapi, N=8192) that choose the width of a request: a ciphertext
-# (encode + encrypt + save at the label holder; load + NTT at a feature holder), a result
-# (back from NTT, prime dropped, flooded, saved, loaded, decrypted) and one fold rotation
-CT_MS, RESULT_MS, ROTATION_MS = 11.2, 22.5, 5.3
 #: memory (MB, all workers of a feature holder) for the encoded masks of the root, which
 #: are the same in every tree without row subsampling; ``FEDLAB_MASK_CACHE_MB`` overrides
 MASK_CACHE_MB = 1024
@@ -59,38 +69,19 @@ PLAINTEXT_BYTES = (len(PARAMS.coeff_bits) - 1) * SLOTS * 8  # an NTT mask at the
 
 class _Grads(msgspec.Struct, array_like=True):
     width: int
+    lanes: int
+    padded: bool
     sizes: list[int]
     cts: bytes
 
 
 class _Hists(msgspec.Struct, array_like=True):
     width: int
+    lanes: int
+    padded: bool
     n_results: int
     columns: bytes  # int32 (feature, slot) of each packed column, in order
     cts: bytes
-
-
-def choose_width(sizes: list[int], columns: int) -> int:
-    """The row width (slots per row) that minimises the cost of one histogram request.
-
-    Mask work (rows x columns / 4096 plaintext encodings) does not depend on the width;
-    what does: wider rows mean more ciphertexts to encrypt, send and load, narrower rows
-    more results to fold (``log2(4096 / width) + 1`` rotations each) and decrypt.
-    """
-    busy = [n for n in sizes if n]
-    if not busy or columns <= 0:
-        return WIDTH
-    best, best_cost = WIDTH, math.inf
-    w = MIN_WIDTH
-    while w <= MAX_WIDTH:
-        cts = sum(-(-n * w // SLOTS) for n in busy)
-        results = len(busy) * -(-columns // (w // 2))
-        cost = cts * CT_MS + results * (RESULT_MS + ROTATION_MS
-                                        * (math.log2(PARAMS.row // w) + 1))
-        if cost < best_cost:
-            best, best_cost = w, cost
-        w *= 2
-    return best
 
 
 def _scale(values: np.ndarray, nodes: list[np.ndarray]) -> float:
@@ -111,10 +102,12 @@ class BfvActive:
     def __init__(self, width: int | None = None, workers: Any = None) -> None:
         """``workers``: the party's :class:`~fedlab_kit.compute.Workers` (default: this
         machine's processes)."""
-        self.width = width  # None: chosen per request (:func:`choose_width`)
+        self.width = width  # None: chosen per request (:func:`.packing.choose_layout`)
         self.secret = BfvSecret(MIN_WIDTH, relin=False, params=PARAMS)
         self._scale = (1.0, 1.0)
         self._bounds = np.zeros((0, 2), np.int64)
+        self._sizes: list[int] = []
+        self._columns_seen = 0  # the most candidate columns a feature holder answered with
         self._pool = keyed_pool("boost-enc", BfvSymmetric,
                                 (PARAMS.name, self.secret.secret_key_bytes()), workers)
 
@@ -128,23 +121,33 @@ class BfvActive:
     def encrypt_nodes(self, g: np.ndarray, h: np.ndarray, nodes: list[np.ndarray],
                       columns: int = 0) -> bytes:
         """The rows of ``nodes``; ``columns`` (the most candidate columns a feature holder
-        may have, 0 if unknown) picks the layout width."""
-        width = self.width or choose_width([len(r) for r in nodes], columns)
+        may have, 0 if unknown; once feature holders have answered, the most they answered
+        with) picks the layout."""
+        sizes = [len(r) for r in nodes]
+        width, lanes, padded = choose_layout(sizes, self._columns_seen or columns, self.width)
+        self._layout, self._sizes = (width, lanes, padded), sizes
         self._scale = (_scale(g, nodes), _scale(h, nodes))
-        biggest = max((len(r) for r in nodes), default=0)
-        self.tolerance = max(1e-9, 0.5 * biggest / self._scale[1])
-        per_ct = SLOTS // width
-        n_cts = sum(-(-len(r) // per_ct) for r in nodes)
-        step = per_ct * max(1, math.ceil(n_cts / (4 * self._pool.n)))  # rows per job
-        jobs = []
+        self.tolerance = max(1e-9, 0.5 * max(sizes, default=0) / self._scale[1])
         self._bounds = np.zeros((len(nodes), 2), np.int64)  # most |G|, |H| a node can sum to
-        for k, rows in enumerate(nodes):
-            gq = np.rint(g[rows] * self._scale[0]).astype(np.int64)
-            hq = np.rint(h[rows] * self._scale[1]).astype(np.int64)
-            self._bounds[k] = np.abs(gq).sum(), np.abs(hq).sum()
-            jobs += [(gq[a:a + step], hq[a:a + step], width) for a in range(0, len(rows), step)]
+        all_packs = packs(sizes, width, lanes)
+        n_cts = sum(p.n_cts for p in all_packs)
+        step = max(1, math.ceil(n_cts / (4 * self._pool.n)))  # ciphertexts per job
+        jobs = []
+        for pack in all_packs:
+            quantised = []
+            for k in pack.nodes:
+                gq = np.rint(g[nodes[k]] * self._scale[0]).astype(np.int64)
+                hq = np.rint(h[nodes[k]] * self._scale[1]).astype(np.int64)
+                self._bounds[k] = np.abs(gq).sum(), np.abs(hq).sum()
+                quantised.append((gq, hq))
+            for lo in range(0, pack.n_cts, step):
+                hi = min(lo + step, pack.n_cts)
+                parts = [(pack.blocks(n, lo, hi), q) for n, q in enumerate(quantised)]
+                jobs.append((np.concatenate([q[0][r] for (r, _), q in parts]),
+                             np.concatenate([q[1][r] for (r, _), q in parts]),
+                             np.concatenate([b for (_, b), _ in parts]), hi - lo, pack))
         parts = [b for chunk in self._pool.map(_encrypt_job, jobs) for b in chunk]
-        return msgspec.msgpack.encode(_Grads(width, [len(r) for r in nodes],
+        return msgspec.msgpack.encode(_Grads(width, lanes, padded, sizes,
                                              msgspec.msgpack.encode(parts)))
 
     def decrypt_histograms(self, payload: bytes, n_nodes: int, n_features: int,
@@ -159,37 +162,56 @@ class BfvActive:
                 cols[:, 0].min() < 0 or cols[:, 0].max() >= n_features
                 or cols[:, 1].min() < 0 or cols[:, 1].max() >= n_slots)):
             raise ProtocolError("encrypted histograms name columns outside the histogram")
-        if msg.width < MIN_WIDTH or msg.width > MAX_WIDTH or msg.width & (msg.width - 1):
-            raise ProtocolError(f"encrypted histograms with an invalid width {msg.width}")
-        half = msg.width // 2
-        groups = -(-len(cols) // half)
-        if msg.n_results != n_nodes * groups:
-            raise ProtocolError(f"expected {n_nodes * groups} histogram results, got "
-                                f"{msg.n_results}")
+        self._columns_seen = max(self._columns_seen, len(cols))
+        layout = (msg.width, msg.lanes, msg.padded)
+        if layout != getattr(self, "_layout", None):
+            raise ProtocolError(f"encrypted histograms in layout {layout}, not the requested "
+                                f"{getattr(self, '_layout', None)}")
+        w, half, lanes = msg.width, msg.width // 2, msg.lanes
+        spans = batches(len(cols), w, lanes, msg.padded)
+        shape = [k for _, _, k in spans]
+        all_packs = packs(self._sizes, w, lanes) if len(self._sizes) == n_nodes else None
+        if all_packs is None:
+            raise ProtocolError(f"histograms for {n_nodes} nodes, {len(self._sizes)} requested")
+        if msg.n_results != len(all_packs) * len(shape):
+            raise ProtocolError(f"expected {len(all_packs) * len(shape)} histogram results, "
+                                f"got {msg.n_results}")
         cts = self.secret.load(msg.cts, expect=msg.n_results)
-        res = np.stack([self.secret.decrypt(ct)[: msg.width] for ct in cts]) \
-            if cts else np.zeros((0, msg.width), np.int64)
-        res = res.reshape(n_nodes, groups, msg.width)
+        # result (pack, batch): place u < K of lane n holds group u of the n-th node
+        sums = np.zeros((n_nodes, sum(shape), w), np.int64)
+        for i, ct in enumerate(cts):
+            pack, b = all_packs[i // len(shape)], i % len(shape)
+            first = sum(shape[:b])
+            blocks = self.secret.decrypt(ct).reshape(-1, w)
+            for n, k in enumerate(pack.nodes):
+                sums[k, first:first + shape[b]] = blocks[np.arange(shape[b]) * lanes + n]
         if len(self._bounds) == n_nodes and (
-                (np.abs(res[:, :, :half]) > self._bounds[:, None, :1]).any()
-                or (np.abs(res[:, :, half:]) > self._bounds[:, None, 1:]).any()):
+                (np.abs(sums[:, :, :half]) > self._bounds[:, None, :1]).any()
+                or (np.abs(sums[:, :, half:]) > self._bounds[:, None, 1:]).any()):
             raise ProtocolError("decrypted histograms exceed what the node's rows can sum to: "
                                 "not computed over this request's ciphertexts")
-        g_sums = res[:, :, :half].reshape(n_nodes, -1)[:, : len(cols)] / self._scale[0]
-        h_sums = res[:, :, half:].reshape(n_nodes, -1)[:, : len(cols)] / self._scale[1]
+        # a batch's groups past its columns are padding (zero): column i of a batch is
+        # slot i % half of its group i // half
+        index = np.concatenate([sum(shape[:b]) * half + np.arange(hi - lo)
+                                for b, (lo, hi, _) in enumerate(spans)]) \
+            if len(cols) else np.zeros(0, np.int64)
+        g_sums = sums[:, :, :half].reshape(n_nodes, -1)[:, index] / self._scale[0]
+        h_sums = sums[:, :, half:].reshape(n_nodes, -1)[:, index] / self._scale[1]
         out = np.zeros((n_nodes, n_features, n_slots, 2))
         out[:, cols[:, 0], cols[:, 1], 0] = g_sums
         out[:, cols[:, 0], cols[:, 1], 1] = h_sums
         return out
 
 
-def _encrypt_job(key: str, gq: np.ndarray, hq: np.ndarray, width: int) -> list[bytes]:
-    """Worker: encrypt rows laid out ``width`` slots each (G then H, each replicated)."""
+def _encrypt_job(key: str, gq: np.ndarray, hq: np.ndarray, blocks: np.ndarray, n_cts: int,
+                 pack: Pack) -> list[bytes]:
+    """Worker: encrypt ``n_cts`` ciphertexts of a pack, each row at its block (G then H,
+    each replicated)."""
     enc: BfvSymmetric = state(key)
-    half = width // 2
+    half = pack.width // 2
     rows = np.concatenate([np.repeat(gq[:, None], half, 1), np.repeat(hq[:, None], half, 1)],
                           axis=1)
-    return [enc.encrypt_bytes(v) for v in RowLayout(len(gq), width, slots=SLOTS).place(rows)]
+    return [enc.encrypt_bytes(v) for v in pack.place(rows, blocks, n_cts)]
 
 
 class BfvPassive:
@@ -219,26 +241,27 @@ class BfvPassive:
             raise ProtocolError("malformed encrypted gradients from the label holder") from exc
         if msg.sizes != [len(r) for r in nodes]:
             raise ProtocolError("encrypted gradients do not match the requested nodes")
-        width = msg.width
-        if width > MAX_WIDTH or width < MIN_WIDTH or width & (width - 1):
-            raise ProtocolError(f"invalid layout width {width}")
-        per_ct = SLOTS // width
-        counts = [-(-n // per_ct) for n in msg.sizes]
+        width, lanes = msg.width, msg.lanes
+        check_layout(width, lanes)
+        all_packs = packs(msg.sizes, width, lanes)
+        counts = [p.n_cts for p in all_packs]
         if len(parts) != sum(counts):
             raise ProtocolError(f"expected {sum(counts)} ciphertexts, got {len(parts)}")
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-        # only candidate slots that exist are computed, packed ``width / 2`` to a mask
+        # only candidate slots that exist are computed: ``width / 2`` to a group, up to
+        # K groups to a batch, one result per (pack, batch)
         cols = np.argwhere(thresholds >= 0).astype("<i4")  # (feature, slot) pairs
-        span = width // 2
-        groups = [cols[a:a + span] for a in range(0, len(cols), span)]
-        # a big node is cut into pieces of whole ciphertexts, one per worker, so that no
+        spans = batches(len(cols), width, lanes, msg.padded)
+        ks = [k for _, _, k in spans]
+        # a big pack is cut into pieces of whole ciphertexts, one per worker, so that no
         # two workers load the same ciphertexts; pieces are added up below
         pieces = _pieces(counts, self._pool.n)
-        items = [(i, q) for i in range(len(pieces)) for q in range(len(groups))]
-        chunks = balanced_chunks([pieces[i][2] - pieces[i][1] for i, _ in items],
+        items = [(i, q) for i in range(len(pieces)) for q in range(len(spans))]
+        chunks = balanced_chunks([(pieces[i][2] - pieces[i][1]) * MASK_MS * ks[q]
+                                  + (DIAGONAL_MS + ROTATION_MS) * ks[q] for i, q in items],
                                  self._pool.n)
-        per_node = collections.Counter(k for k, _, _ in pieces)
-        split_nodes = {k for k, n in per_node.items() if n > 1}
+        per_pack = collections.Counter(k for k, _, _ in pieces)
+        split = {k for k, n in per_pack.items() if n > 1}
         recurring = _recurring(nodes, codes, thresholds)
         budget = _cache_budget(self._pool.n)
         jobs = []
@@ -247,50 +270,71 @@ class BfvPassive:
             piece_data = {}
             for i in {i for i, _ in mine}:
                 k, lo, hi = pieces[i]
-                rows = nodes[k][lo * per_ct:hi * per_ct]
-                key = (recurring[k], width, lo, hi) if k in recurring else None
-                piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows],
-                                 k not in split_nodes, key)
-            jobs.append((piece_data, mine, thresholds, groups, width, budget))
+                pack = all_packs[k]
+                lanes_rows = [pack.blocks(n, lo, hi) for n in range(len(pack.nodes))]
+                rows = np.concatenate([nodes[node][r] for node, (r, _) in
+                                       zip(pack.nodes, lanes_rows, strict=True)])
+                blocks = np.concatenate([b for _, b in lanes_rows])
+                root = pack.nodes[0] if len(pack.nodes) == 1 else None
+                key = (recurring[root], width, lanes, lo, hi) if root in recurring else None
+                piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows], blocks,
+                                 pack, k not in split, key)
+            jobs.append((piece_data, mine, thresholds, [(cols[a:b], k) for a, b, k in spans],
+                         budget))
         sums: dict[tuple[int, int], list[bytes]] = {}
         for chunk, results in zip(chunks, self._pool.map(_histogram_job, jobs), strict=True):
             for i, res in zip(chunk, results, strict=True):
                 piece, q = items[i]
                 sums.setdefault((pieces[piece][0], q), []).append(res)
-        sums.update(self._fold_pieces({kq: v for kq, v in sums.items() if kq[0] in split_nodes},
-                                      width))
-        empty = [(k, q) for k in range(len(nodes)) for q in range(len(groups))
-                 if (k, q) not in sums]
-        if empty:  # empty nodes: zero sums, flooded like any result
-            zero = _finished_zero(self.ctx, width)
-            sums.update({kq: [zero] for kq in empty})
-        out = [sums[k, q][0] for k in range(len(nodes)) for q in range(len(groups))]
-        return msgspec.msgpack.encode(_Hists(width, len(out), cols.tobytes(),
+        sums.update(self._fold_pieces({kq: v for kq, v in sums.items() if kq[0] in split},
+                                      [k * width * lanes for k in ks]))
+        out = [sums[k, q][0] for k in range(len(all_packs)) for q in range(len(spans))]
+        return msgspec.msgpack.encode(_Hists(width, lanes, msg.padded, len(out), cols.tobytes(),
                                              msgspec.msgpack.encode(out)))
 
-    def _fold_pieces(self, sums: dict[tuple[int, int], list[bytes]], width: int
+    def _fold_pieces(self, sums: dict[tuple[int, int], list[bytes]], fold_widths: list[int]
                      ) -> dict[tuple[int, int], list[bytes]]:
-        """The pieces of a split node come back summed but not folded: add them up, then
-        drop a prime, fold and flood each (node, group) result once, over the workers."""
+        """The pieces of a split pack come back summed but not folded: add them up, then
+        fold and flood each (pack, batch) result once, over the workers."""
         todo = sorted(sums)
         if not todo:
             return {}
         chunks = balanced_chunks([1.0] * len(todo), self._pool.n)
-        jobs = [([sums[todo[t]] for t in chunk], width) for chunk in chunks]
+        jobs = [([sums[todo[t]] for t in chunk], [fold_widths[todo[t][1]] for t in chunk])
+                for chunk in chunks]
         folded = [b for res in self._pool.map(_fold_job, jobs) for b in res]
         return {kq: [b] for kq, b in zip(todo, folded, strict=True)}
 
 
-def _finish(ctx: BfvPublic, ct: seal.Ciphertext, width: int) -> bytes:
-    """A summed result (coefficient form): one prime dropped, folded, flooded, as bytes."""
-    ctx.evaluator.mod_switch_to_next_inplace(ct)
-    ctx.fold(ct, width)
+def diagonal_sum(ctx: BfvPublic, cts: list[seal.Ciphertext],
+                 diagonals_: list[list[tuple[int, seal.Plaintext]]], step: int
+                 ) -> seal.Ciphertext:
+    """``sum_d rot^d(D_d)``, ``D_d = sum_b cts[b] * mask`` over diagonal d's (ciphertext,
+    mask) pairs, ``rot`` a rotation by ``step`` slots (Horner's rule), with one prime
+    dropped: coefficient form, not yet folded."""
+    ev, out = ctx.evaluator, None
+    for pairs in reversed(diagonals_):
+        if out is not None:
+            ev.rotate_rows_inplace(out, step, ctx.galois_keys)
+        acc = ctx.sum_products((cts[b], pt) for b, pt in pairs)
+        if acc is None:
+            continue
+        ev.mod_switch_to_next_inplace(acc)
+        if out is None:
+            out = acc
+        else:
+            ev.add_inplace(out, acc)
+    if out is None:  # no row of the piece is in any column of the batch
+        out = ctx.encrypt(np.zeros(SLOTS, np.int64))
+        ev.mod_switch_to_next_inplace(out)
+    return out
+
+
+def _finish(ctx: BfvPublic, ct: seal.Ciphertext, fold_width: int) -> bytes:
+    """A diagonal sum folded over blocks of ``fold_width`` slots, flooded, as bytes."""
+    ctx.fold(ct, fold_width)
     ctx.flood(ct)
     return to_bytes(ct)
-
-
-def _finished_zero(ctx: BfvPublic, width: int) -> bytes:
-    return _finish(ctx, ctx.encrypt(np.zeros(SLOTS, np.int64)), width)
 
 
 def _recurring(nodes: list[np.ndarray], codes: np.ndarray, thresholds: np.ndarray
@@ -307,7 +351,7 @@ def _recurring(nodes: list[np.ndarray], codes: np.ndarray, thresholds: np.ndarra
 
 
 def _pieces(counts: list[int], n_workers: int) -> list[tuple[int, int, int]]:
-    """(node, first ciphertext, end) pieces: a node with more than one worker's share of
+    """(pack, first ciphertext, end) pieces: a pack with more than one worker's share of
     all ciphertexts is cut into equal pieces of at most about one share."""
     total = sum(counts)
     out = []
@@ -326,9 +370,9 @@ def _cache_budget(n_workers: int) -> int:
     return int(mb * 2**20 / n_workers)
 
 
-#: a worker's encoded root masks: (pool key, columns digest, width, piece start, piece end,
-#: group) -> [(ciphertext index, mask)]
-_MASKS: dict[tuple[Any, ...], list[tuple[int, seal.Plaintext]]] = {}
+#: a worker's encoded root masks: (pool key, columns digest, width, lanes, piece start,
+#: piece end, batch) -> per diagonal [(ciphertext index, mask)]
+_MASKS: dict[tuple[Any, ...], list[list[tuple[int, seal.Plaintext]]]] = {}
 
 
 def _cached_bytes(key: str, columns: str) -> int:
@@ -336,17 +380,16 @@ def _cached_bytes(key: str, columns: str) -> int:
     trainings or other columns go."""
     for k in [k for k in _MASKS if k[:2] != (key, columns)]:
         del _MASKS[k]
-    return sum(len(v) for v in _MASKS.values()) * PLAINTEXT_BYTES
+    return sum(map(len, (d for v in _MASKS.values() for d in v))) * PLAINTEXT_BYTES
 
 
-def _histogram_job(key: str, piece_data: dict[int, tuple[list[bytes], np.ndarray, bool,
-                                                         tuple[Any, ...] | None]],
+def _histogram_job(key: str, piece_data: dict[int, tuple[Any, ...]],
                    items: list[tuple[int, int]], thresholds: np.ndarray,
-                   groups: list[np.ndarray], width: int, budget: int) -> list[bytes]:
-    """Worker: the sums of each (piece, column group): finished (folded and flooded) when
-    the piece is its whole node (``piece_data[i][2]``), else only summed (see
-    :func:`_fold_job`). Masks of pieces that recur (``piece_data[i][3]``) are kept, within
-    ``budget`` bytes, for the next tree."""
+                   batch_columns: list[tuple[np.ndarray, int]], budget: int) -> list[bytes]:
+    """Worker: the diagonal sum of each (piece, column batch): finished (folded and flooded)
+    when the piece is its whole pack, else only summed (see :func:`_fold_job`). A piece is
+    (ciphertexts, codes of its rows, their blocks, pack, whole, cache key); masks of pieces
+    that recur (a cache key) are kept, within ``budget`` bytes, for the next tree."""
     ctx: BfvPublic = state(key)
     ev = ctx.evaluator
     loaded = {}
@@ -357,46 +400,55 @@ def _histogram_job(key: str, piece_data: dict[int, tuple[list[bytes], np.ndarray
         loaded[i] = items_i
     out = []
     for i, q in items:
-        _, codes, whole, recurs = piece_data[i]
-        layout = RowLayout(len(codes), width, slots=SLOTS)
+        _, codes, blocks, pack, whole, recurs = piece_data[i]
+        columns, k = batch_columns[q]
         cache_key = (key, *recurs, q) if recurs else None
-        blocks = _MASKS.get(cache_key) if cache_key else None
-        if blocks is None:
-            blocks = [(b, ctx.encode(vec, ntt_like=loaded[i][b]))
-                      for b, vec in _masks(codes, thresholds, groups[q], layout)]
-            if cache_key and _cached_bytes(key, cache_key[1]) + len(blocks) * PLAINTEXT_BYTES \
-                    <= budget:
-                _MASKS[cache_key] = blocks
-        acc = ctx.sum_products((loaded[i][b], pt) for b, pt in blocks)
-        if acc is None:  # no row of the piece is in any column of the group
-            acc = ctx.encrypt(np.zeros(SLOTS, np.int64))
-        out.append(_finish(ctx, acc, width) if whole else to_bytes(acc))
+        masks = _MASKS.get(cache_key) if cache_key else None
+        if masks is None:
+            masks = [[(b, ctx.encode(vec, ntt_like=loaded[i][b])) for b, vec in diagonal]
+                     for diagonal in diagonal_masks(codes, thresholds, columns, blocks,
+                                                    len(loaded[i]), pack, k)]
+            size = sum(map(len, masks)) * PLAINTEXT_BYTES
+            if cache_key and _cached_bytes(key, cache_key[1]) + size <= budget:
+                _MASKS[cache_key] = masks
+        acc = diagonal_sum(ctx, loaded[i], masks, pack.lanes * pack.width)
+        out.append(_finish(ctx, acc, k * pack.lanes * pack.width) if whole
+                   else to_bytes(acc))
     return out
 
 
-def _fold_job(key: str, results: list[list[bytes]], width: int) -> list[bytes]:
-    """Worker: each result from its pieces' sums: added, then finished."""
+def _fold_job(key: str, results: list[list[bytes]], fold_widths: list[int]) -> list[bytes]:
+    """Worker: each result from its pieces' diagonal sums: added, then finished."""
     ctx: BfvPublic = state(key)
     out = []
-    for partials in results:
+    for partials, fold_width in zip(results, fold_widths, strict=True):
         cts = ctx.load(msgspec.msgpack.encode(partials))
         for ct in cts[1:]:
             ctx.evaluator.add_inplace(cts[0], ct)
-        out.append(_finish(ctx, cts[0], width))
+        out.append(_finish(ctx, cts[0], fold_width))
     return out
 
 
-def _masks(codes: np.ndarray, thresholds: np.ndarray, group: np.ndarray,
-           layout: RowLayout) -> list[tuple[int, np.ndarray]]:
-    """(ciphertext, 0/1 mask) of a column group: slots j and width/2 + j of a row are 1 when
-    the row's code of column j's feature is at most its threshold and not missing; all-zero
-    masks are left out."""
-    feats, slots = group[:, 0], group[:, 1]
+def diagonal_masks(codes: np.ndarray, thresholds: np.ndarray, batch: np.ndarray,
+                   blocks: np.ndarray, n_cts: int, pack: Pack, k: int
+                   ) -> list[list[tuple[int, np.ndarray]]]:
+    """Per diagonal ``d < k``: (ciphertext, 0/1 mask) pairs over ``n_cts`` ciphertexts whose
+    rows (``codes``) sit at ``blocks``. A row at place ``u`` of its lane gets group
+    ``(u - d) mod k`` of the batch: slots j and width/2 + j are 1 when the row's code of
+    the group's column j is at most its threshold and not missing. All-zero masks are left
+    out."""
+    feats, slots = batch[:, 0], batch[:, 1]
+    half = pack.width // 2
     c = codes[:, feats].astype(np.int32)  # (rows, columns)
     thr = thresholds[feats, slots].astype(np.int32)
-    hit = ((c <= thr[None, :]) & (c != MISSING)).astype(np.int64)
-    half = layout.width // 2
-    mask = np.zeros((layout.n_rows, layout.width), np.int64)
-    mask[:, : len(group)] = hit
-    mask[:, half: half + len(group)] = hit
-    return [(b, vec) for b, vec in enumerate(layout.place(mask)) if vec.any()]
+    hit = np.zeros((len(codes), k * half), np.int64)
+    hit[:, : len(batch)] = (c <= thr[None, :]) & (c != MISSING)
+    hit = hit.reshape(len(codes), k, half)
+    rows = np.arange(len(codes))
+    place = (blocks % pack.blocks_per_row) // pack.lanes
+    out = []
+    for d in range(k):
+        group = hit[rows, (place - d) % k]  # (rows, half)
+        mask = pack.place(np.concatenate([group, group], axis=1), blocks, n_cts)
+        out.append([(b, vec) for b, vec in enumerate(mask) if vec.any()])
+    return out

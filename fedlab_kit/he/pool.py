@@ -9,6 +9,7 @@ goes to worker ``i % n``, so a worker may keep per-job caches across batches.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import multiprocessing.util
 import os
@@ -102,15 +103,19 @@ def keyed_pool(name: str, factory: Callable[..., Any], args: tuple[Any, ...],
 
 
 def balanced_chunks(costs: Sequence[float], n: int) -> list[list[int]]:
-    """Split item indices into at most ``n`` contiguous chunks of similar total cost."""
-    total = float(sum(costs))
-    if not costs:
+    """Split item indices into at most ``n`` contiguous, non-empty chunks of similar total
+    cost: each boundary where the running total comes closest to its share."""
+    n = min(n, len(costs))
+    if n <= 0:
         return []
-    chunks: list[list[int]] = [[]]
-    acc = 0.0
-    for i, c in enumerate(costs):
-        if chunks[-1] and acc >= total * len(chunks) / n and len(chunks) < n:
-            chunks.append([])
-        chunks[-1].append(i)
-        acc += c
-    return chunks
+    prefix = [0.0]
+    for c in costs:
+        prefix.append(prefix[-1] + float(c))
+    bounds = [0]
+    for j in range(1, n):
+        target = prefix[-1] * j / n
+        # the j-th boundary leaves room for one item in each chunk after it
+        lo, hi = bounds[-1] + 1, len(costs) - (n - j)
+        bounds.append(min(range(lo, hi + 1), key=lambda e: (abs(prefix[e] - target), e)))
+    bounds.append(len(costs))
+    return [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
