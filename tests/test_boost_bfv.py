@@ -19,6 +19,7 @@ from sklearn.model_selection import train_test_split
 from fedlab_kit.boost import SecureBoostClassifier, SecureBoostPassive, SecureBoostRegressor
 from fedlab_kit.boost.backend import node_histograms
 from fedlab_kit.boost.bfv import BfvActive, BfvPassive
+from fedlab_kit.boost.packing import Layout
 from fedlab_kit.errors import ProtocolError
 
 RNG = np.random.default_rng(5)
@@ -49,14 +50,14 @@ def test_encrypted_histograms_equal_numpy(active: BfvActive, n_slots: int) -> No
     assert np.abs(got - want).max() < active.tolerance
 
 
-@pytest.mark.parametrize("layout", [(8, 4, False), (16, 16, True), (4, 64, False),
-                                    (128, 2, True)])
-def test_nodes_sharing_ciphertexts_get_their_own_sums(
-        active: BfvActive, layout: tuple[int, int, bool], monkeypatch: pytest.MonkeyPatch
-        ) -> None:
+@pytest.mark.parametrize("layout", [Layout(8, 4), Layout(16, 16, padded=True),
+                                    Layout(4, 64, split=True),
+                                    Layout(128, 2, padded=True, split=True)], ids=str)
+def test_nodes_sharing_ciphertexts_get_their_own_sums(active: BfvActive, layout: Layout
+                                                      ) -> None:
     """Lanes: several nodes in the same ciphertexts, a big one split over the workers, an
-    empty one; every node's sums are its own."""
-    monkeypatch.setattr("fedlab_kit.boost.bfv.choose_layout", lambda *a, **k: layout)
+    empty one; every node's sums are its own, joint or split."""
+    active.layout = layout
     g, h, codes, thr = _case(6000, 4, 32)  # 127 candidate columns
     perm = RNG.permutation(6000)
     cuts = [0, 3000, 3001, 3001, 3400, 3650, 4800, 6000]  # sizes 3000, 1, 0, 399, 250, ...
@@ -64,6 +65,7 @@ def test_nodes_sharing_ciphertexts_get_their_own_sums(
     passive = BfvPassive(active.setup_payload())
     payload = passive.histograms(active.encrypt_nodes(g, h, nodes, 127), nodes, codes, thr)
     got = active.decrypt_histograms(payload, len(nodes), 4, 32)
+    active.layout = None
     assert np.abs(got - node_histograms(g, h, nodes, codes, thr)).max() < active.tolerance
 
 
@@ -74,14 +76,13 @@ def test_the_feature_holder_sees_no_secret_and_unused_slots_are_zero(active: Bfv
     g, h, codes, thr = _case(300, 3, 32)  # 95 candidate columns, width / 2 to a mask
     nodes = [np.arange(300)]
     raw = passive.histograms(active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
-    msg = msgspec.msgpack.decode(raw)  # [width, lanes, padded, n_results, columns, cts]
-    from fedlab_kit.boost.packing import batches
-
-    width, lanes, padded = msg[:3]
-    half = width // 2
-    spans = batches(95, width, lanes, padded)
-    assert lanes == 1 and len(msg[4]) == 95 * 8 and msg[3] == len(spans)
-    results = active.secret.load(msg[5])
+    msg = msgspec.msgpack.decode(raw)  # [layout, n_results, columns, cts]
+    layout = Layout(*msg[0])
+    width, half = layout.width, layout.width // 2
+    spans = layout.batches(95)
+    assert not layout.split  # one node of 300 rows: G and H share blocks
+    assert layout.lanes == 1 and len(msg[2]) == 95 * 8 and msg[1] == len(spans)
+    results = active.secret.load(msg[3])
     for (lo, hi, k), ct in zip(spans, results, strict=True):
         blocks = active.secret.decrypt(ct).reshape(-1, k, width)
         # every run of k blocks holds the same sums: nothing about single rows
@@ -96,14 +97,16 @@ def test_the_feature_holder_sees_no_secret_and_unused_slots_are_zero(active: Bfv
 
 @pytest.mark.parametrize("padded", [False, True])
 def test_batches_cover_every_column_once(padded: bool) -> None:
-    from fedlab_kit.boost.packing import ROW, batches
-    for n, width, lanes in ((95, 8, 1), (640, 8, 4), (1, 128, 1), (4096, 4, 2)):
-        spans = batches(n, width, lanes, padded)
+    from fedlab_kit.boost.packing import ROW
+    for n, width, lanes, split in ((95, 8, 1, False), (640, 8, 4, True), (1, 128, 1, False),
+                                   (4096, 4, 2, True)):
+        layout = Layout(width, lanes, padded, split)
+        spans = layout.batches(n)
         assert [lo for lo, _, _ in spans] == [0] + [hi for _, hi, _ in spans[:-1]]
         assert spans[-1][1] == n
         for lo, hi, k in spans:
             assert k & (k - 1) == 0 and k * lanes <= ROW // width  # fits a lane's places
-            assert -(-(hi - lo) // (width // 2)) <= k
+            assert -(-(hi - lo) // layout.span) <= k
 
 
 def test_mismatched_payloads_are_protocol_errors(active: BfvActive) -> None:
@@ -156,16 +159,18 @@ def test_encrypted_regression_three_parties_equals_plaintext() -> None:
 
 
 def test_layout_follows_the_request_shape() -> None:
-    from fedlab_kit.boost.packing import WIDTH, choose_layout, cost
+    from fedlab_kit.boost.packing import choose_layout, cost
     for sizes in ([100_000], [5_000] * 8, [300] * 32):
-        w, lanes, padded = choose_layout(sizes, 640)
-        assert cost(sizes, 640, w, lanes, padded) <= min(
-            cost(sizes, 640, w2, 1, p) for w2 in (4, 16, 64, 128) for p in (False, True))
-    assert choose_layout([100_000], 640)[1] == 1  # one node: one lane
-    assert choose_layout([300] * 32, 126)[1] > 1  # many small nodes share ciphertexts
-    assert choose_layout([100_000], 640, width=32)[0] == 32  # a fixed width is kept
-    assert choose_layout([100_000], 0) == (WIDTH, 1, False)  # no column hint: the default
-    assert choose_layout([0, 0], 640) == (WIDTH, 1, False)
+        best = choose_layout(sizes, 640)
+        assert cost(sizes, 640, best) <= min(
+            cost(sizes, 640, Layout(w, 1, p, s)) for w in (4, 16, 64, 128)
+            for p in (False, True) for s in (False, True))
+    assert choose_layout([100_000], 640).lanes == 1  # one node: one lane
+    assert choose_layout([100_000], 640).split  # masks dominate: one encoding for G and H
+    assert not choose_layout([300], 126).split  # results dominate
+    assert choose_layout([300] * 32, 126).lanes > 1  # many small nodes share ciphertexts
+    assert choose_layout([100_000], 0) == Layout()  # no column hint: the default
+    assert choose_layout([0, 0], 640) == Layout()
 
 
 def test_packed_lanes_hold_every_row_once_and_never_mix_nodes() -> None:
@@ -173,16 +178,16 @@ def test_packed_lanes_hold_every_row_once_and_never_mix_nodes() -> None:
     sizes = [700, 0, 33, 260, 1, 259]
     for width, lanes in ((16, 4), (64, 2), (8, 64)):
         seen: dict[int, int] = {}
-        for pack in packs(sizes, width, lanes):
+        for pack in packs(sizes, Layout(width, lanes)):
             taken = set()
             for n, k in enumerate(pack.nodes):
                 rows, blocks = pack.blocks(n)
                 assert rows == slice(0, sizes[k])
-                assert (blocks % pack.blocks_per_row % lanes == n).all()  # its own lane
+                assert (blocks % pack.layout.blocks_per_row % lanes == n).all()  # own lane
                 taken |= set(blocks.tolist())
                 seen[k] = len(blocks)
             assert len(taken) == sum(pack.sizes)  # no block twice
-            assert max(taken) < pack.n_cts * 2 * pack.blocks_per_row
+            assert max(taken) < pack.n_cts * 2 * pack.layout.blocks_per_row
         assert seen == {k: n for k, n in enumerate(sizes) if n}
 
 
@@ -283,19 +288,20 @@ def _worker_state(active: BfvActive) -> str:
 
 
 def _one_result(active: BfvActive, key: str, g: np.ndarray, h: np.ndarray,
-                codes: np.ndarray, thr: np.ndarray, width: int) -> tuple[list[bytes], bytes]:
+                codes: np.ndarray, thr: np.ndarray, layout: Layout
+                ) -> tuple[list[bytes], list[bytes]]:
     """The label holder's ciphertexts for one node of all rows, and the feature holder's
-    first result for them (its worker function, run here)."""
+    first result for them, per channel (its worker function, run here)."""
     from fedlab_kit.boost import bfv as B
 
-    active.width = width
+    active.layout = layout
     msg = msgspec.msgpack.decode(active.encrypt_nodes(g, h, [np.arange(len(g))]),
                                  type=B._Grads)
     parts = msgspec.msgpack.decode(msg.cts, type=list[bytes])
-    (pack,) = B.packs([len(g)], width, 1)
+    (pack,) = B.packs([len(g)], layout)
     _, blocks = pack.blocks(0)
     cols = np.argwhere(thr >= 0).astype("<i4")
-    batch_columns = [(cols[a:b], k) for a, b, k in B.batches(len(cols), width, 1)]
+    batch_columns = [(cols[a:b], k) for a, b, k in layout.batches(len(cols))]
     (res,) = B._histogram_job(key, {0: (parts, codes, blocks, pack, True, None)}, [(0, 0)],
                               thr, batch_columns, 0)
     return parts, res
@@ -317,24 +323,26 @@ def test_histograms_leave_the_flooding_margin(monkeypatch: pytest.MonkeyPatch) -
         flood(self, ct)
 
     monkeypatch.setattr(BfvPublic, "flood", measured)
-    for n, width in ((40_000, 8), (25, 128)):
+    for n, layout in ((40_000, Layout(8)), (40_000, Layout(8, split=True)),
+                      (25, Layout(128)), (25, Layout(4, 16, split=True))):
         g, h, codes, thr = _case(n, 3, 32)
-        _, res = _one_result(active, key, g, h, codes, thr, width)
-        (ct,) = active.secret.load(msgspec.msgpack.encode([res]))
-        assert active.secret.noise_budget(ct) <= 4  # flooded to the stated size
+        _, res = _one_result(active, key, g, h, codes, thr, layout)
+        for ct in active.secret.load(msgspec.msgpack.encode(res), expect=layout.channels):
+            assert active.secret.noise_budget(ct) <= 4  # flooded to the stated size
     print("noise budget before flooding:", budgets)
     log2_distance = HISTOGRAMS.distance_log2(min(budgets))
     assert log2_distance <= -45, budgets  # 2^-40 with 5 bits to spare
 
 
-def _bin_swap_trial(active: BfvActive, key: str, rng: np.random.Generator) -> bool:
+def _bin_swap_trial(active: BfvActive, key: str, rng: np.random.Generator, layout: Layout
+                    ) -> bool:
     """The residual distinguisher against a histogram: two rows with the same gradients
     swap bins at the feature holder (same sums); the label holder, which knows its
     ciphertexts and keys, recomputes the feature holder's masked sums under both bin
     assignments and picks the one whose difference with the result has the least noise."""
     from fedlab_kit.boost import bfv as B
 
-    n, width = 64, 8
+    n = 64
     g, h = rng.normal(size=n), rng.random(n)
     g[5], h[5] = g[9], h[9]
     base = rng.integers(0, 4, (n, 1)).astype(np.uint8)
@@ -345,29 +353,34 @@ def _bin_swap_trial(active: BfvActive, key: str, rng: np.random.Generator) -> bo
         hyps.append(c)
     thr = np.array([[0, 1, 2, 3]], np.int16)
     truth = int(rng.integers(0, 2))
-    parts, res = _one_result(active, key, g, h, hyps[truth], thr, width)
+    parts, res = _one_result(active, key, g, h, hyps[truth], thr, layout)
     ctx = B.state(key)
-    (result,) = ctx.load(msgspec.msgpack.encode([res]))
+    result = ctx.load(msgspec.msgpack.encode(res[:1]))[0]  # G (joint: G and H)
     guesses = []
     for codes in hyps:
         mine = ctx.load(msgspec.msgpack.encode(parts))
         for ct in mine:
             ctx.evaluator.transform_to_ntt_inplace(ct)
-        (pack,) = B.packs([n], width, 1)
+        (pack,) = B.packs([n], layout)
         _, blocks = pack.blocks(0)
         batch = np.argwhere(thr >= 0).astype("<i4")
-        ((_, _, k),) = B.batches(len(batch), width, 1)
-        masks = [[(b, ctx.encode(vec, ntt_like=mine[b])) for b, vec in diagonal]
-                 for diagonal in B.diagonal_masks(codes, thr, batch, blocks, len(mine), pack,
-                                                  k)]
-        guess = B.diagonal_sum(ctx, mine, masks, width)
-        ctx.fold(guess, k * width)
+        ((_, _, k),) = layout.batches(len(batch))
+        channels = [mine[j::layout.channels] for j in range(layout.channels)]
+        bits = B.diagonal_masks(codes, thr, batch, blocks, len(channels[0]), pack, k)
+        masks = [[(b, ctx.encode(vec, ntt_like=channels[0][b])) for b, vec in enumerate(d)]
+                 for d in bits]
+        guess = B.diagonal_sum(ctx, channels, masks, layout.width)[0]
+        ctx.fold(guess, k * layout.width)
         guesses.append(guess)
     return picks_truth(active.secret, result, guesses, truth, rng)
 
 
-def test_histogram_distinguisher_wins_without_flooding(monkeypatch: pytest.MonkeyPatch
-                                                       ) -> None:
+SWAP_LAYOUTS = [Layout(8), Layout(8, split=True)]
+
+
+@pytest.mark.parametrize("layout", SWAP_LAYOUTS, ids=str)
+def test_histogram_distinguisher_wins_without_flooding(monkeypatch: pytest.MonkeyPatch,
+                                                       layout: Layout) -> None:
     """The control: with the old re-randomisation only, the attack works."""
     from fedlab_kit.he.bfv import BfvPublic
 
@@ -375,15 +388,16 @@ def test_histogram_distinguisher_wins_without_flooding(monkeypatch: pytest.Monke
     active = BfvActive()
     key = _worker_state(active)
     rng = np.random.default_rng(3)
-    assert sum(_bin_swap_trial(active, key, rng) for _ in range(20)) >= 18
+    assert sum(_bin_swap_trial(active, key, rng, layout) for _ in range(20)) >= 18
 
 
-def test_histogram_distinguisher_is_at_chance() -> None:
+@pytest.mark.parametrize("layout", SWAP_LAYOUTS, ids=str)
+def test_histogram_distinguisher_is_at_chance(layout: Layout) -> None:
     active = BfvActive()
     key = _worker_state(active)
     rng = np.random.default_rng(4)
     trials = 40
-    wins = sum(_bin_swap_trial(active, key, rng) for _ in range(trials))
+    wins = sum(_bin_swap_trial(active, key, rng, layout) for _ in range(trials))
     assert 0.4 * trials <= wins <= 0.6 * trials, wins
 
 
@@ -412,7 +426,7 @@ def test_histograms_not_computed_over_the_request_are_refused(
     """A feature holder that answers with sums over other ciphertexts (here: another label
     holder's, which decrypt to noise under this key) is caught by the range check: no
     histogram sum can exceed the node's sum of |g| or |h|."""
-    monkeypatch.setattr("fedlab_kit.boost.bfv.choose_layout", lambda *a, **k: (64, 1, False))
+    monkeypatch.setattr("fedlab_kit.boost.bfv.choose_layout", lambda *a, **k: Layout(64))
     g, h, codes, thr = _case(300, 2, 8)
     nodes = [np.arange(300)]
     other = BfvActive()

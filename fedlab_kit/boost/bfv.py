@@ -2,15 +2,16 @@
 
 The label holder rounds each row's gradients to integers, ``g * S_g`` and ``h * S_h`` with
 powers of two ``S`` chosen per request so that every node sum stays well inside the plain
-modulus (a 36-bit prime, ``fedlab_kit.he.bfv.HISTOGRAMS``), and lays each row over a block
-of ``width`` slots, G replicated over the first half and H over the second, the nodes of a
-request in packs that share ciphertexts lane by lane (:mod:`fedlab_kit.boost.packing`).
+modulus (a 36-bit prime, ``fedlab_kit.he.bfv.HISTOGRAMS``), and lays the rows out in
+blocks of slots, G and H in one ciphertext or apart, the nodes of a request in packs that
+share ciphertexts lane by lane (:mod:`fedlab_kit.boost.packing`, which also chooses the
+layout of each request from a measured cost model).
 
-A feature holder's candidate (feature, threshold) columns go ``width / 2`` to a group; a
-group's mask is 1 at slots ``j`` and ``width/2 + j`` of a row when the row's code of
+A feature holder's candidate (feature, threshold) columns go ``span`` to a group; a
+group's mask is 1 at slot ``j`` of a row's G (and H) values when the row's code of
 column j's feature is at most its threshold and not missing (thresholds are in the feature
-holder's shuffled order). Up to ``K`` groups share one result, in the diagonal layout of
-Halevi and Shoup: the mask of *diagonal* ``d`` gives a row at place ``u`` of its lane group
+holder's shuffled order). ``K`` groups share one result, in the diagonal layout of Halevi
+and Shoup: the mask of *diagonal* ``d`` gives a row at place ``u`` of its lane group
 ``(u - d) mod K``, each diagonal's products are added over the pack's ciphertexts, and
 ``sum_d rot^d(D_d)`` (Horner's rule: ``K - 1`` rotations by one place, ``lanes`` blocks)
 leaves at place ``u`` of every lane the sum of group ``u mod K`` over ``K`` consecutive
@@ -18,10 +19,10 @@ rows of that lane. One prime is dropped first; a fold over the remaining places
 (``log2(4096 / (K lanes width))`` rotations and the column swap) sums every row of each
 lane, and the result is flooded before it goes back: a fresh encryption of zero plus
 uniform noise of 2^b on its first component (see :mod:`fedlab_kit.he.bfv`). Place
-``u < K`` of lane ``n`` then holds the exact (G, H) sums of group ``u`` over the rows of
-the pack's ``n``-th node, so the label holder decrypts exactly the cumulative sums it
-asked for, within statistical distance 2^-40 of a fresh encryption of them; the feature
-holder sees only ciphertexts.
+``u < K`` of lane ``n`` then holds the exact sums of group ``u`` over the rows of the
+pack's ``n``-th node, so the label holder decrypts exactly the cumulative sums it asked
+for, within statistical distance 2^-40 of a fresh encryption of them; the feature holder
+sees only ciphertexts.
 
 Rounding to integers is the only approximation: sums are off by at most half a unit per
 row (``tolerance``), far below what decides a split.
@@ -47,12 +48,12 @@ from ..he.serial import to_bytes
 from .binning import MISSING
 from .packing import (
     DIAGONAL_MS,
-    MASK_MS,
+    ENCODE_MS,
     MIN_WIDTH,
+    PRODUCT_MS,
     ROTATION_MS,
+    Layout,
     Pack,
-    batches,
-    check_layout,
     choose_layout,
     packs,
 )
@@ -67,27 +68,49 @@ MASK_CACHE_MB = 1024
 PLAINTEXT_BYTES = (len(PARAMS.coeff_bits) - 1) * SLOTS * 8  # an NTT mask at the data level
 
 
-class _Grads(msgspec.Struct, array_like=True):
+class _Layout(msgspec.Struct, array_like=True):
     width: int
     lanes: int
     padded: bool
+    split: bool
+
+    def get(self) -> Layout:
+        layout = Layout(self.width, self.lanes, self.padded, self.split)
+        layout.check()
+        return layout
+
+
+class _Grads(msgspec.Struct, array_like=True):
+    layout: _Layout
     sizes: list[int]
-    cts: bytes
+    cts: bytes  # per pack, per block position, per channel
 
 
 class _Hists(msgspec.Struct, array_like=True):
-    width: int
-    lanes: int
-    padded: bool
+    layout: _Layout
     n_results: int
     columns: bytes  # int32 (feature, slot) of each packed column, in order
-    cts: bytes
+    cts: bytes  # per pack, per batch, per channel
+
+
+def _wire(layout: Layout) -> _Layout:
+    return _Layout(layout.width, layout.lanes, layout.padded, layout.split)
 
 
 def _scale(values: np.ndarray, nodes: list[np.ndarray]) -> float:
     """The power of two that keeps the biggest node's sum of |values| below SUM_LIMIT."""
     biggest = max((float(np.abs(values[r]).sum()) for r in nodes), default=0.0)
     return 2.0 ** math.floor(math.log2(SUM_LIMIT / max(biggest, 1e-300)))
+
+
+def _block_values(layout: Layout, gq: np.ndarray, hq: np.ndarray) -> list[np.ndarray]:
+    """Per channel, the (rows, width) block of each row: G then H halves (joint), or G's
+    and H's blocks (split), each value replicated."""
+    w = layout.width
+    if layout.split:
+        return [np.repeat(gq[:, None], w, 1), np.repeat(hq[:, None], w, 1)]
+    return [np.concatenate([np.repeat(gq[:, None], w // 2, 1),
+                            np.repeat(hq[:, None], w // 2, 1)], axis=1)]
 
 
 class BfvActive:
@@ -99,14 +122,16 @@ class BfvActive:
     #: absolute error bound of the decrypted sums of the last request (rounding)
     tolerance = 1e-9
 
-    def __init__(self, width: int | None = None, workers: Any = None) -> None:
-        """``workers``: the party's :class:`~fedlab_kit.compute.Workers` (default: this
-        machine's processes)."""
-        self.width = width  # None: chosen per request (:func:`.packing.choose_layout`)
+    def __init__(self, layout: Layout | None = None, workers: Any = None) -> None:
+        """``layout``: one for every request (default: chosen per request, see
+        :func:`.packing.choose_layout`); ``workers``: the party's
+        :class:`~fedlab_kit.compute.Workers` (default: this machine's processes)."""
+        self.layout = layout
         self.secret = BfvSecret(MIN_WIDTH, relin=False, params=PARAMS)
         self._scale = (1.0, 1.0)
         self._bounds = np.zeros((0, 2), np.int64)
         self._sizes: list[int] = []
+        self._layout: Layout | None = None
         self._columns_seen = 0  # the most candidate columns a feature holder answered with
         self._pool = keyed_pool("boost-enc", BfvSymmetric,
                                 (PARAMS.name, self.secret.secret_key_bytes()), workers)
@@ -124,14 +149,14 @@ class BfvActive:
         may have, 0 if unknown; once feature holders have answered, the most they answered
         with) picks the layout."""
         sizes = [len(r) for r in nodes]
-        width, lanes, padded = choose_layout(sizes, self._columns_seen or columns, self.width)
-        self._layout, self._sizes = (width, lanes, padded), sizes
+        layout = self.layout or choose_layout(sizes, self._columns_seen or columns)
+        self._layout, self._sizes = layout, sizes
         self._scale = (_scale(g, nodes), _scale(h, nodes))
         self.tolerance = max(1e-9, 0.5 * max(sizes, default=0) / self._scale[1])
         self._bounds = np.zeros((len(nodes), 2), np.int64)  # most |G|, |H| a node can sum to
-        all_packs = packs(sizes, width, lanes)
+        all_packs = packs(sizes, layout)
         n_cts = sum(p.n_cts for p in all_packs)
-        step = max(1, math.ceil(n_cts / (4 * self._pool.n)))  # ciphertexts per job
+        step = max(1, math.ceil(n_cts / (4 * self._pool.n)))  # block positions per job
         jobs = []
         for pack in all_packs:
             quantised = []
@@ -147,13 +172,14 @@ class BfvActive:
                              np.concatenate([q[1][r] for (r, _), q in parts]),
                              np.concatenate([b for (_, b), _ in parts]), hi - lo, pack))
         parts = [b for chunk in self._pool.map(_encrypt_job, jobs) for b in chunk]
-        return msgspec.msgpack.encode(_Grads(width, lanes, padded, sizes,
+        return msgspec.msgpack.encode(_Grads(_wire(layout), sizes,
                                              msgspec.msgpack.encode(parts)))
 
     def decrypt_histograms(self, payload: bytes, n_nodes: int, n_features: int,
                            n_slots: int) -> np.ndarray:
         try:
             msg = msgspec.msgpack.decode(payload, type=_Hists)
+            layout = msg.layout.get()
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ProtocolError("malformed encrypted histograms from a feature holder") from exc
         cols = np.frombuffer(msg.columns, dtype="<i4").reshape(-1, 2) \
@@ -163,55 +189,56 @@ class BfvActive:
                 or cols[:, 1].min() < 0 or cols[:, 1].max() >= n_slots)):
             raise ProtocolError("encrypted histograms name columns outside the histogram")
         self._columns_seen = max(self._columns_seen, len(cols))
-        layout = (msg.width, msg.lanes, msg.padded)
-        if layout != getattr(self, "_layout", None):
+        if layout != self._layout:
             raise ProtocolError(f"encrypted histograms in layout {layout}, not the requested "
-                                f"{getattr(self, '_layout', None)}")
-        w, half, lanes = msg.width, msg.width // 2, msg.lanes
-        spans = batches(len(cols), w, lanes, msg.padded)
-        shape = [k for _, _, k in spans]
-        all_packs = packs(self._sizes, w, lanes) if len(self._sizes) == n_nodes else None
-        if all_packs is None:
+                                f"{self._layout}")
+        if len(self._sizes) != n_nodes:
             raise ProtocolError(f"histograms for {n_nodes} nodes, {len(self._sizes)} requested")
-        if msg.n_results != len(all_packs) * len(shape):
-            raise ProtocolError(f"expected {len(all_packs) * len(shape)} histogram results, "
-                                f"got {msg.n_results}")
+        spans, span, c = layout.batches(len(cols)), layout.span, layout.channels
+        shape = [k for _, _, k in spans]
+        all_packs = packs(self._sizes, layout)
+        if msg.n_results != len(all_packs) * len(shape) * c:
+            raise ProtocolError(f"expected {len(all_packs) * len(shape) * c} histogram "
+                                f"results, got {msg.n_results}")
         cts = self.secret.load(msg.cts, expect=msg.n_results)
-        # result (pack, batch): place u < K of lane n holds group u of the n-th node
-        sums = np.zeros((n_nodes, sum(shape), w), np.int64)
+        # result (pack, batch, channel): place u < K of lane n holds group u of the n-th
+        # node, as G then H halves (joint) or G's or H's sums (split)
+        sums = np.zeros((2, n_nodes, sum(shape), span), np.int64)  # G, H
         for i, ct in enumerate(cts):
-            pack, b = all_packs[i // len(shape)], i % len(shape)
-            first = sum(shape[:b])
-            blocks = self.secret.decrypt(ct).reshape(-1, w)
-            for n, k in enumerate(pack.nodes):
-                sums[k, first:first + shape[b]] = blocks[np.arange(shape[b]) * lanes + n]
+            p, rest = divmod(i, len(shape) * c)
+            b, channel = divmod(rest, c)
+            first, k = sum(shape[:b]), shape[b]
+            blocks = self.secret.decrypt(ct).reshape(-1, layout.width)
+            for n, node in enumerate(all_packs[p].nodes):
+                got = blocks[np.arange(k) * layout.lanes + n]
+                if layout.split:
+                    sums[channel, node, first:first + k] = got
+                else:
+                    sums[:, node, first:first + k] = got[:, :span], got[:, span:]
         if len(self._bounds) == n_nodes and (
-                (np.abs(sums[:, :, :half]) > self._bounds[:, None, :1]).any()
-                or (np.abs(sums[:, :, half:]) > self._bounds[:, None, 1:]).any()):
+                (np.abs(sums[0]) > self._bounds[:, None, None, 0]).any()
+                or (np.abs(sums[1]) > self._bounds[:, None, None, 1]).any()):
             raise ProtocolError("decrypted histograms exceed what the node's rows can sum to: "
                                 "not computed over this request's ciphertexts")
         # a batch's groups past its columns are padding (zero): column i of a batch is
-        # slot i % half of its group i // half
-        index = np.concatenate([sum(shape[:b]) * half + np.arange(hi - lo)
+        # slot i % span of its group i // span
+        index = np.concatenate([sum(shape[:b]) * span + np.arange(hi - lo)
                                 for b, (lo, hi, _) in enumerate(spans)]) \
             if len(cols) else np.zeros(0, np.int64)
-        g_sums = sums[:, :, :half].reshape(n_nodes, -1)[:, index] / self._scale[0]
-        h_sums = sums[:, :, half:].reshape(n_nodes, -1)[:, index] / self._scale[1]
         out = np.zeros((n_nodes, n_features, n_slots, 2))
-        out[:, cols[:, 0], cols[:, 1], 0] = g_sums
-        out[:, cols[:, 0], cols[:, 1], 1] = h_sums
+        for j in range(2):
+            out[:, cols[:, 0], cols[:, 1], j] = \
+                sums[j].reshape(n_nodes, -1)[:, index] / self._scale[j]
         return out
 
 
 def _encrypt_job(key: str, gq: np.ndarray, hq: np.ndarray, blocks: np.ndarray, n_cts: int,
                  pack: Pack) -> list[bytes]:
-    """Worker: encrypt ``n_cts`` ciphertexts of a pack, each row at its block (G then H,
-    each replicated)."""
+    """Worker: encrypt ``n_cts`` block positions of a pack, each row at its block; per
+    position one ciphertext per channel."""
     enc: BfvSymmetric = state(key)
-    half = pack.width // 2
-    rows = np.concatenate([np.repeat(gq[:, None], half, 1), np.repeat(hq[:, None], half, 1)],
-                          axis=1)
-    return [enc.encrypt_bytes(v) for v in pack.place(rows, blocks, n_cts)]
+    placed = [pack.place(v, blocks, n_cts) for v in _block_values(pack.layout, gq, hq)]
+    return [enc.encrypt_bytes(ch[b]) for b in range(n_cts) for ch in placed]
 
 
 class BfvPassive:
@@ -236,30 +263,30 @@ class BfvPassive:
         """The encrypted cumulative (G, H) sums of ``nodes`` for the label holder."""
         try:
             msg = msgspec.msgpack.decode(payload, type=_Grads)
+            layout = msg.layout.get()
             parts = msgspec.msgpack.decode(msg.cts, type=list[bytes])
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ProtocolError("malformed encrypted gradients from the label holder") from exc
         if msg.sizes != [len(r) for r in nodes]:
             raise ProtocolError("encrypted gradients do not match the requested nodes")
-        width, lanes = msg.width, msg.lanes
-        check_layout(width, lanes)
-        all_packs = packs(msg.sizes, width, lanes)
+        c = layout.channels
+        all_packs = packs(msg.sizes, layout)
         counts = [p.n_cts for p in all_packs]
-        if len(parts) != sum(counts):
-            raise ProtocolError(f"expected {sum(counts)} ciphertexts, got {len(parts)}")
+        if len(parts) != sum(counts) * c:
+            raise ProtocolError(f"expected {sum(counts) * c} ciphertexts, got {len(parts)}")
         starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
-        # only candidate slots that exist are computed: ``width / 2`` to a group, up to
-        # K groups to a batch, one result per (pack, batch)
+        # only candidate slots that exist are computed: ``span`` to a group, K groups to a
+        # batch, one result per (pack, batch, channel)
         cols = np.argwhere(thresholds >= 0).astype("<i4")  # (feature, slot) pairs
-        spans = batches(len(cols), width, lanes, msg.padded)
+        spans = layout.batches(len(cols))
         ks = [k for _, _, k in spans]
-        # a big pack is cut into pieces of whole ciphertexts, one per worker, so that no
-        # two workers load the same ciphertexts; pieces are added up below
+        # a big pack is cut into pieces of whole block positions, one per worker, so that
+        # no two workers load the same ciphertexts; pieces are added up below
         pieces = _pieces(counts, self._pool.n)
         items = [(i, q) for i in range(len(pieces)) for q in range(len(spans))]
-        chunks = balanced_chunks([(pieces[i][2] - pieces[i][1]) * MASK_MS * ks[q]
-                                  + (DIAGONAL_MS + ROTATION_MS) * ks[q] for i, q in items],
-                                 self._pool.n)
+        chunks = balanced_chunks(
+            [(pieces[i][2] - pieces[i][1]) * (ENCODE_MS + c * PRODUCT_MS) * ks[q]
+             + c * (DIAGONAL_MS + ROTATION_MS) * ks[q] for i, q in items], self._pool.n)
         per_pack = collections.Counter(k for k, _, _ in pieces)
         split = {k for k, n in per_pack.items() if n > 1}
         recurring = _recurring(nodes, codes, thresholds)
@@ -276,24 +303,24 @@ class BfvPassive:
                                        zip(pack.nodes, lanes_rows, strict=True)])
                 blocks = np.concatenate([b for _, b in lanes_rows])
                 root = pack.nodes[0] if len(pack.nodes) == 1 else None
-                key = (recurring[root], width, lanes, lo, hi) if root in recurring else None
-                piece_data[i] = (parts[starts[k] + lo:starts[k] + hi], codes[rows], blocks,
-                                 pack, k not in split, key)
+                key = (recurring[root], layout, lo, hi) if root in recurring else None
+                piece_data[i] = (parts[(starts[k] + lo) * c:(starts[k] + hi) * c],
+                                 codes[rows], blocks, pack, k not in split, key)
             jobs.append((piece_data, mine, thresholds, [(cols[a:b], k) for a, b, k in spans],
                          budget))
-        sums: dict[tuple[int, int], list[bytes]] = {}
+        sums: dict[tuple[int, int], list[list[bytes]]] = {}
         for chunk, results in zip(chunks, self._pool.map(_histogram_job, jobs), strict=True):
             for i, res in zip(chunk, results, strict=True):
                 piece, q = items[i]
                 sums.setdefault((pieces[piece][0], q), []).append(res)
         sums.update(self._fold_pieces({kq: v for kq, v in sums.items() if kq[0] in split},
-                                      [k * width * lanes for k in ks]))
-        out = [sums[k, q][0] for k in range(len(all_packs)) for q in range(len(spans))]
-        return msgspec.msgpack.encode(_Hists(width, lanes, msg.padded, len(out), cols.tobytes(),
+                                      [k * layout.width * layout.lanes for k in ks]))
+        out = [b for k in range(len(all_packs)) for q in range(len(spans)) for b in sums[k, q][0]]
+        return msgspec.msgpack.encode(_Hists(_wire(layout), len(out), cols.tobytes(),
                                              msgspec.msgpack.encode(out)))
 
-    def _fold_pieces(self, sums: dict[tuple[int, int], list[bytes]], fold_widths: list[int]
-                     ) -> dict[tuple[int, int], list[bytes]]:
+    def _fold_pieces(self, sums: dict[tuple[int, int], list[list[bytes]]],
+                     fold_widths: list[int]) -> dict[tuple[int, int], list[list[bytes]]]:
         """The pieces of a split pack come back summed but not folded: add them up, then
         fold and flood each (pack, batch) result once, over the workers."""
         todo = sorted(sums)
@@ -306,28 +333,33 @@ class BfvPassive:
         return {kq: [b] for kq, b in zip(todo, folded, strict=True)}
 
 
-def diagonal_sum(ctx: BfvPublic, cts: list[seal.Ciphertext],
+def diagonal_sum(ctx: BfvPublic, cts: list[list[seal.Ciphertext]],
                  diagonals_: list[list[tuple[int, seal.Plaintext]]], step: int
-                 ) -> seal.Ciphertext:
-    """``sum_d rot^d(D_d)``, ``D_d = sum_b cts[b] * mask`` over diagonal d's (ciphertext,
-    mask) pairs, ``rot`` a rotation by ``step`` slots (Horner's rule), with one prime
-    dropped: coefficient form, not yet folded."""
-    ev, out = ctx.evaluator, None
+                 ) -> list[seal.Ciphertext]:
+    """Per channel, ``sum_d rot^d(D_d)``, ``D_d = sum_b cts[channel][b] * mask`` over
+    diagonal d's (block position, mask) pairs, ``rot`` a rotation by ``step`` slots
+    (Horner's rule), with one prime dropped: coefficient form, not yet folded."""
+    ev = ctx.evaluator
+    out: list[seal.Ciphertext | None] = [None] * len(cts)
     for pairs in reversed(diagonals_):
-        if out is not None:
-            ev.rotate_rows_inplace(out, step, ctx.galois_keys)
-        acc = ctx.sum_products((cts[b], pt) for b, pt in pairs)
-        if acc is None:
-            continue
-        ev.mod_switch_to_next_inplace(acc)
-        if out is None:
-            out = acc
-        else:
-            ev.add_inplace(out, acc)
-    if out is None:  # no row of the piece is in any column of the batch
-        out = ctx.encrypt(np.zeros(SLOTS, np.int64))
-        ev.mod_switch_to_next_inplace(out)
-    return out
+        for c, channel in enumerate(cts):
+            if out[c] is not None:
+                ev.rotate_rows_inplace(out[c], step, ctx.galois_keys)
+            acc = ctx.sum_products((channel[b], pt) for b, pt in pairs)
+            if acc is None:
+                continue
+            ev.mod_switch_to_next_inplace(acc)
+            if out[c] is None:
+                out[c] = acc
+            else:
+                ev.add_inplace(out[c], acc)
+    done = []
+    for ct in out:
+        if ct is None:  # no row of the piece is in any column of the batch
+            ct = ctx.encrypt(np.zeros(SLOTS, np.int64))
+            ev.mod_switch_to_next_inplace(ct)
+        done.append(ct)
+    return done
 
 
 def _finish(ctx: BfvPublic, ct: seal.Ciphertext, fold_width: int) -> bytes:
@@ -351,8 +383,8 @@ def _recurring(nodes: list[np.ndarray], codes: np.ndarray, thresholds: np.ndarra
 
 
 def _pieces(counts: list[int], n_workers: int) -> list[tuple[int, int, int]]:
-    """(pack, first ciphertext, end) pieces: a pack with more than one worker's share of
-    all ciphertexts is cut into equal pieces of at most about one share."""
+    """(pack, first block position, end) pieces: a pack with more than one worker's share
+    of all block positions is cut into equal pieces of at most about one share."""
     total = sum(counts)
     out = []
     for k, c in enumerate(counts):
@@ -370,8 +402,8 @@ def _cache_budget(n_workers: int) -> int:
     return int(mb * 2**20 / n_workers)
 
 
-#: a worker's encoded root masks: (pool key, columns digest, width, lanes, piece start,
-#: piece end, batch) -> per diagonal [(ciphertext index, mask)]
+#: a worker's encoded root masks: (pool key, columns digest, layout, piece start, piece
+#: end, batch) -> per diagonal [(block position, mask)]
 _MASKS: dict[tuple[Any, ...], list[list[tuple[int, seal.Plaintext]]]] = {}
 
 
@@ -385,70 +417,79 @@ def _cached_bytes(key: str, columns: str) -> int:
 
 def _histogram_job(key: str, piece_data: dict[int, tuple[Any, ...]],
                    items: list[tuple[int, int]], thresholds: np.ndarray,
-                   batch_columns: list[tuple[np.ndarray, int]], budget: int) -> list[bytes]:
-    """Worker: the diagonal sum of each (piece, column batch): finished (folded and flooded)
-    when the piece is its whole pack, else only summed (see :func:`_fold_job`). A piece is
-    (ciphertexts, codes of its rows, their blocks, pack, whole, cache key); masks of pieces
-    that recur (a cache key) are kept, within ``budget`` bytes, for the next tree."""
+                   batch_columns: list[tuple[np.ndarray, int]], budget: int
+                   ) -> list[list[bytes]]:
+    """Worker: per channel, the diagonal sum of each (piece, column batch): finished
+    (folded and flooded) when the piece is its whole pack, else only summed (see
+    :func:`_fold_job`). A piece is (ciphertexts, codes of its rows, their blocks, pack,
+    whole, cache key); masks of pieces that recur (a cache key) are kept, within
+    ``budget`` bytes, for the next tree."""
     ctx: BfvPublic = state(key)
     ev = ctx.evaluator
     loaded = {}
-    for i, (cts, *_) in piece_data.items():
-        items_i = ctx.load(msgspec.msgpack.encode(cts))
-        for ct in items_i:
+    for i, (cts, _, _, pack, *_) in piece_data.items():
+        flat = ctx.load(msgspec.msgpack.encode(cts))
+        for ct in flat:
             ev.transform_to_ntt_inplace(ct)
-        loaded[i] = items_i
+        c = pack.layout.channels
+        loaded[i] = [flat[j::c] for j in range(c)]  # per channel, per block position
     out = []
     for i, q in items:
         _, codes, blocks, pack, whole, recurs = piece_data[i]
+        lay = pack.layout
         columns, k = batch_columns[q]
         cache_key = (key, *recurs, q) if recurs else None
         masks = _MASKS.get(cache_key) if cache_key else None
         if masks is None:
-            masks = [[(b, ctx.encode(vec, ntt_like=loaded[i][b])) for b, vec in diagonal]
-                     for diagonal in diagonal_masks(codes, thresholds, columns, blocks,
-                                                    len(loaded[i]), pack, k)]
+            first = loaded[i][0]
+            bits = diagonal_masks(codes, thresholds, columns, blocks, len(first), pack, k)
+            used = bits.any(axis=2)
+            masks = [[(b, ctx.encode_bits(bits[d, b], first[b]))
+                      for b in np.flatnonzero(used[d])] for d in range(k)]
             size = sum(map(len, masks)) * PLAINTEXT_BYTES
             if cache_key and _cached_bytes(key, cache_key[1]) + size <= budget:
                 _MASKS[cache_key] = masks
-        acc = diagonal_sum(ctx, loaded[i], masks, pack.lanes * pack.width)
-        out.append(_finish(ctx, acc, k * pack.lanes * pack.width) if whole
-                   else to_bytes(acc))
+        accs = diagonal_sum(ctx, loaded[i], masks, lay.lanes * lay.width)
+        out.append([_finish(ctx, acc, k * lay.lanes * lay.width) for acc in accs] if whole
+                   else [to_bytes(acc) for acc in accs])
     return out
 
 
-def _fold_job(key: str, results: list[list[bytes]], fold_widths: list[int]) -> list[bytes]:
-    """Worker: each result from its pieces' diagonal sums: added, then finished."""
+def _fold_job(key: str, results: list[list[list[bytes]]], fold_widths: list[int]
+              ) -> list[list[bytes]]:
+    """Worker: each result from its pieces' diagonal sums (per channel): added, then
+    finished."""
     ctx: BfvPublic = state(key)
     out = []
     for partials, fold_width in zip(results, fold_widths, strict=True):
-        cts = ctx.load(msgspec.msgpack.encode(partials))
-        for ct in cts[1:]:
-            ctx.evaluator.add_inplace(cts[0], ct)
-        out.append(_finish(ctx, cts[0], fold_width))
+        done = []
+        for channel in zip(*partials, strict=True):
+            cts = ctx.load(msgspec.msgpack.encode(list(channel)))
+            for ct in cts[1:]:
+                ctx.evaluator.add_inplace(cts[0], ct)
+            done.append(_finish(ctx, cts[0], fold_width))
+        out.append(done)
     return out
 
 
 def diagonal_masks(codes: np.ndarray, thresholds: np.ndarray, batch: np.ndarray,
-                   blocks: np.ndarray, n_cts: int, pack: Pack, k: int
-                   ) -> list[list[tuple[int, np.ndarray]]]:
-    """Per diagonal ``d < k``: (ciphertext, 0/1 mask) pairs over ``n_cts`` ciphertexts whose
-    rows (``codes``) sit at ``blocks``. A row at place ``u`` of its lane gets group
-    ``(u - d) mod k`` of the batch: slots j and width/2 + j are 1 when the row's code of
-    the group's column j is at most its threshold and not missing. All-zero masks are left
-    out."""
+                   blocks: np.ndarray, n_cts: int, pack: Pack, k: int) -> np.ndarray:
+    """(k, n_cts, SLOTS) uint8: the 0/1 mask of each diagonal ``d < k`` at each of
+    ``n_cts`` block positions whose rows (``codes``) sit at ``blocks``. A row at place
+    ``u`` of its lane gets group ``(u - d) mod k`` of the batch: slot j of its G (and H)
+    values is 1 when the row's code of the group's column j is at most its threshold and
+    not missing."""
+    lay = pack.layout
     feats, slots = batch[:, 0], batch[:, 1]
-    half = pack.width // 2
-    c = codes[:, feats].astype(np.int32)  # (rows, columns)
-    thr = thresholds[feats, slots].astype(np.int32)
-    hit = np.zeros((len(codes), k * half), np.int64)
-    hit[:, : len(batch)] = (c <= thr[None, :]) & (c != MISSING)
-    hit = hit.reshape(len(codes), k, half)
-    rows = np.arange(len(codes))
-    place = (blocks % pack.blocks_per_row) // pack.lanes
-    out = []
-    for d in range(k):
-        group = hit[rows, (place - d) % k]  # (rows, half)
-        mask = pack.place(np.concatenate([group, group], axis=1), blocks, n_cts)
-        out.append([(b, vec) for b, vec in enumerate(mask) if vec.any()])
-    return out
+    hit = np.zeros((len(codes), k * lay.span), np.uint8)
+    c = codes[:, feats]
+    hit[:, : len(batch)] = (c <= thresholds[feats, slots][None, :]) & (c != MISSING)
+    hit = hit.reshape(len(codes), k, lay.span)
+    place = (blocks % lay.blocks_per_row) // lay.lanes
+    groups = (place[None, :] - np.arange(k)[:, None]) % k  # (k, rows)
+    values = hit[np.arange(len(codes))[None, :], groups]  # (k, rows, span)
+    if not lay.split:
+        values = np.concatenate([values, values], axis=2)
+    out = np.zeros((k, n_cts * 2 * lay.blocks_per_row, lay.width), np.uint8)
+    out[:, blocks] = values
+    return out.reshape(k, n_cts, SLOTS)

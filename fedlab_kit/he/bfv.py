@@ -210,6 +210,15 @@ class BfvPublic:
             self.evaluator.transform_to_ntt_inplace(pt, ntt_like.parms_id())
         return pt
 
+    def encode_bits(self, bits: np.ndarray, ntt_like: seal.Ciphertext) -> seal.Plaintext:
+        """A 0/1 vector of exactly ``slots`` values (any integer dtype; not checked: masks
+        the caller built), in NTT form at ``ntt_like``'s level: :meth:`encode` without its
+        copies."""
+        pt = seal.Plaintext()
+        self.encoder.encode(bits.tolist(), pt)
+        self.evaluator.transform_to_ntt_inplace(pt, ntt_like.parms_id())
+        return pt
+
     def encrypt(self, values: np.ndarray) -> seal.Ciphertext:
         ct = seal.Ciphertext()
         self.encryptor.encrypt(self.encode(values), ct)
