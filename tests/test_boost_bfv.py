@@ -234,6 +234,33 @@ def test_root_masks_served_from_the_cache_give_the_same_sums(
         assert np.abs(got - node_histograms(g, h, root, codes, thr)).max() < active.tolerance
 
 
+def test_the_root_masks_are_encoded_in_the_first_tree_only(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The root recurs in every tree (no row subsampling): its masks come from the cache
+    after the first tree. They did not while the feature holder reshuffled its thresholds
+    per tree, nor when the root's layout changed after the first answer."""
+    from fedlab_kit.boost import bfv as B
+
+    monkeypatch.setattr("fedlab_kit.he.pool.workers", lambda: 1)  # jobs inline: countable
+    X, y = load_breast_cancer(return_X_y=True)
+    roots = []
+    real = B.diagonal_masks
+
+    def counted(codes, *args, **kwargs):  # type: ignore[no-untyped-def]
+        roots.append(len(codes) == len(X))
+        return real(codes, *args, **kwargs)
+
+    monkeypatch.setattr(B, "diagonal_masks", counted)
+    per_training = []
+    for trees in (1, 3):
+        roots.clear()
+        clf = SecureBoostClassifier(n_estimators=trees, max_depth=2)
+        fit_local(clf, X[:, :10], y, {"media": (SecureBoostPassive(), X[:, 10:])})
+        per_training.append(sum(roots))
+    assert per_training[0] > 0
+    assert per_training[1] == per_training[0]  # trees 2 and 3: no root mask encoded
+
+
 def test_cached_masks_follow_the_columns(active: BfvActive) -> None:
     """colsample_bytree hands the same root other columns: the cache must not serve them
     the masks of the previous ones, even when the thresholds look alike."""
@@ -369,7 +396,7 @@ def _bin_swap_trial(active: BfvActive, key: str, rng: np.random.Generator, layou
         bits = B.diagonal_masks(codes, thr, batch, blocks, len(channels[0]), pack, k)
         masks = [[(b, ctx.encode(vec, ntt_like=channels[0][b])) for b, vec in enumerate(d)]
                  for d in bits]
-        guess = B.diagonal_sum(ctx, channels, masks, layout.width)[0]
+        guess = B.diagonal_sum(ctx, channels, k, masks.__getitem__, layout.width)[0]
         ctx.fold(guess, k * layout.width)
         guesses.append(guess)
     return picks_truth(active.secret, result, guesses, truth, rng)

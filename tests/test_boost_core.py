@@ -154,6 +154,23 @@ def test_slot_table_shuffles_each_column_with_slot_zero_first() -> None:
                                                                                          3, 4]
 
 
+def test_the_shuffle_does_not_hide_the_threshold_order_from_the_label_holder() -> None:
+    """What the README states: hessians are positive, so a column's cumulative H sums grow
+    with the threshold, and the label holder sorts the shuffled candidates back into their
+    true order from one node's sums. The shuffle is kept (it costs nothing) but claimed
+    as no protection; it is drawn once per training, so the root's masks recur."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(2000, 3))
+    codes, edges = bin_matrix(X, 16)
+    thr = slot_table(edges, 16, rng)
+    g, h = rng.normal(size=2000), rng.random(2000) * 0.25 + 1e-3
+    (hist,) = node_histograms(g, h, [np.arange(2000)], codes, thr)
+    for f in range(3):
+        real = np.flatnonzero(thr[f] >= 0)
+        recovered = real[np.argsort(hist[f, real, 1])]  # slots by growing H sum
+        assert (thr[f, recovered] == np.arange(len(real))).all()  # the true order
+
+
 def test_canonical_threshold_picks_xgboost_bound() -> None:
     codes = np.array([0, 3, 3, 7, MISSING], dtype=np.uint8)
     assert canonical_threshold(codes, 5, default_left=False) == 3  # smallest equivalent

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import multiprocessing as mp
-import os
 import resource
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from ..boost.bfv import MASK_CACHE_MB
+from ..boost.bfv import mask_cache_mb
 from ..demo.harness import RelayProcess, create_room
 from ..net.identity import Identity, Invitation
 from ..net.session import Party
@@ -205,7 +204,7 @@ def bench_boost(rows: int = 100_000, features: int = 40, parties: int = 2, trees
         "peak_rss_mb": {n: res[n]["peak_rss_mb"] for n in names},
         "worker_rss_mb": {n: res[n]["worker_rss_mb"] for n in names},
         "cpu_seconds": {n: res[n]["cpu_seconds"] for n in names},
-        "mask_cache_mb": float(os.environ.get("FEDLAB_MASK_CACHE_MB", MASK_CACHE_MB)),
+        "mask_cache_mb": mask_cache_mb(),
         "executor": cluster or "processpool",
         **({} if pools is None else {
             "processpool_seconds": round(pools[ACTIVE]["train_s"], 1),

@@ -10,8 +10,9 @@ they are just trees. After each tree it sends the passives the tree's shape (no 
 values); with an eval set they answer with leaf masks of the eval rows.
 
 What the active party learns from a passive one: its column names, the per-candidate
-(G, H) sums of every node in an order the passive shuffles per tree, which of its columns
-a split uses, and the rows that go left. Never a threshold or a feature value.
+(G, H) sums of every node in an order the passive shuffles (which the cumulative H sums,
+growing with the threshold, give away), which of its columns a split uses, and the rows that
+go left. Never a threshold or a feature value.
 """
 
 from __future__ import annotations
@@ -210,6 +211,7 @@ class ActiveTrainer(_Peers):
         if problems:
             raise BoostError("cannot train: " + "; ".join(problems))
         self.model.passives = {p: list(got[p].columns) for p in self.passives}
+        self.candidates = {p: got[p].candidates for p in self.passives}
         # every party's floor holds: the strictest one decides which splits may be asked
         self.floor = max([self.p.min_child_rows, *(got[p].min_child_rows for p in got)])
         return self._start_tree()
@@ -291,7 +293,11 @@ class ActiveTrainer(_Peers):
                            for n in self.open}
         if not self.participants:
             return self._score({})
-        columns = max(len(self.p_feats[q]) for q in self.participants) * self.p.max_bin
+        # the most candidate columns a feature holder may answer with (a layout hint)
+        columns = 0
+        for q in self.participants:
+            cap = len(self.p_feats[q]) * self.p.max_bin
+            columns = max(columns, min(cap, self.candidates.get(q) or cap))
         return [Compute(("encrypt", self.t, self.depth), encrypt,
                         (self.backend, self.g, self.h, nodes, columns))]
 

@@ -35,6 +35,7 @@ import hashlib
 import itertools
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -63,8 +64,10 @@ SLOTS = PARAMS.slots
 #: every |sum| of scaled gradients stays below 2^34, a quarter of the plain modulus
 SUM_LIMIT = 2.0**34
 #: memory (MB, all workers of a feature holder) for the encoded masks of the root, which
-#: are the same in every tree without row subsampling; ``FEDLAB_MASK_CACHE_MB`` overrides
-MASK_CACHE_MB = 1024
+#: are the same in every tree without row subsampling: 2048 (100,000 rows x 620 candidate
+#: columns take ~1.5 GB), at most an eighth of this machine's memory;
+#: ``FEDLAB_MASK_CACHE_MB`` overrides
+MASK_CACHE_MB = 2048
 PLAINTEXT_BYTES = (len(PARAMS.coeff_bits) - 1) * SLOTS * 8  # an NTT mask at the data level
 
 
@@ -333,15 +336,17 @@ class BfvPassive:
         return {kq: [b] for kq, b in zip(todo, folded, strict=True)}
 
 
-def diagonal_sum(ctx: BfvPublic, cts: list[list[seal.Ciphertext]],
-                 diagonals_: list[list[tuple[int, seal.Plaintext]]], step: int
+def diagonal_sum(ctx: BfvPublic, cts: list[list[seal.Ciphertext]], k: int,
+                 diagonal: Callable[[int], list[tuple[int, seal.Plaintext]]], step: int
                  ) -> list[seal.Ciphertext]:
-    """Per channel, ``sum_d rot^d(D_d)``, ``D_d = sum_b cts[channel][b] * mask`` over
-    diagonal d's (block position, mask) pairs, ``rot`` a rotation by ``step`` slots
-    (Horner's rule), with one prime dropped: coefficient form, not yet folded."""
+    """Per channel, ``sum_d rot^d(D_d)`` over ``d < k``, ``D_d = sum_b cts[channel][b] *
+    mask`` over the (block position, mask) pairs of ``diagonal(d)`` (asked for once each,
+    from ``k - 1`` down), ``rot`` a rotation by ``step`` slots (Horner's rule), with one
+    prime dropped: coefficient form, not yet folded."""
     ev = ctx.evaluator
     out: list[seal.Ciphertext | None] = [None] * len(cts)
-    for pairs in reversed(diagonals_):
+    for d in reversed(range(k)):
+        pairs = diagonal(d)
         for c, channel in enumerate(cts):
             if out[c] is not None:
                 ev.rotate_rows_inplace(out[c], step, ctx.galois_keys)
@@ -396,9 +401,20 @@ def _pieces(counts: list[int], n_workers: int) -> list[tuple[int, int, int]]:
     return out
 
 
+def mask_cache_mb() -> float:
+    """The mask cache budget (MB, all workers): ``FEDLAB_MASK_CACHE_MB``, or the default."""
+    if "FEDLAB_MASK_CACHE_MB" in os.environ:
+        return float(os.environ["FEDLAB_MASK_CACHE_MB"])
+    try:
+        memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return float(MASK_CACHE_MB)
+    return float(min(MASK_CACHE_MB, memory_mb // 8))
+
+
 def _cache_budget(n_workers: int) -> int:
     """Bytes of encoded masks each worker may keep."""
-    mb = float(os.environ.get("FEDLAB_MASK_CACHE_MB", MASK_CACHE_MB))
+    mb = mask_cache_mb()
     return int(mb * 2**20 / n_workers)
 
 
@@ -444,12 +460,19 @@ def _histogram_job(key: str, piece_data: dict[int, tuple[Any, ...]],
             first = loaded[i][0]
             bits = diagonal_masks(codes, thresholds, columns, blocks, len(first), pack, k)
             used = bits.any(axis=2)
-            masks = [[(b, ctx.encode_bits(bits[d, b], first[b]))
-                      for b in np.flatnonzero(used[d])] for d in range(k)]
-            size = sum(map(len, masks)) * PLAINTEXT_BYTES
-            if cache_key and _cached_bytes(key, cache_key[1]) + size <= budget:
-                _MASKS[cache_key] = masks
-        accs = diagonal_sum(ctx, loaded[i], masks, lay.lanes * lay.width)
+
+            def encoded(d: int, bits: np.ndarray = bits, used: np.ndarray = used,
+                        first: list[seal.Ciphertext] = first
+                        ) -> list[tuple[int, seal.Plaintext]]:
+                return [(b, ctx.encode_bits(bits[d, b], first[b]))
+                        for b in np.flatnonzero(used[d])]
+
+            if cache_key and _cached_bytes(key, cache_key[1]) \
+                    + int(used.sum()) * PLAINTEXT_BYTES <= budget:
+                masks = _MASKS[cache_key] = [encoded(d) for d in range(k)]
+        # masks not kept are encoded one diagonal at a time, used and dropped
+        diagonal = masks.__getitem__ if masks is not None else encoded
+        accs = diagonal_sum(ctx, loaded[i], k, diagonal, lay.lanes * lay.width)
         out.append([_finish(ctx, acc, k * lay.lanes * lay.width) for acc in accs] if whole
                    else [to_bytes(acc) for acc in accs])
     return out

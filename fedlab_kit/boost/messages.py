@@ -40,7 +40,9 @@ class Setup(msgspec.Struct, array_like=True):
 
 
 class Hello(msgspec.Struct, array_like=True):
-    """``min_child_rows``: the floor this feature holder enforces (its own or the setup's)."""
+    """``min_child_rows``: the floor this feature holder enforces (its own or the setup's);
+    ``candidates``: its candidate (feature, threshold) columns, which the label holder
+    learns from the first histograms anyway (a layout hint: 0 if unknown)."""
 
     version: int
     model_id: str
@@ -48,6 +50,7 @@ class Hello(msgspec.Struct, array_like=True):
     columns: list[str]
     n_eval: list[int]
     min_child_rows: int
+    candidates: int = 0
 
 
 class Partition(msgspec.Struct, array_like=True):

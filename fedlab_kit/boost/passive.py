@@ -1,7 +1,9 @@
 """A feature holder's side of SecureBoost: serving training and prediction (sans-IO).
 
-The passive party bins its own columns, keeps per tree a shuffled table of candidate
-thresholds, tracks which rows are in which node (from the partitions the active party
+The passive party bins its own columns, keeps a table of candidate thresholds in an order
+it shuffles once per training (the label holder can still sort them: cumulative hessian
+sums grow with the threshold; one order for every tree keeps the root's encoded masks
+valid from tree to tree), tracks which rows are in which node (from the partitions the active party
 sends), computes histograms through its backend, and keeps the splits it wins as records
 (column, threshold, missing direction) that never leave it. In prediction it tells the
 active party, per tree and leaf, which rows its own splits let reach that leaf.
@@ -135,9 +137,10 @@ class PassiveTrainer(_Active):
         self.floor = max(self.own_floor, s.min_child_rows)
         self.codes, self.edges = bin_matrix(self.X, s.max_bin)
         self.n_slots = s.max_bin
+        self.table = slot_table(self.edges, self.n_slots, self.rng)
         self.model = PassiveModel(s.model_id, self.me, self.active, self.columns)
         hello = m.Hello(m.VERSION, s.model_id, self.n, self.columns,
-                        [len(e) for e in self.evals], self.floor)
+                        [len(e) for e in self.evals], self.floor, int((self.table >= 0).sum()))
         return [Send(self.active, "boost/hello", m.encode(hello))]
 
     def _on_hist(self, r: m.HistRequest) -> list[Action]:
@@ -150,7 +153,7 @@ class PassiveTrainer(_Active):
             raise ProtocolError(f"SecureBoost: {self.me!r} agreed to {self.setup.n_trees} trees "
                                 f"of depth {self.setup.max_depth}; asked for tree {r.tree} "
                                 f"level {r.depth}")
-        if r.tree != self.t:  # a new tree: every row in the root, a fresh shuffle
+        if r.tree != self.t:  # a new tree: every row in the root
             if r.tree != len(self.model.trees) or r.depth != 0:
                 raise ProtocolError(f"SecureBoost: histogram request for tree {r.tree} level "
                                     f"{r.depth} out of turn")
@@ -158,7 +161,6 @@ class PassiveTrainer(_Active):
             self.rows = {0: np.arange(self.n)}
             self.counts: dict[int, np.ndarray] = {}
             self.sampled = m.unbits(r.sample, (self.n,), self.active) if r.sample else None
-            self.table = slot_table(self.edges, self.n_slots, self.rng)
             self.own_masks: dict[int, np.ndarray] = {}
         if r.depth != self.depth + 1:
             raise ProtocolError(f"SecureBoost: histogram request for level {r.depth} out of turn")
