@@ -283,8 +283,10 @@ class BfvPassive:
         cols = np.argwhere(thresholds >= 0).astype("<i4")  # (feature, slot) pairs
         spans = layout.batches(len(cols))
         ks = [k for _, _, k in spans]
-        # a big pack is cut into pieces of whole block positions, one per worker, so that
-        # no two workers load the same ciphertexts; pieces are added up below
+        # a big pack is cut into pieces of whole block positions, about one worker's share
+        # each; (piece, batch) items are then balanced over the workers, so a piece's
+        # batches may land on two workers (each loads its ciphertexts); pieces are added
+        # up below
         pieces = _pieces(counts, self._pool.n)
         items = [(i, q) for i in range(len(pieces)) for q in range(len(spans))]
         chunks = balanced_chunks(
