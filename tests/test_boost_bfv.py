@@ -462,3 +462,47 @@ def test_histograms_not_computed_over_the_request_are_refused(
     active.encrypt_nodes(g, h, nodes)
     with pytest.raises(ProtocolError, match="exceed what the node's rows can sum to"):
         active.decrypt_histograms(stray, len(nodes), 2, 8)
+
+
+def test_a_label_holder_ciphertext_below_the_first_level_is_refused(active: BfvActive) -> None:
+    """Gradients mod-switched to a lower level (fewer primes: less room for the flooding)
+    are refused with a ProtocolError at the feature holder, not a SEAL error in a worker."""
+    import tenseal.sealapi as seal
+
+    from fedlab_kit.boost.bfv import _Grads
+    from fedlab_kit.he.serial import from_bytes, to_bytes
+
+    g, h, codes, thr = _case(200, 2, 8)
+    nodes = [np.arange(200)]
+    msg = msgspec.msgpack.decode(active.encrypt_nodes(g, h, nodes), type=_Grads)
+    ctx, ev = active.secret.context, active.secret.evaluator
+    lowered = []
+    for raw in msgspec.msgpack.decode(msg.cts, type=list[bytes]):
+        ct = from_bytes(seal.Ciphertext(), raw, ctx)
+        ev.mod_switch_to_next_inplace(ct)
+        lowered.append(to_bytes(ct))
+    forged = msgspec.msgpack.encode(_Grads(msg.layout, msg.sizes,
+                                           msgspec.msgpack.encode(lowered)))
+    with pytest.raises(ProtocolError, match="first level"):
+        BfvPassive(active.setup_payload()).histograms(forged, nodes, codes, thr)
+
+
+def test_a_layout_given_by_hand_is_checked() -> None:
+    from fedlab_kit.errors import InputError
+
+    with pytest.raises(InputError, match="width"):
+        BfvActive(layout=Layout(12))
+    with pytest.raises(InputError, match="lanes"):
+        BfvActive(layout=Layout(8, 3))
+
+
+def test_a_refused_reply_does_not_change_the_next_layout(active: BfvActive) -> None:
+    """The candidate count a reply names is believed only once the reply is checked."""
+    g, h, codes, thr = _case(100, 2, 8)
+    nodes = [np.arange(100)]
+    payload = BfvPassive(active.setup_payload()).histograms(
+        active.encrypt_nodes(g, h, nodes), nodes, codes, thr)
+    seen = active._columns_seen
+    with pytest.raises(ProtocolError, match="nodes"):
+        active.decrypt_histograms(payload, 3, 2, 8)  # 3 nodes announced, 1 requested
+    assert active._columns_seen == seen

@@ -42,7 +42,7 @@ import msgspec
 import numpy as np
 import tenseal.sealapi as seal
 
-from ..errors import ProtocolError
+from ..errors import InputError, ProtocolError
 from ..he.bfv import HISTOGRAMS, BfvPublic, BfvSecret, BfvSymmetric
 from ..he.pool import balanced_chunks, keyed_pool, state
 from ..he.serial import to_bytes
@@ -129,6 +129,11 @@ class BfvActive:
         """``layout``: one for every request (default: chosen per request, see
         :func:`.packing.choose_layout`); ``workers``: the party's
         :class:`~fedlab_kit.compute.Workers` (default: this machine's processes)."""
+        if layout is not None:  # one that mixes lanes or overflows a ciphertext: refused here
+            try:
+                layout.check()
+            except ProtocolError as exc:
+                raise InputError(f"BfvActive(layout=...): {exc}") from None
         self.layout = layout
         self.secret = BfvSecret(MIN_WIDTH, relin=False, params=PARAMS)
         self._scale = (1.0, 1.0)
@@ -191,12 +196,12 @@ class BfvActive:
                 cols[:, 0].min() < 0 or cols[:, 0].max() >= n_features
                 or cols[:, 1].min() < 0 or cols[:, 1].max() >= n_slots)):
             raise ProtocolError("encrypted histograms name columns outside the histogram")
-        self._columns_seen = max(self._columns_seen, len(cols))
         if layout != self._layout:
             raise ProtocolError(f"encrypted histograms in layout {layout}, not the requested "
                                 f"{self._layout}")
         if len(self._sizes) != n_nodes:
             raise ProtocolError(f"histograms for {n_nodes} nodes, {len(self._sizes)} requested")
+        self._columns_seen = max(self._columns_seen, len(cols))  # a checked reply only
         spans, span, c = layout.batches(len(cols)), layout.span, layout.channels
         shape = [k for _, _, k in spans]
         all_packs = packs(self._sizes, layout)
@@ -446,7 +451,7 @@ def _histogram_job(key: str, piece_data: dict[int, tuple[Any, ...]],
     ev = ctx.evaluator
     loaded = {}
     for i, (cts, _, _, pack, *_) in piece_data.items():
-        flat = ctx.load(msgspec.msgpack.encode(cts))
+        flat = ctx.load(msgspec.msgpack.encode(cts), fresh=True)
         for ct in flat:
             ev.transform_to_ntt_inplace(ct)
         c = pack.layout.channels

@@ -186,8 +186,10 @@ class BfvPublic:
     def dump(self, cts: Iterable[seal.Ciphertext]) -> bytes:
         return msgspec.msgpack.encode([to_bytes(c) for c in cts])
 
-    def load(self, data: bytes | memoryview, *, expect: int | None = None
-             ) -> list[seal.Ciphertext]:
+    def load(self, data: bytes | memoryview, *, expect: int | None = None,
+             fresh: bool = False) -> list[seal.Ciphertext]:
+        """A peer's ciphertexts; ``fresh``: each must be at the first (fullest) level, as
+        the key holder encrypts them (a lower level would fail deep inside SEAL later)."""
         try:
             parts = msgspec.msgpack.decode(data, type=list[bytes])
         except msgspec.DecodeError as exc:
@@ -198,6 +200,9 @@ class BfvPublic:
         for ct in out:
             if ct.size() != 2 or ct.is_ntt_form():
                 raise ProtocolError("a ciphertext from peer is not a fresh-form BFV ciphertext")
+            if fresh and list(ct.parms_id()) != list(self.context.first_parms_id()):
+                raise ProtocolError("a ciphertext from peer is not at the first level of the "
+                                    "agreed parameters (mod-switched or from another context)")
         return out
 
     # ------------------------------------------------------------------ ops
