@@ -40,6 +40,18 @@ VERSION = 1
 Reveal = Literal["intersection", "cardinality"]
 
 
+def roles(parties: list[str], receivers: list[str] | None, leader: str | None
+          ) -> tuple[list[str], str]:
+    """The checked receivers (default: every party) and leader (default: the first)."""
+    receivers = sorted(receivers or parties)
+    if not set(receivers) <= set(parties):
+        raise InputError(f"receivers {receivers} must be among the parties {parties}")
+    leader = leader or receivers[0]
+    if leader not in receivers:
+        raise InputError(f"the leader {leader!r} must be a receiver (it sees the result)")
+    return receivers, leader
+
+
 class Hello(msgspec.Struct, array_like=True):
     version: int
     parties: list[str]
@@ -102,12 +114,7 @@ class PsiProtocol(Protocol):
             raise InputError(f"PSI needs 2 or 3 parties including {me!r}, got {parties}")
         if reveal not in ("intersection", "cardinality"):
             raise InputError(f"reveal must be 'intersection' or 'cardinality', got {reveal!r}")
-        receivers = sorted(receivers or parties)
-        if not set(receivers) <= set(parties):
-            raise InputError(f"receivers {receivers} must be among the parties {parties}")
-        leader = leader or receivers[0]
-        if leader not in receivers:
-            raise InputError(f"the leader {leader!r} must be a receiver (it sees the result)")
+        receivers, leader = roles(parties, receivers, leader)
         i = parties.index(leader)
         self.ring = parties[i:] + parties[:i]  # leader first
         self.me, self.leader, self.reveal, self.receivers = me, leader, reveal, receivers
@@ -130,12 +137,9 @@ class PsiProtocol(Protocol):
 
     # ---------------------------------------------------------------- helpers
     def _permutation(self, n: int) -> np.ndarray:
-        """A uniformly random permutation of ``n`` from the OS CSPRNG (128-bit sort keys;
-        a tie, probability ~n^2 / 2^129, only keeps two elements in input order)."""
         if self._rng is not None:
             return self._rng.permutation(n)
-        keys = np.frombuffer(os.urandom(16 * n), dtype=[("hi", ">u8"), ("lo", ">u8")])
-        return np.argsort(keys, order=("hi", "lo"), kind="stable").astype(np.int64)
+        return random_permutation(n)
 
     def _next(self, party: str) -> str:
         return self.ring[(self.ring.index(party) + 1) % len(self.ring)]
@@ -153,6 +157,9 @@ class PsiProtocol(Protocol):
     def on_message(self, env: Envelope) -> list[Action]:
         if env.sender not in self.ring or env.sender == self.me:
             raise ProtocolError(f"PSI: message from {env.sender!r}, who is not a peer here")
+        if env.kind.startswith("kkrt/"):
+            raise ProtocolError(f"PSI: {env.sender!r} runs KKRT and this party ECDH-PSI: "
+                                "every party must pass the same protocol=")
         msg, data = CODEC.decode_with_data(env)
         if isinstance(msg, Hello):
             actions = self._on_hello(env, msg)
@@ -293,6 +300,19 @@ class PsiProtocol(Protocol):
         self.done, self.result = True, outcome
 
 
+def random_permutation(n: int) -> np.ndarray:
+    """A uniformly random permutation of ``n`` from the OS CSPRNG: the order of 128-bit
+    random keys (sorted on their first 64 bits; both halves when two of those tie, with
+    probability ~n^2 / 2^65; a full tie, ~n^2 / 2^129, keeps two elements in input
+    order)."""
+    keys = np.frombuffer(os.urandom(16 * n), "<u8").reshape(n, 2)
+    order = np.argsort(keys[:, 0])
+    first = keys[order, 0]
+    if n > 1 and (first[1:] == first[:-1]).any():
+        order = np.lexsort((keys[:, 1], keys[:, 0]))
+    return order.astype(np.int64)
+
+
 def _truncate(points: bytes) -> bytes:
     arr = np.frombuffer(points, dtype=np.uint8).reshape(-1, POINT)
     return arr[:, :TRUNC].tobytes()
@@ -339,7 +359,7 @@ def _split(data: bytes) -> list[bytes]:
     return [data[i : i + TRUNC] for i in range(0, len(data), TRUNC)]
 
 
-__all__ = ["BATCH", "TRUNC", "InvalidPoint", "PsiOutcome", "PsiProtocol"]
+__all__ = ["BATCH", "TRUNC", "InvalidPoint", "PsiOutcome", "PsiProtocol", "random_permutation"]
 
 
 def _terms(hello: Hello) -> str:

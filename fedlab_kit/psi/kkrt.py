@@ -1,0 +1,410 @@
+"""Sans-IO two-party PSI from a batched oblivious PRF (Kolesnikov, Kumaresan, Rosulek,
+Trieu, CCS 2016), semi-honest.
+
+Roles: the *receiver* (the leader; it learns the intersection) and the *sender*.
+
+1. Both send a :class:`Hello`; the session tag is both nonces. The receiver places its IDs
+   by cuckoo hashing into ``1.27 n`` bins (:mod:`.cuckoo`) and sends the seed of the bin
+   functions with the first base-OT message; the sender draws 512 choice bits ``s`` and
+   answers the 512 base OTs (:mod:`.base_ot`): one seed per transfer.
+2. OT extension with a pseudorandom code: for each slice of bins, the receiver sends the
+   512 columns ``u_j = G(k_j^0) ^ G(k_j^1) ^ c_j`` (``c`` the code words of its IDs, one row
+   per bin); the sender gets ``q_b = t_b ^ (C(r_b) & s)`` for every bin, and so the OPRF
+   ``F_b(y) = H(b, q_b ^ (C(y) & s))``, which the receiver knows only at its own ID,
+   ``H(b, t_b)``.
+3. The sender evaluates, for each of its IDs and each hash function ``i``, ``F`` at
+   ``(y, i)`` in bin ``h_i(y)``, shuffles the ``3 n`` values (OS CSPRNG) and sends them,
+   truncated to ``40 + log2(n_receiver * 3 n_sender)`` bits; the receiver matches.
+   When the sender is a receiver of the result too, the receiver tells it which of its
+   values matched, in a random common order.
+
+What each side learns (semi-honest, non-colluding): the sender learns the receiver's set
+size (and the intersection, when it receives the result); the receiver learns the
+intersection and the sender's set size; the relay learns the sizes of the messages, which
+follow from the set sizes. A false match needs two truncated values to collide:
+probability at most ``2^-40`` per run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ..errors import InputError, ProtocolError
+from ..protocol import Action, Codec, Compute, Envelope, Protocol
+from . import cuckoo
+from .base_ot import POINT, OtReceiver, OtSender
+from .bitmatrix import transpose
+from .protocol import Hello, PsiOutcome, Reveal, random_permutation, roles
+from .symmetric import CODE_BYTES, Aes, bin_positions, code_words, cr_hash, derive, id_digests
+from .symmetric import prg as _prg
+
+VERSION = 1
+WIDTH = 8 * CODE_BYTES  # base OTs, code bits
+SLICE = 1 << 16  # bins per OT-extension message (4 MiB of columns)
+STATISTICAL = 40
+ATTEMPTS = 8  # cuckoo seeds tried before giving up
+
+
+class Offer(msgspec.Struct, array_like=True):
+    """Receiver -> sender: the base-OT sender's point and the cuckoo seed."""
+
+    first: bytes
+    seed: bytes
+    bins: int
+
+
+class Answer(msgspec.Struct, array_like=True):
+    """Sender -> receiver: the base-OT receiver's points (raw data, 32 bytes each)."""
+
+    count: int
+
+
+class Columns(msgspec.Struct, array_like=True):
+    """Receiver -> sender: one slice of the OT-extension columns (raw data)."""
+
+    index: int
+
+
+class Values(msgspec.Struct, array_like=True):
+    """Sender -> receiver: the shuffled OPRF values (raw data)."""
+
+    count: int
+    width: int
+
+
+class Result(msgspec.Struct, array_like=True):
+    """Receiver -> sender: the size, and the matched value positions if revealed."""
+
+    size: int
+    revealed: bool
+
+
+CODEC = Codec("kkrt", {"hello": Hello, "offer": Offer, "answer": Answer,
+                       "columns": Columns, "values": Values, "result": Result})
+
+
+def value_bytes(n_receiver: int, n_sender: int) -> int:
+    """Bytes of each compared OPRF value: 40 + log2(pairs compared) bits, at least 8."""
+    pairs = max(1, n_receiver) * max(1, 3 * n_sender)
+    return max(8, math.ceil((STATISTICAL + math.log2(pairs)) / 8))
+
+
+def _slices(bins: int) -> list[tuple[int, int]]:
+    return [(b, min(bins, b + SLICE)) for b in range(0, bins, SLICE)]
+
+
+# ------------------------------------------------------------------ worker functions
+def receiver_slice(tag: bytes, zero: list[bytes], one: list[bytes], lo: int, hi: int,
+                   digests: np.ndarray, hash_index: np.ndarray, where: np.ndarray,
+                   nbytes: int) -> tuple[bytes, np.ndarray]:
+    """The receiver's work for bins ``lo..hi``: the columns to send and the OPRF values of
+    its IDs there (``digests`` / ``hash_index`` of the IDs in bins ``lo + where``)."""
+    size = hi - lo
+    rows = np.frombuffer(os.urandom(size * CODE_BYTES), np.uint8).reshape(size, CODE_BYTES)
+    rows = rows.copy()  # empty bins keep random code words
+    rows[where] = code_words(Aes(derive(tag, "code")), digests, hash_index)
+    cols = transpose(rows)  # (512, size / 8)
+    t = np.stack([_prg(s, size // 8, lo // 8) for s in zero])
+    u = np.stack([_prg(s, size // 8, lo // 8) for s in one])
+    u ^= t
+    u ^= cols
+    t_rows = transpose(t)[where]
+    values = cr_hash(Aes(derive(tag, "chain")), Aes(derive(tag, "final")), t_rows,
+                     lo + where, nbytes)
+    return u.tobytes(), values
+
+
+def sender_slice(tag: bytes, chosen: list[bytes], choices: np.ndarray, columns: bytes,
+                 lo: int, hi: int, digests: np.ndarray, hash_index: np.ndarray,
+                 bins: np.ndarray, nbytes: int) -> np.ndarray:
+    """The sender's OPRF values for its (ID, hash function) pairs in bins ``lo..hi``."""
+    size = hi - lo
+    u = np.frombuffer(columns, np.uint8).reshape(WIDTH, size // 8)
+    q = np.stack([_prg(s, size // 8, lo // 8) for s in chosen])
+    q ^= u & (choices.astype(np.uint8) * np.uint8(0xFF))[:, None]
+    q_rows = transpose(q)  # q_b = t_b ^ (C(r_b) & s)
+    s_bytes = np.packbits(choices, bitorder="little")
+    z = q_rows[bins - lo]
+    z ^= code_words(Aes(derive(tag, "code")), digests, hash_index) & s_bytes
+    return cr_hash(Aes(derive(tag, "chain")), Aes(derive(tag, "final")), z, bins, nbytes)
+
+
+# ------------------------------------------------------------------------ protocol
+class KkrtProtocol(Protocol):
+    """One party's side of KKRT PSI; both parties run it with the same parameters."""
+
+    name, title = "kkrt", "PSI"
+
+    def __init__(self, me: str, parties: list[str], keys: list[bytes], *,
+                 leader: str | None = None, reveal: Reveal = "intersection",
+                 receivers: list[str] | None = None) -> None:
+        super().__init__()
+        parties = sorted(parties)
+        if me not in parties or len(parties) != 2:
+            raise InputError(f"KKRT PSI runs between two parties including {me!r}, got "
+                             f"{parties} (three parties: protocol='ecdh')")
+        if reveal != "intersection":
+            raise InputError("KKRT PSI reveals the intersection: its receiver always learns "
+                             "which of its IDs matched. For the count only, use "
+                             "protocol='ecdh' with reveal='cardinality'")
+        receivers, leader = roles(parties, receivers, leader)
+        self.me, self.leader, self.receivers = me, leader, receivers
+        self.peer = next(p for p in parties if p != me)
+        self.keys = keys
+        self.hello = Hello(VERSION, parties, leader, reveal, receivers, len(keys), 0,
+                           os.urandom(16))  # no batches: slices of bins instead
+        self.peer_hello: Hello | None = None
+        self.tag = b""
+        self._done_slices = 0
+        self._n_slices = 0
+        # receiver
+        self._ot_sender: OtSender | None = None
+        self._table = np.zeros(0, np.int64)
+        self._choice = np.zeros(0, np.int64)
+        self._mine: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # slice -> (ids, values)
+        # sender
+        self._ot_receiver: OtReceiver | None = None
+        self._chosen: list[bytes] = []
+        self._bins = 0
+        self._entries: np.ndarray = np.zeros(0, np.int64)  # (id * 3 + i) sorted by bin
+        self._entry_bins: np.ndarray = np.zeros(0, np.int64)
+        self._digests = np.zeros((0, 16), np.uint8)
+        self._pending: set[int] = set()  # column slices received
+        self._values: dict[int, np.ndarray] = {}
+        self._shuffled: np.ndarray | None = None  # entry at each position of the values sent
+
+    @property
+    def receiver(self) -> bool:
+        return self.me == self.leader
+
+    def progress(self) -> tuple[int, int]:
+        return (self._done_slices, self._n_slices)
+
+    def _nbytes(self) -> int:
+        assert self.peer_hello is not None
+        sizes = (self.hello.size, self.peer_hello.size)
+        return value_bytes(*(sizes if self.receiver else sizes[::-1]))
+
+    # ------------------------------------------------------------------ steps
+    def start(self) -> list[Action]:
+        return [CODEC.send(self.peer, self.hello)]
+
+    def on_message(self, env: Envelope) -> list[Action]:
+        if env.sender != self.peer:
+            raise ProtocolError(f"PSI: message from {env.sender!r}, who is not the peer here")
+        if env.kind.startswith("psi/"):
+            raise ProtocolError(f"PSI: {env.sender!r} runs ECDH-PSI and this party KKRT: "
+                                "every party must pass the same protocol=")
+        msg, data = CODEC.decode_with_data(env)
+        if isinstance(msg, Hello):
+            return self._on_hello(msg)
+        if self.peer_hello is None:
+            raise ProtocolError(f"PSI: {env.sender!r} sent {env.kind!r} before its hello")
+        if self.receiver:
+            if isinstance(msg, Answer):
+                return self._on_answer(msg, data)
+            if isinstance(msg, Values):
+                return self._on_values(msg, data)
+        else:
+            if isinstance(msg, Offer):
+                return self._on_offer(msg)
+            if isinstance(msg, Columns):
+                return self._on_columns(msg, data)
+            if isinstance(msg, Result):
+                return self._on_result(msg, data)
+        raise ProtocolError(f"PSI: unexpected {env.kind!r} from {env.sender!r}")
+
+    def _on_hello(self, hello: Hello) -> list[Action]:
+        mine = self.hello
+        if _terms(hello) != _terms(mine):
+            raise ProtocolError(f"PSI parameters differ: {self.peer!r} runs {_terms(hello)}; "
+                                f"this party runs {_terms(mine)}")
+        if self.peer_hello is not None or hello.size < 0:
+            raise ProtocolError(f"PSI: duplicate or invalid hello from {self.peer!r}")
+        self.peer_hello = hello
+        first, second = (mine, hello) if self.receiver else (hello, mine)
+        self.tag = b"kkrt1|" + first.nonce + second.nonce
+        if mine.size == 0 or hello.size == 0:  # nothing can match: no more messages
+            self._finish(PsiOutcome(0, np.zeros(0, np.int64) if self._revealed() else None,
+                                    self._sizes()))
+            return []
+        if self.receiver:
+            return self._offer()
+        choices = np.frombuffer(os.urandom(WIDTH), np.uint8) & 1
+        self._ot_receiver = OtReceiver(self.tag, choices)
+        self._digests = id_digests(self.keys, self.tag)
+        return [CODEC.send(self.peer, Answer(WIDTH), self._ot_receiver.answer)]
+
+    def _sizes(self) -> dict[str, int]:
+        assert self.peer_hello is not None
+        return {self.me: self.hello.size, self.peer: self.peer_hello.size}
+
+    def _revealed(self) -> bool:
+        return self.me in self.receivers
+
+    # ---------------------------------------------------------------- receiver
+    def _offer(self) -> list[Action]:
+        digests = id_digests(self.keys, self.tag)
+        bins = cuckoo.n_bins(len(self.keys))
+        for _ in range(ATTEMPTS):
+            seed = os.urandom(16)
+            positions = bin_positions(Aes(seed), digests, bins)
+            try:
+                self._table, self._choice = cuckoo.place(positions, bins)
+                break
+            except cuckoo.CuckooFailed:
+                continue
+        else:  # pragma: no cover - probability below 2^-300
+            raise ProtocolError("PSI: cuckoo hashing failed with every seed drawn")
+        self._digests, self._bins = digests, bins
+        self._n_slices = len(_slices(bins))
+        self._ot_sender = OtSender(self.tag)
+        return [CODEC.send(self.peer, Offer(self._ot_sender.first, seed, bins))]
+
+    def _on_answer(self, msg: Answer, data: memoryview) -> list[Action]:
+        if self._ot_sender is None or msg.count != WIDTH or self._mine:
+            raise ProtocolError(f"PSI: unexpected base-OT answer from {self.peer!r}")
+        zero, one = self._ot_sender.seeds(bytes(data), WIDTH)
+        self._ot_sender = None
+        nbytes = self._nbytes()
+        out: list[Action] = []
+        for k, (lo, hi) in enumerate(_slices(self._bins)):
+            where = np.flatnonzero(self._table[lo:hi] >= 0)
+            ids = self._table[lo:hi][where]
+            out.append(Compute(("slice", k, ids), receiver_slice,
+                               (self.tag, zero, one, lo, hi, self._digests[ids],
+                                self._choice[ids], where, nbytes)))
+        return out
+
+    def on_computed(self, key: Any, result: Any) -> list[Action]:
+        if key[0] == "slice":  # receiver: a slice of columns is ready
+            _, k, ids = key
+            columns, values = result
+            self._mine[k] = (ids, values)
+            self._done_slices += 1
+            return [CODEC.send(self.peer, Columns(k), columns)]
+        _, k = key  # sender: the values of a slice
+        self._values[k] = result
+        self._done_slices += 1
+        if len(self._values) < self._n_slices:
+            return []
+        return self._send_values()
+
+    def _on_values(self, msg: Values, data: memoryview) -> list[Action]:
+        assert self.peer_hello is not None
+        width = self._nbytes()
+        if (msg.count != 3 * self.peer_hello.size or msg.width != width
+                or len(data) != msg.count * width or len(self._mine) != self._n_slices):
+            raise ProtocolError(f"PSI: {self.peer!r} sent {len(data)} bytes of values; "
+                                f"expected {3 * self.peer_hello.size} x {width}")
+        theirs = np.frombuffer(data, np.uint8).reshape(msg.count, width)
+        ids = np.concatenate([self._mine[k][0] for k in sorted(self._mine)])
+        mine = np.concatenate([self._mine[k][1] for k in sorted(self._mine)])
+        at_mine, at_theirs = match_rows(mine, theirs)
+        order = random_permutation(len(at_mine))
+        at_mine, at_theirs = at_mine[order], at_theirs[order]
+        size = len(at_mine)
+        self._finish(PsiOutcome(size, ids[at_mine].astype(np.int64), self._sizes()))
+        revealed = self.peer in self.receivers
+        return [CODEC.send(self.peer, Result(size, revealed),
+                           at_theirs.astype(">i8").tobytes() if revealed else b"")]
+
+    # ------------------------------------------------------------------ sender
+    def _on_offer(self, msg: Offer) -> list[Action]:
+        assert self.peer_hello is not None and self._ot_receiver is not None
+        if msg.bins != cuckoo.n_bins(self.peer_hello.size) or len(msg.seed) != 16 \
+                or self._bins:
+            raise ProtocolError(f"PSI: {self.peer!r} offered {msg.bins} bins for "
+                                f"{self.peer_hello.size} IDs (or offered twice)")
+        if len(msg.first) != POINT:
+            raise ProtocolError(f"PSI: malformed base-OT message from {self.peer!r}")
+        self._chosen = self._ot_receiver.seeds(msg.first)
+        self._bins = msg.bins
+        self._n_slices = len(_slices(msg.bins))
+        positions = bin_positions(Aes(msg.seed), self._digests, msg.bins).ravel()
+        order = np.argsort(positions, kind="stable")
+        self._entries, self._entry_bins = order, positions[order]
+        return []
+
+    def _on_columns(self, msg: Columns, data: memoryview) -> list[Action]:
+        if not self._bins or not 0 <= msg.index < self._n_slices or msg.index in self._pending:
+            raise ProtocolError(f"PSI: {self.peer!r} sent column slice {msg.index} out of "
+                                "place")
+        lo, hi = _slices(self._bins)[msg.index]
+        if len(data) != WIDTH * (hi - lo) // 8:
+            raise ProtocolError(f"PSI: column slice {msg.index} from {self.peer!r} has "
+                                f"{len(data)} bytes; expected {WIDTH * (hi - lo) // 8}")
+        a, b = np.searchsorted(self._entry_bins, [lo, hi])
+        entries = self._entries[a:b]
+        self._pending.add(msg.index)
+        assert self._ot_receiver is not None
+        return [Compute(("values", msg.index), sender_slice,
+                        (self.tag, self._chosen, self._ot_receiver.choices, bytes(data), lo, hi,
+                         self._digests[entries // 3], (entries % 3).astype(np.uint8),
+                         self._entry_bins[a:b], self._nbytes()))]
+
+    def _send_values(self) -> list[Action]:
+        assert self.peer_hello is not None
+        values = np.concatenate([self._values[k] for k in sorted(self._values)])
+        order = random_permutation(len(values))  # entries are in bin order, as the slices
+        self._shuffled = self._entries[order]
+        shuffled = values[order]
+        self._values = {}
+        return [CODEC.send(self.peer, Values(len(shuffled), shuffled.shape[1]),
+                           shuffled.tobytes())]
+
+    def _on_result(self, msg: Result, data: memoryview) -> list[Action]:
+        if self._shuffled is None:
+            raise ProtocolError(f"PSI: result from {self.peer!r} before the values went out")
+        positions = None
+        if msg.revealed:
+            if not self._revealed() or len(data) != 8 * msg.size:
+                raise ProtocolError(f"PSI: malformed result from {self.peer!r}")
+            at = np.frombuffer(data, ">i8").astype(np.int64)
+            if at.size and (at.min() < 0 or at.max() >= len(self._shuffled)):
+                raise ProtocolError(f"PSI: result from {self.peer!r} points outside our values")
+            ids = self._shuffled[at] // 3
+            if len(np.unique(ids)) != len(ids):
+                raise ProtocolError(f"PSI: result from {self.peer!r} names one ID twice")
+            positions = ids
+        self._finish(PsiOutcome(msg.size if self._revealed() else -1, positions,
+                                self._sizes()))
+        return []
+
+    def _finish(self, outcome: PsiOutcome) -> None:
+        self.done, self.result = True, outcome
+
+
+def _terms(hello: Hello) -> str:
+    return (f"KKRT version {hello.version}, parties {list(hello.parties)}, receiver (leader) "
+            f"{hello.leader!r}, results to {list(hello.receivers)}")
+
+
+def match_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (into ``a``, into ``b``) of the rows equal in both (rows at least 8 bytes).
+
+    Sorts ``a`` on its first 8 bytes as integers, looks ``b`` up in it and compares the
+    rest; should two rows of ``a`` share those 8 bytes (probability ~n^2 / 2^65) it sorts
+    whole rows instead."""
+    if not len(a) or not len(b):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    ka = np.ascontiguousarray(a[:, :8]).view("<u8").ravel()
+    kb = np.ascontiguousarray(b[:, :8]).view("<u8").ravel()
+    order = np.argsort(ka)
+    sorted_a = ka[order]
+    if (sorted_a[1:] == sorted_a[:-1]).any():
+        void = np.dtype((np.void, a.shape[1]))
+        _, ia, ib = np.intersect1d(np.ascontiguousarray(a).view(void).ravel(),
+                                   np.ascontiguousarray(b).view(void).ravel(),
+                                   return_indices=True)
+    else:
+        at = np.minimum(np.searchsorted(sorted_a, kb), len(ka) - 1)
+        ib = np.flatnonzero(sorted_a[at] == kb)
+        ia = order[at[ib]]
+    same = (a[ia] == b[ib]).all(axis=1)
+    return ia[same].astype(np.int64), ib[same].astype(np.int64)
