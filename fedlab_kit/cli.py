@@ -241,10 +241,14 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--cluster", help="Where this party's curve work runs: local:N (a Dask "
               "LocalCluster), tcp://SCHEDULER:8786 (your Dask cluster) or processes:N "
               "(default: this machine's cores).")
+@click.option("--protocol", default="ecdh", show_default=True,
+              type=click.Choice(["ecdh", "kkrt"]),
+              help="ecdh: two or three parties; kkrt: two parties, OT extension, faster "
+              "(same value at every party).")
 def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path | None,
             peers: str | None, reveal: str, receivers: str | None, duplicates: str,
             normalize: str | None, session: str, timeout: float, checkpoint: Path | None,
-            bucket_size: int, cluster: str | None) -> None:
+            bucket_size: int, cluster: str | None, protocol: str) -> None:
     """Private set intersection of a file's ID column with the peers; writes aligned rows."""
     from tqdm import tqdm
 
@@ -269,7 +273,7 @@ def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path
                                receivers=_names(receivers), duplicates=duplicates,  # type: ignore[arg-type]
                                normalize=normalize, session=session, progress=progress,  # type: ignore[arg-type]
                                timeout=timeout, checkpoint_dir=checkpoint,
-                               bucket_size=bucket_size)
+                               bucket_size=bucket_size, protocol=protocol)  # type: ignore[arg-type]
         if out is not None and result.rows is not None:
             write_table(result.align(frame), out, private=True)
     except (FedlabError, OSError, ValueError) as exc:
@@ -382,16 +386,20 @@ def bench_relay_cmd(mb: int, message_mb: int, transport: str, json_path: Path | 
 @bench.command("psi")
 @click.option("--n", default=1_000_000, show_default=True, type=click.IntRange(1))
 @click.option("--overlap", default=0.5, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--vs", "vs", type=click.Choice(["openmined"]), help="Also run this reference.")
+@click.option("--vs", "vs", type=click.Choice(["openmined", "ecdh"]),
+              help="Also run this reference (ecdh: the kit's ECDH-PSI, same relay and sets).")
 @click.option("--cluster", help="Each party's work on its own cluster, e.g. local:2 (a Dask "
               "LocalCluster); the process pools run first, for the ratio.")
+@click.option("--protocol", default="ecdh", show_default=True,
+              type=click.Choice(["ecdh", "kkrt"]))
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
-def bench_psi_cmd(n: int, overlap: float, vs: str | None, cluster: str | None,
+def bench_psi_cmd(n: int, overlap: float, vs: str | None, cluster: str | None, protocol: str,
                   json_path: Path | None) -> None:
-    """ECDH-PSI between two processes over the relay (optionally vs OpenMined PSI)."""
+    """PSI between two processes over the relay (optionally vs a reference)."""
     from .bench.psi import bench_psi
 
-    _report(bench_psi(n, overlap, vs_openmined=vs == "openmined", cluster=cluster), json_path)
+    _report(bench_psi(n, overlap, vs_openmined=vs == "openmined", cluster=cluster,
+                      protocol=protocol, vs_ecdh=vs == "ecdh"), json_path)
 
 
 @bench.command("dp")

@@ -5,6 +5,7 @@ docs say (attacks written against the columns and the values)."""
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 from typing import Any
 
@@ -17,7 +18,7 @@ from fedlab_kit.psi import cuckoo, kkrt
 from fedlab_kit.psi.base_ot import OtReceiver, OtSender
 from fedlab_kit.psi.bitmatrix import transpose
 from fedlab_kit.psi.ids import prepare_ids
-from fedlab_kit.psi.kkrt import KkrtProtocol, match_rows
+from fedlab_kit.psi.kkrt import KkrtProtocol, match_rows, sort_order
 from fedlab_kit.psi.protocol import PsiProtocol, random_permutation
 from fedlab_kit.psi.symmetric import Aes, bin_positions, code_words, derive, id_digests
 
@@ -116,10 +117,13 @@ def test_match_rows_finds_equal_rows_and_survives_shared_prefixes() -> None:
     a = RNG.integers(0, 256, (500, 11), dtype=np.uint8)
     b = np.concatenate([RNG.integers(0, 256, (700, 11), dtype=np.uint8), a[::7]])
     b[0, :8] = a[3, :8]  # same prefix, other tail: no match
+    b = b[sort_order(b)]
+    assert all(bytes(x) <= bytes(y) for x, y in itertools.pairwise(b))
     ia, ib = match_rows(a, b)
     assert sorted(ia.tolist()) == list(range(0, 500, 7))
     assert (a[ia] == b[ib]).all()
-    a[1, :8] = a[2, :8]  # two rows of one side share a prefix: the exact path
+    b[5, :8] = b[6, :8]  # two rows of the sorted side share a prefix: the exact path
+    b = b[sort_order(b)]
     ia2, _ = match_rows(a, b)
     assert sorted(ia2.tolist()) == sorted(ia.tolist())
 
@@ -165,7 +169,7 @@ def test_result_kept_from_the_party_that_does_not_receive_it() -> None:
 
 
 def test_sizes_across_several_slices(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kkrt, "SLICE", 256)
+    monkeypatch.setattr(kkrt, "SLICE", 256)  # the protocol cuts the slices
     a = [f"id{i}" for i in range(3000)]
     b = [f"id{i}" for i in range(1000, 5000)]
     out = _run(a, b)
@@ -280,6 +284,24 @@ def test_the_sender_checks_what_it_is_asked_to_compute() -> None:
         _tampered("kkrt/result", lambda m, d: (m, np.full(m.size, 10**6, ">i8").tobytes()))
     with pytest.raises(ProtocolError, match="one ID twice"):
         _tampered("kkrt/result", lambda m, d: (m, d[:8] * m.size))
+
+
+def test_the_receiver_refuses_values_out_of_order() -> None:
+    protos = {"a": KkrtProtocol("a", ["a", "b"], prepare_ids(list(range(100)))[0]),
+              "b": KkrtProtocol("b", ["a", "b"], prepare_ids(list(range(50, 150)))[0])}
+    real = protos["a"].on_message
+
+    def reverse(env: Envelope) -> Any:
+        if env.kind == "kkrt/values":
+            msg, data = kkrt.CODEC.decode_with_data(env)
+            rows = np.frombuffer(data, np.uint8).reshape(msg.count, msg.width)[::-1]
+            env = Envelope(env.sender, env.recipient, env.session, env.kind, env.seq,
+                           kkrt.CODEC.encode(msg, rows.tobytes()))
+        return real(env)
+
+    protos["a"].on_message = reverse  # type: ignore[method-assign]
+    with pytest.raises(ProtocolError, match="not sorted"):
+        LocalNetwork(protos).run()
 
 
 def test_ecdh_and_kkrt_peers_get_a_clear_error() -> None:

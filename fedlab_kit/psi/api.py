@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import multiprocessing as mp
 import os
 import tempfile
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,8 +23,12 @@ from ..net.session import Party
 from ..orphans import exit_with_parent
 from .buckets import BucketStore
 from .ids import DuplicatePolicy, IdReport, Normalize, prepare_ids
+from .kkrt import KkrtProtocol
 from .plan import Plan, PlanProtocol, Resume
 from .protocol import BATCH, PsiProtocol, Reveal
+
+Method = Literal["ecdh", "kkrt"]
+PROTOCOLS = ("ecdh", "kkrt")
 
 
 @dataclass
@@ -65,9 +70,17 @@ ONE_BUCKET = 2**62  # a bucket size no set reaches
 
 
 def worker_pool(workers: int | None = None) -> ProcessPoolExecutor:
-    """The hashing and curve workers of one PSI run (they exit if this process is killed)."""
-    return ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=mp.get_context("spawn"),
+    """The hashing and curve workers of one PSI run (they exit if this process is killed).
+
+    They start at once and import the workers' modules while the run is being planned,
+    instead of when the first batch arrives."""
+    n = workers or os.cpu_count() or 1
+    pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"),
                                initializer=exit_with_parent)
+    for _ in range(n):
+        pool.submit(importlib.import_module, "fedlab_kit.psi.ote")
+        pool.submit(importlib.import_module, "fedlab_kit.psi.curve")
+    return pool
 
 
 def _fingerprint(ids: Any) -> str:
@@ -82,7 +95,7 @@ def psi(
     duplicates: DuplicatePolicy = "raise", normalize: Normalize = None,
     session: str = "psi", workers: int | None = None, progress: ProgressFn | None = None,
     timeout: float | None = 600.0, batch: int = BATCH, bucket_size: int = BUCKET_SIZE,
-    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None, protocol: Method = "ecdh",
 ) -> PsiResult:
     """Private set intersection of ``ids`` with ``peers`` (default: every peer in the room).
 
@@ -95,6 +108,10 @@ def psi(
     again with the same arguments resumes at the first bucket not every party finished.
     Scalar multiplications run in a pool of ``workers`` processes (default: every core), or
     on the party's cluster if it has one (``Party(..., cluster=...)``).
+
+    ``protocol``: ``"ecdh"`` (two or three parties, X25519) or ``"kkrt"`` (two parties, OT
+    extension, :mod:`fedlab_kit.psi.kkrt`: much faster; reveals the intersection, so not
+    with ``reveal="cardinality"``). Every party passes the same one.
     """
     started = time.monotonic()
     peers = list(peers if peers is not None else party.peers)
@@ -102,6 +119,8 @@ def psi(
     if unknown:
         raise FedlabError(f"PSI peers {unknown} are not in this room; peers: {party.peers}")
     parties = sorted([party.name, *peers])
+    if protocol not in PROTOCOLS:
+        raise FedlabError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     if not isinstance(ids, pd.Series | list | tuple | np.ndarray | pd.Index):
         ids = list(ids)
     if reveal == "cardinality":
@@ -113,7 +132,8 @@ def psi(
     options = {"session": session, "parties": parties, "reveal": reveal,
                "receivers": sorted(receivers or parties), "normalize": normalize,
                "duplicates": duplicates, "bucket_size": bucket_size,
-               "fingerprint": _fingerprint(ids) if store is not None else ""}
+               "fingerprint": _fingerprint(ids) if store is not None else "",
+               "protocol": protocol}
     with contextlib.ExitStack() as stack:
         if store is not None:
             stack.enter_context(store.held(owner))
@@ -127,7 +147,7 @@ def psi(
         # an error at any step (bad options, duplicate IDs...) stops the peers where they are
         where = stack.enter_context(stopping(party, peers, session=f"{session}/plan",
                                              protocol="PSI"))
-        PsiProtocol(party.name, parties, [], reveal=reveal, receivers=receivers, batch=batch)
+        _protocol(protocol, party.name, parties, [], reveal, receivers, batch)  # checks
         plan: Plan = run(party, PlanProtocol(party.name, parties, len(ids), bucket_size, resume),
                          session=f"{session}/plan", timeout=timeout, watch=peers)
         first = min(set(range(plan.n_buckets)) - plan.done, default=0)
@@ -154,8 +174,7 @@ def psi(
                 continue
             where.session = f"{session}/{plan.attempt}/b{k}"
             keys, rows = memory.pop(k) if k in memory else store.read_bucket(k)  # type: ignore[union-attr]
-            proto = PsiProtocol(party.name, parties, keys, reveal=reveal, receivers=receivers,
-                                batch=batch)
+            proto = _protocol(protocol, party.name, parties, keys, reveal, receivers, batch)
             label = f"psi bucket {k + 1}/{plan.n_buckets}"
             outcome = run(party, proto, session=f"{session}/{plan.attempt}/b{k}",
                           timeout=timeout, executor=pool, watch=peers,
@@ -179,3 +198,10 @@ def psi(
     return PsiResult(input_rows, size, plan.sizes, report, time.monotonic() - started,
                      aligned_ids, plan.n_buckets, len(plan.done))
 
+
+
+def _protocol(method: Method, me: str, parties: list[str], keys: list[bytes], reveal: Reveal,
+              receivers: list[str] | None, batch: int) -> PsiProtocol | KkrtProtocol:
+    if method == "kkrt":
+        return KkrtProtocol(me, parties, keys, reveal=reveal, receivers=receivers)
+    return PsiProtocol(me, parties, keys, reveal=reveal, receivers=receivers, batch=batch)

@@ -91,6 +91,24 @@ def _encode(value: Any, normalize: Normalize) -> tuple[bytes | None, str]:
         return None, "non-UTF-8 string"
 
 
+def _encode_plain(values: list[Any]) -> tuple[list[bytes], str] | None:
+    """:func:`_encode` for a column of only non-empty strings or only ints (not bools), in
+    one pass each; ``None`` for anything else (the general path decides)."""
+    if not values:
+        return None
+    kind = type(values[0])
+    if kind not in (str, int) or not all(type(v) is kind for v in values):
+        return None
+    if kind is int:
+        return [b"i:%d" % v for v in values], "int"
+    if "" in values:
+        return None
+    try:
+        return [("s:" + v).encode("utf-8") for v in values], "str"
+    except UnicodeEncodeError:  # lone surrogates: excluded row by row
+        return None
+
+
 def encode_ids(
     values: Iterable[Any] | pd.Series, *, normalize: Normalize = None, offset: int = 0,
     report: IdReport | None = None,
@@ -104,6 +122,12 @@ def encode_ids(
         values = list(values)
     report = report or IdReport(0, 0)
     report.n_input += len(values)
+    fast = _encode_plain(values) if normalize is None else None
+    if fast is not None:  # every value a non-empty str, or every one an int
+        keys_fast, what = fast
+        report.types[what] = report.types.get(what, 0) + len(keys_fast)
+        report.n_used += len(keys_fast)
+        return keys_fast, np.arange(offset, offset + len(values), dtype=np.int64), report
     keys: list[bytes] = []
     rows: list[int] = []
     for row, value in enumerate(values, offset):

@@ -38,14 +38,11 @@ from ..errors import InputError, ProtocolError
 from ..protocol import Action, Codec, Compute, Envelope, Protocol
 from . import cuckoo
 from .base_ot import POINT, OtReceiver, OtSender
-from .bitmatrix import transpose
+from .ote import SLICE, WIDTH, receiver_slice, sender_slice
 from .protocol import Hello, PsiOutcome, Reveal, random_permutation, roles
-from .symmetric import CODE_BYTES, Aes, bin_positions, code_words, cr_hash, derive, id_digests
-from .symmetric import prg as _prg
+from .symmetric import Aes, bin_positions, id_digests
 
 VERSION = 1
-WIDTH = 8 * CODE_BYTES  # base OTs, code bits
-SLICE = 1 << 16  # bins per OT-extension message (4 MiB of columns)
 STATISTICAL = 40
 ATTEMPTS = 8  # cuckoo seeds tried before giving up
 
@@ -98,42 +95,6 @@ def _slices(bins: int) -> list[tuple[int, int]]:
     return [(b, min(bins, b + SLICE)) for b in range(0, bins, SLICE)]
 
 
-# ------------------------------------------------------------------ worker functions
-def receiver_slice(tag: bytes, zero: list[bytes], one: list[bytes], lo: int, hi: int,
-                   digests: np.ndarray, hash_index: np.ndarray, where: np.ndarray,
-                   nbytes: int) -> tuple[bytes, np.ndarray]:
-    """The receiver's work for bins ``lo..hi``: the columns to send and the OPRF values of
-    its IDs there (``digests`` / ``hash_index`` of the IDs in bins ``lo + where``)."""
-    size = hi - lo
-    rows = np.frombuffer(os.urandom(size * CODE_BYTES), np.uint8).reshape(size, CODE_BYTES)
-    rows = rows.copy()  # empty bins keep random code words
-    rows[where] = code_words(Aes(derive(tag, "code")), digests, hash_index)
-    cols = transpose(rows)  # (512, size / 8)
-    t = np.stack([_prg(s, size // 8, lo // 8) for s in zero])
-    u = np.stack([_prg(s, size // 8, lo // 8) for s in one])
-    u ^= t
-    u ^= cols
-    t_rows = transpose(t)[where]
-    values = cr_hash(Aes(derive(tag, "chain")), Aes(derive(tag, "final")), t_rows,
-                     lo + where, nbytes)
-    return u.tobytes(), values
-
-
-def sender_slice(tag: bytes, chosen: list[bytes], choices: np.ndarray, columns: bytes,
-                 lo: int, hi: int, digests: np.ndarray, hash_index: np.ndarray,
-                 bins: np.ndarray, nbytes: int) -> np.ndarray:
-    """The sender's OPRF values for its (ID, hash function) pairs in bins ``lo..hi``."""
-    size = hi - lo
-    u = np.frombuffer(columns, np.uint8).reshape(WIDTH, size // 8)
-    q = np.stack([_prg(s, size // 8, lo // 8) for s in chosen])
-    q ^= u & (choices.astype(np.uint8) * np.uint8(0xFF))[:, None]
-    q_rows = transpose(q)  # q_b = t_b ^ (C(r_b) & s)
-    s_bytes = np.packbits(choices, bitorder="little")
-    z = q_rows[bins - lo]
-    z ^= code_words(Aes(derive(tag, "code")), digests, hash_index) & s_bytes
-    return cr_hash(Aes(derive(tag, "chain")), Aes(derive(tag, "final")), z, bins, nbytes)
-
-
 # ------------------------------------------------------------------------ protocol
 class KkrtProtocol(Protocol):
     """One party's side of KKRT PSI; both parties run it with the same parameters."""
@@ -173,6 +134,7 @@ class KkrtProtocol(Protocol):
         self._bins = 0
         self._entries: np.ndarray = np.zeros(0, np.int64)  # (id * 3 + i) sorted by bin
         self._entry_bins: np.ndarray = np.zeros(0, np.int64)
+        self._slice_starts: np.ndarray = np.zeros(1, np.int64)  # entries of each slice
         self._digests = np.zeros((0, 16), np.uint8)
         self._pending: set[int] = set()  # column slices received
         self._values: dict[int, np.ndarray] = {}
@@ -303,6 +265,9 @@ class KkrtProtocol(Protocol):
             raise ProtocolError(f"PSI: {self.peer!r} sent {len(data)} bytes of values; "
                                 f"expected {3 * self.peer_hello.size} x {width}")
         theirs = np.frombuffer(data, np.uint8).reshape(msg.count, width)
+        prefix = _prefixes(theirs)
+        if len(prefix) > 1 and not (prefix[1:] >= prefix[:-1]).all():
+            raise ProtocolError(f"PSI: the values from {self.peer!r} are not sorted")
         ids = np.concatenate([self._mine[k][0] for k in sorted(self._mine)])
         mine = np.concatenate([self._mine[k][1] for k in sorted(self._mine)])
         at_mine, at_theirs = match_rows(mine, theirs)
@@ -327,8 +292,11 @@ class KkrtProtocol(Protocol):
         self._bins = msg.bins
         self._n_slices = len(_slices(msg.bins))
         positions = bin_positions(Aes(msg.seed), self._digests, msg.bins).ravel()
-        order = np.argsort(positions, kind="stable")
+        # grouped by slice (a radix sort of 16-bit slice numbers), any order inside one
+        slices = (positions // SLICE).astype(np.uint16 if self._n_slices < 1 << 16 else np.uint32)
+        order = np.argsort(slices, kind="stable")
         self._entries, self._entry_bins = order, positions[order]
+        self._slice_starts = np.searchsorted(slices[order], np.arange(self._n_slices + 1))
         return []
 
     def _on_columns(self, msg: Columns, data: memoryview) -> list[Action]:
@@ -339,7 +307,7 @@ class KkrtProtocol(Protocol):
         if len(data) != WIDTH * (hi - lo) // 8:
             raise ProtocolError(f"PSI: column slice {msg.index} from {self.peer!r} has "
                                 f"{len(data)} bytes; expected {WIDTH * (hi - lo) // 8}")
-        a, b = np.searchsorted(self._entry_bins, [lo, hi])
+        a, b = self._slice_starts[msg.index], self._slice_starts[msg.index + 1]
         entries = self._entries[a:b]
         self._pending.add(msg.index)
         assert self._ot_receiver is not None
@@ -351,12 +319,15 @@ class KkrtProtocol(Protocol):
     def _send_values(self) -> list[Action]:
         assert self.peer_hello is not None
         values = np.concatenate([self._values[k] for k in sorted(self._values)])
-        order = random_permutation(len(values))  # entries are in bin order, as the slices
+        # sorted, the list is a function of the set of values alone (entries are in bin
+        # order, as the slices were): it tells no more than a shuffle would, and the
+        # receiver matches without sorting it
+        order = sort_order(values)
         self._shuffled = self._entries[order]
-        shuffled = values[order]
+        ordered = values[order]
         self._values = {}
-        return [CODEC.send(self.peer, Values(len(shuffled), shuffled.shape[1]),
-                           shuffled.tobytes())]
+        return [CODEC.send(self.peer, Values(len(ordered), ordered.shape[1]),
+                           ordered.tobytes())]
 
     def _on_result(self, msg: Result, data: memoryview) -> list[Action]:
         if self._shuffled is None:
@@ -369,7 +340,8 @@ class KkrtProtocol(Protocol):
             if at.size and (at.min() < 0 or at.max() >= len(self._shuffled)):
                 raise ProtocolError(f"PSI: result from {self.peer!r} points outside our values")
             ids = self._shuffled[at] // 3
-            if len(np.unique(ids)) != len(ids):
+            ranked = np.sort(ids)
+            if len(ids) > 1 and (ranked[1:] == ranked[:-1]).any():
                 raise ProtocolError(f"PSI: result from {self.peer!r} names one ID twice")
             positions = ids
         self._finish(PsiOutcome(msg.size if self._revealed() else -1, positions,
@@ -385,26 +357,39 @@ def _terms(hello: Hello) -> str:
             f"{hello.leader!r}, results to {list(hello.receivers)}")
 
 
-def match_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (into ``a``, into ``b``) of the rows equal in both (rows at least 8 bytes).
+def _prefixes(rows: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each row read big-endian (so integers sort as the bytes do), as
+    native integers (sorting and searching non-native ones is several times slower)."""
+    return np.ascontiguousarray(rows[:, :8]).view(">u8").ravel().astype(np.uint64)
 
-    Sorts ``a`` on its first 8 bytes as integers, looks ``b`` up in it and compares the
-    rest; should two rows of ``a`` share those 8 bytes (probability ~n^2 / 2^65) it sorts
-    whole rows instead."""
+
+def sort_order(rows: np.ndarray) -> np.ndarray:
+    """The order that sorts ``rows`` (at least 8 bytes each) as byte strings."""
+    prefix = _prefixes(rows)
+    order = np.argsort(prefix)
+    ranked = prefix[order]
+    if len(rows) > 1 and (ranked[1:] == ranked[:-1]).any():  # ~n^2 / 2^65: whole rows
+        order = np.lexsort(rows.T[::-1])
+    return order.astype(np.int64)
+
+
+def match_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (into ``a``, into ``b``) of the rows equal in both, ``b`` sorted (see
+    :func:`sort_order`): each row of ``a`` is looked up in ``b`` by its first 8 bytes and
+    compared whole; should rows of ``b`` share those 8 bytes (probability ~n^2 / 2^65),
+    the rows are matched whole instead."""
     if not len(a) or not len(b):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    ka = np.ascontiguousarray(a[:, :8]).view("<u8").ravel()
-    kb = np.ascontiguousarray(b[:, :8]).view("<u8").ravel()
-    order = np.argsort(ka)
-    sorted_a = ka[order]
-    if (sorted_a[1:] == sorted_a[:-1]).any():
+    ka, kb = _prefixes(a), _prefixes(b)
+    if len(kb) > 1 and (kb[1:] == kb[:-1]).any():
         void = np.dtype((np.void, a.shape[1]))
         _, ia, ib = np.intersect1d(np.ascontiguousarray(a).view(void).ravel(),
                                    np.ascontiguousarray(b).view(void).ravel(),
                                    return_indices=True)
     else:
-        at = np.minimum(np.searchsorted(sorted_a, kb), len(ka) - 1)
-        ib = np.flatnonzero(sorted_a[at] == kb)
-        ia = order[at[ib]]
+        order = np.argsort(ka)  # sorted needles: each search starts where the last ended
+        at = np.minimum(np.searchsorted(kb, ka[order]), len(kb) - 1)
+        hit = np.flatnonzero(kb[at] == ka[order])
+        ia, ib = order[hit], at[hit]
     same = (a[ia] == b[ib]).all(axis=1)
     return ia[same].astype(np.int64), ib[same].astype(np.int64)

@@ -22,7 +22,6 @@ import hashlib
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from pandas.util import hash_array
 
 BLOCK = 16
 CODE_BYTES = 64  # 512-bit code words (KKRT needs at least 448)
@@ -88,6 +87,8 @@ def cr_hash(chain: Aes, final: Aes, rows: np.ndarray, bins: np.ndarray, nbytes: 
 
 def id_digests(keys: list[bytes], tag: bytes) -> np.ndarray:
     """(n, 16) uint8 digests of the encoded IDs under this session's keys."""
+    from pandas.util import hash_array  # here: the workers never need pandas
+
     if not keys:
         return np.zeros((0, BLOCK), np.uint8)
     arr = np.empty(len(keys), object)
