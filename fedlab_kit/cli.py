@@ -241,10 +241,11 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--cluster", help="Where this party's curve work runs: local:N (a Dask "
               "LocalCluster), tcp://SCHEDULER:8786 (your Dask cluster) or processes:N "
               "(default: this machine's cores).")
-@click.option("--protocol", default="ecdh", show_default=True,
-              type=click.Choice(["ecdh", "kkrt"]),
-              help="ecdh: two or three parties; kkrt: two parties, OT extension, faster "
-              "(same value at every party).")
+@click.option("--protocol", default="auto", show_default=True,
+              type=click.Choice(["auto", "ecdh", "kkrt"]),
+              help="ecdh: two or three parties; kkrt: two parties, OT extension, faster; "
+              "auto: kkrt for two parties revealing the intersection (same value at every "
+              "party).")
 def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path | None,
             peers: str | None, reveal: str, receivers: str | None, duplicates: str,
             normalize: str | None, session: str, timeout: float, checkpoint: Path | None,
@@ -390,8 +391,9 @@ def bench_relay_cmd(mb: int, message_mb: int, transport: str, json_path: Path | 
               help="Also run this reference (ecdh: the kit's ECDH-PSI, same relay and sets).")
 @click.option("--cluster", help="Each party's work on its own cluster, e.g. local:2 (a Dask "
               "LocalCluster); the process pools run first, for the ratio.")
-@click.option("--protocol", default="ecdh", show_default=True,
-              type=click.Choice(["ecdh", "kkrt"]))
+@click.option("--protocol", default="auto", show_default=True,
+              type=click.Choice(["auto", "ecdh", "kkrt"]),
+              help="auto: kkrt (two parties), as psi() chooses")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
 def bench_psi_cmd(n: int, overlap: float, vs: str | None, cluster: str | None, protocol: str,
                   json_path: Path | None) -> None:

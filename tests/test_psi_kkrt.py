@@ -241,6 +241,22 @@ def test_the_sender_cannot_tell_the_receivers_ids_from_the_columns() -> None:
     assert held_score < 0.6  # a plain code word would agree in every bit (1.0)
 
 
+def test_what_the_receiver_sends_is_uniform() -> None:
+    """The columns for a highly structured set (consecutive integers, most bins empty with
+    code word 0) pass a chi-square test on their bytes, and every column's bits are
+    balanced: without the PRG masking, the zero code words of empty bins alone would skew
+    them."""
+    _, _, seen = _views(list(range(3000)), ["s0"])
+    cols = [np.frombuffer(kkrt.CODEC.decode_with_data(e)[1], np.uint8)
+            for e in seen if e.kind == "kkrt/columns"]
+    u = np.concatenate(cols)
+    counts = np.bincount(u, minlength=256)
+    expected = len(u) / 256
+    assert ((counts - expected) ** 2 / expected).sum() < 340  # 255 dof, p ~ 0.0003
+    bits = np.unpackbits(u.reshape(kkrt.WIDTH, -1), axis=1).mean(axis=1)
+    assert np.abs(bits - 0.5).max() < 0.04  # 3,848 bins per column: sigma 0.008
+
+
 def test_the_receiver_sees_uniform_values_for_ids_it_does_not_hold() -> None:
     """What the sender sends for IDs outside the intersection is uniform: byte counts of
     the values pass a chi-square test, and none equals a value the receiver holds."""

@@ -91,7 +91,7 @@ def _run(n: int, overlap: float, cluster: str | None, protocol: str = "ecdh"
 
 
 def bench_psi(n: int, overlap: float = 0.5, vs_openmined: bool = False,
-              cluster: str | None = None, protocol: str = "ecdh", vs_ecdh: bool = False
+              cluster: str | None = None, protocol: str = "auto", vs_ecdh: bool = False
               ) -> dict[str, Any]:
     """With ``cluster`` (e.g. "local:2", each party its own cluster), the same PSI runs
     first on the process pools, then on the clusters; the report is the cluster run's, with
@@ -99,6 +99,9 @@ def bench_psi(n: int, overlap: float = 0.5, vs_openmined: bool = False,
     ECDH-PSI, after the ``protocol`` run."""
     if n <= 0 or not 0 <= overlap <= 1:
         raise ValueError("need n > 0 and 0 <= overlap <= 1")
+    from ..psi.api import choose_protocol
+
+    protocol = choose_protocol(protocol, 2, "intersection")
     pools = _run(n, overlap, None, protocol) if cluster else None
     res = _run(n, overlap, cluster, protocol)
     a, b = res["alice"], res["bob"]

@@ -27,8 +27,8 @@ from .kkrt import KkrtProtocol
 from .plan import Plan, PlanProtocol, Resume
 from .protocol import BATCH, PsiProtocol, Reveal
 
-Method = Literal["ecdh", "kkrt"]
-PROTOCOLS = ("ecdh", "kkrt")
+Method = Literal["auto", "ecdh", "kkrt"]
+PROTOCOLS = ("auto", "ecdh", "kkrt")
 
 
 @dataclass
@@ -95,7 +95,7 @@ def psi(
     duplicates: DuplicatePolicy = "raise", normalize: Normalize = None,
     session: str = "psi", workers: int | None = None, progress: ProgressFn | None = None,
     timeout: float | None = 600.0, batch: int = BATCH, bucket_size: int = BUCKET_SIZE,
-    checkpoint_dir: str | os.PathLike[str] | None = None, protocol: Method = "ecdh",
+    checkpoint_dir: str | os.PathLike[str] | None = None, protocol: Method = "auto",
 ) -> PsiResult:
     """Private set intersection of ``ids`` with ``peers`` (default: every peer in the room).
 
@@ -111,7 +111,8 @@ def psi(
 
     ``protocol``: ``"ecdh"`` (two or three parties, X25519) or ``"kkrt"`` (two parties, OT
     extension, :mod:`fedlab_kit.psi.kkrt`: much faster; reveals the intersection, so not
-    with ``reveal="cardinality"``). Every party passes the same one.
+    with ``reveal="cardinality"``); ``"auto"`` (default): KKRT for two parties revealing
+    the intersection, ECDH otherwise. Every party passes the same one.
     """
     started = time.monotonic()
     peers = list(peers if peers is not None else party.peers)
@@ -119,8 +120,7 @@ def psi(
     if unknown:
         raise FedlabError(f"PSI peers {unknown} are not in this room; peers: {party.peers}")
     parties = sorted([party.name, *peers])
-    if protocol not in PROTOCOLS:
-        raise FedlabError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    protocol = choose_protocol(protocol, len(parties), reveal)
     if not isinstance(ids, pd.Series | list | tuple | np.ndarray | pd.Index):
         ids = list(ids)
     if reveal == "cardinality":
@@ -205,3 +205,12 @@ def _protocol(method: Method, me: str, parties: list[str], keys: list[bytes], re
     if method == "kkrt":
         return KkrtProtocol(me, parties, keys, reveal=reveal, receivers=receivers)
     return PsiProtocol(me, parties, keys, reveal=reveal, receivers=receivers, batch=batch)
+
+
+def choose_protocol(protocol: str, n_parties: int, reveal: str) -> Method:
+    """``"auto"`` resolved (the same at every party: it depends only on the shared options)."""
+    if protocol not in PROTOCOLS:
+        raise FedlabError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "auto":
+        return "kkrt" if n_parties == 2 and reveal == "intersection" else "ecdh"
+    return protocol  # type: ignore[return-value]
