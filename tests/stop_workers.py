@@ -24,7 +24,7 @@ def _wait_for_peers(party: Party, timeout: float = 60) -> None:
 
 def _job(job: str, party: Party, refuse: bool, workdir: str) -> Any:
     """One party's side of ``job``; the refusing party brings input it must refuse."""
-    if job == "psi":
+    if job in ("psi", "psi2"):  # psi2: two parties, so KKRT (the default there)
         ids = [f"id{i}" for i in range(300)] + (["id0"] if refuse else [])
         return party.psi(ids, workers=1, timeout=PEER_TIMEOUT).size
     if job == "boost":

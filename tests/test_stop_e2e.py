@@ -13,13 +13,15 @@ from party_processes import CTX, party_processes
 
 pytestmark = pytest.mark.e2e
 NAMES = {"psi": ("media", "operator", "retailer"), "boost": ("media", "operator", "retailer"),
-         "counts": ("operator", "retailer")}
-REFUSER = {"psi": "retailer", "boost": "retailer", "counts": "operator"}
-REASON = {"psi": "duplicate IDs", "boost": "missing or infinite labels", "counts": "refused"}
-WHAT = {"psi": "PSI", "boost": "SecureBoost training", "counts": "the joint count"}
+         "counts": ("operator", "retailer"), "psi2": ("media", "retailer")}
+REFUSER = {"psi": "retailer", "boost": "retailer", "counts": "operator", "psi2": "retailer"}
+REASON = {"psi": "duplicate IDs", "boost": "missing or infinite labels", "counts": "refused",
+          "psi2": "duplicate IDs"}
+WHAT = {"psi": "PSI", "boost": "SecureBoost training", "counts": "the joint count",
+        "psi2": "PSI"}
 
 
-@pytest.mark.parametrize("job", ["psi", "boost", "counts"])
+@pytest.mark.parametrize("job", ["psi", "psi2", "boost", "counts"])
 def test_a_refusing_party_that_stays_stops_every_peer_with_its_reason(tmp_path: Path,
                                                                        job: str) -> None:
     hold = CTX.Event()
