@@ -19,7 +19,8 @@ def psi_party(key: str, invitation: str, ids: list[Any], kwargs: dict[str, Any],
         aligned = None if res.rows is None else [ids[i] for i in res.rows]
         out.put((party.name, {"size": res.size, "aligned": aligned, "sizes": res.sizes,
                               "excluded": res.report.excluded, "t0": t0, "t1": t1,
-                              "buckets": res.buckets}))
+                              "buckets": res.buckets, "protocol": res.protocol,
+                              "summary": res.summary()}))
 
 
 def psi_until_done(key: str, invitation: str, ids: list[Any], kwargs: dict[str, Any],

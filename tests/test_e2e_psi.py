@@ -37,6 +37,16 @@ def test_two_parties_match_python_sets(tmp_path: Path, protocol: str) -> None:
     assert set(res["retailer"]["aligned"]) == truth
     assert res["retailer"]["size"] == len(truth) > 0
     assert res["media"]["sizes"] == {n: len(s) for n, s in sets.items()}
+    assert res["media"]["protocol"] == protocol
+    assert ("KKRT" if protocol == "kkrt" else "ECDH") in res["media"]["summary"]
+
+
+def test_two_parties_run_kkrt_unless_told_otherwise(tmp_path: Path) -> None:
+    sets = {"a": list(range(50)), "b": list(range(25, 80))}
+    assert {r["protocol"] for r in _run(tmp_path, sets).values()} == {"kkrt"}
+    counted = _run(tmp_path, sets, reveal="cardinality")  # KKRT cannot: ECDH
+    assert {r["protocol"] for r in counted.values()} == {"ecdh"}
+    assert counted["a"]["size"] == 25
 
 
 def test_three_parties_and_dirty_input(tmp_path: Path) -> None:

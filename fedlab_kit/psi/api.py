@@ -29,6 +29,7 @@ from .protocol import BATCH, PsiProtocol, Reveal
 
 Method = Literal["auto", "ecdh", "kkrt"]
 PROTOCOLS = ("auto", "ecdh", "kkrt")
+PROTOCOL_NAMES = {"ecdh": "ECDH over Curve25519", "kkrt": "KKRT OT extension"}
 
 
 @dataclass
@@ -48,6 +49,7 @@ class PsiResult:
     ids: pd.Series | None = None
     buckets: int = 1
     buckets_resumed: int = 0  # finished in an earlier, interrupted run (from the checkpoint)
+    protocol: str = "ecdh"  # the one that ran: "ecdh" or "kkrt"
 
     def align(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The rows of ``frame`` (same length as the PSI input) in the shared order."""
@@ -60,8 +62,8 @@ class PsiResult:
     def summary(self) -> str:
         sizes = ", ".join(f"{p}: {n}" for p, n in sorted(self.sizes.items()))
         got = "not revealed to us" if self.size < 0 else f"{self.size} common IDs"
-        return (f"PSI: {got} (input sizes, known to all: {sizes}) in {self.seconds:.1f} s. "
-                f"{self.report.summary()}")
+        return (f"PSI ({PROTOCOL_NAMES[self.protocol]}): {got} (input sizes, known to all: "
+                f"{sizes}) in {self.seconds:.1f} s. {self.report.summary()}")
 
 
 ProgressFn = Callable[[str, int, int], None]
@@ -196,7 +198,7 @@ def psi(
     if input_rows is not None and isinstance(ids, pd.Series):
         aligned_ids = ids.iloc[input_rows]
     return PsiResult(input_rows, size, plan.sizes, report, time.monotonic() - started,
-                     aligned_ids, plan.n_buckets, len(plan.done))
+                     aligned_ids, plan.n_buckets, len(plan.done), protocol)
 
 
 
