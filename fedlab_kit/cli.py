@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -218,11 +219,13 @@ def _names(text: str | None) -> list[str] | None:
 @click.option("--key", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--invitation", required=True, help="Invitation string or @file.")
 @click.option("--input", "input_path", required=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="CSV or Parquet file with one row per customer.")
+              help="CSV or Parquet file with one row per customer, or a folder or glob of "
+              "them (read a partition at a time, never whole).")
 @click.option("--column", required=True, help="The ID column.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write the aligned rows (CSV or Parquet).")
+              help="Where to write the aligned rows (CSV or Parquet); for a folder or glob "
+              "input, the column 'row' (position in the dataset, files in name order) in "
+              "the shared order.")
 @click.option("--peers", help="Comma-separated peers (default: everyone in the room).")
 @click.option("--reveal", default="intersection", show_default=True,
               type=click.Choice(["intersection", "cardinality"]))
@@ -246,21 +249,28 @@ def _names(text: str | None) -> list[str] | None:
               help="ecdh: two or three parties; kkrt: two parties, OT extension, faster; "
               "auto: kkrt for two parties revealing the intersection (same value at every "
               "party).")
-def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path | None,
+def psi_cmd(key: Path, invitation: str, input_path: str, column: str, out: Path | None,
             peers: str | None, reveal: str, receivers: str | None, duplicates: str,
             normalize: str | None, session: str, timeout: float, checkpoint: Path | None,
             bucket_size: int, cluster: str | None, protocol: str) -> None:
     """Private set intersection of a file's ID column with the peers; writes aligned rows."""
+    import pandas as pd
     from tqdm import tqdm
 
     from .net.session import Party
+    from .psi import PartitionedIds
     from .tables import read_table, write_table
 
     try:
-        frame = read_table(input_path, column)
-        if column not in frame.columns:
-            raise FedlabError(f"{input_path} has no column {column!r}; columns: "
-                              f"{[str(c) for c in frame.columns]}")
+        frame: Any = None
+        if Path(input_path).is_file():
+            frame = read_table(input_path, column)
+            if column not in frame.columns:
+                raise FedlabError(f"{input_path} has no column {column!r}; columns: "
+                                  f"{[str(c) for c in frame.columns]}")
+            ids: Any = frame[column]
+        else:  # a folder or a glob of files
+            ids = PartitionedIds(input_path, column)
         with Party(Identity.load(key), Invitation.parse(invitation),
                    cluster=cluster) as party, \
                 tqdm(desc="psi batches", unit="batch", disable=None) as bar:
@@ -270,13 +280,15 @@ def psi_cmd(key: Path, invitation: str, input_path: Path, column: str, out: Path
                 bar.n = done
                 bar.refresh()
 
-            result = party.psi(frame[column], peers=_names(peers), reveal=reveal,  # type: ignore[arg-type]
+            result = party.psi(ids, peers=_names(peers), reveal=reveal,  # type: ignore[arg-type]
                                receivers=_names(receivers), duplicates=duplicates,  # type: ignore[arg-type]
                                normalize=normalize, session=session, progress=progress,  # type: ignore[arg-type]
                                timeout=timeout, checkpoint_dir=checkpoint,
                                bucket_size=bucket_size, protocol=protocol)  # type: ignore[arg-type]
         if out is not None and result.rows is not None:
-            write_table(result.align(frame), out, private=True)
+            aligned = result.align(frame) if frame is not None else \
+                pd.DataFrame({"row": result.rows})
+            write_table(aligned, out, private=True)
     except (FedlabError, OSError, ValueError) as exc:
         _fail(exc)
     click.echo(result.summary(), err=True)
@@ -394,14 +406,18 @@ def bench_relay_cmd(mb: int, message_mb: int, transport: str, json_path: Path | 
 @click.option("--protocol", default="auto", show_default=True,
               type=click.Choice(["auto", "ecdh", "kkrt"]),
               help="auto: kkrt (two parties), as psi() chooses")
+@click.option("--input-partitions", default=0, type=click.IntRange(0),
+              help="Each party reads its IDs from this many Parquet files, a partition at "
+              "a time (0: a list in memory).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
 def bench_psi_cmd(n: int, overlap: float, vs: str | None, cluster: str | None, protocol: str,
-                  json_path: Path | None) -> None:
+                  input_partitions: int, json_path: Path | None) -> None:
     """PSI between two processes over the relay (optionally vs a reference)."""
     from .bench.psi import bench_psi
 
     _report(bench_psi(n, overlap, vs_openmined=vs == "openmined", cluster=cluster,
-                      protocol=protocol, vs_ecdh=vs == "ecdh"), json_path)
+                      protocol=protocol, vs_ecdh=vs == "ecdh",
+                      input_partitions=input_partitions), json_path)
 
 
 @bench.command("dp")

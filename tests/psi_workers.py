@@ -37,3 +37,15 @@ def psi_until_done(key: str, invitation: str, ids: list[Any], kwargs: dict[str, 
                 out.put((party.name, {"retry": attempt, "error": str(exc)}))
         out.put((party.name, {"size": res.size, "aligned": [ids[i] for i in res.rows],
                               "buckets": res.buckets, "resumed": res.buckets_resumed}))
+
+
+def psi_files_party(key: str, invitation: str, source: str, column: str,
+                    kwargs: dict[str, Any], out: Any) -> None:
+    """PSI on a folder of files (PartitionedIds); reports the dataset positions."""
+    from fedlab_kit.psi import PartitionedIds
+
+    with Party(Identity.load(key), Invitation.from_string(invitation)) as party:
+        res = party.psi(PartitionedIds(source, column), workers=1, **kwargs)
+        out.put((party.name, {"size": res.size, "rows": res.rows.tolist(),
+                              "buckets": res.buckets, "used": res.report.n_used,
+                              "excluded": res.report.excluded}))

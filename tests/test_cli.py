@@ -74,3 +74,44 @@ def test_invite_rejects_bad_relay_address(tmp_path: Path) -> None:
     res = _fedlab("invite", "--relay", "nohost", card, card, cwd=tmp_path)
     assert res.returncode == 1 and "HOST:PORT" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_psi_from_a_folder_of_files(tmp_path: Path) -> None:
+    """One party gives a folder of Parquet parts: --out holds its dataset positions ("row",
+    files in name order) in the order both parties share."""
+    pd.DataFrame({"user_id": ["007", "b", "c", "d"]}).to_csv(tmp_path / "a.csv", index=False)
+    (tmp_path / "parts").mkdir()
+    parts = [["d", "zz"], ["007", "x", "c"]]
+    for i, ids in enumerate(parts):
+        pd.DataFrame({"user_id": ids}).to_parquet(tmp_path / "parts" / f"p{i}.parquet")
+    cards = [_fedlab("keygen", n, "--out", f"{n}.key", cwd=tmp_path).stdout.strip()
+             for n in ("shop", "media")]
+    with RelayProcess.start() as relay:
+        inv = _fedlab("invite", "--relay", f"{relay.host}:{relay.port}", *cards, cwd=tmp_path)
+        (tmp_path / "inv.txt").write_text(inv.stdout)
+        common = ["--invitation", "@inv.txt", "--column", "user_id"]
+        procs = [subprocess.Popen([*FEDLAB, "psi", "--key", key, "--input", src, "--out", out,
+                                   *common], cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for key, src, out in (("shop.key", "a.csv", "a_aligned.csv"),
+                                       ("media.key", "parts", "b_rows.csv"))]
+        outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    got_a = pd.read_csv(tmp_path / "a_aligned.csv", dtype={"user_id": str})["user_id"]
+    flat = [v for p in parts for v in p]
+    rows = pd.read_csv(tmp_path / "b_rows.csv")["row"]
+    assert [flat[r] for r in rows] == got_a.tolist()
+    assert sorted(got_a) == ["007", "c", "d"]
+
+
+def test_psi_folder_with_a_bad_file_names_it(tmp_path: Path) -> None:
+    (tmp_path / "parts").mkdir()
+    pd.DataFrame({"user_id": ["a"]}).to_parquet(tmp_path / "parts" / "p0.parquet")
+    (tmp_path / "parts" / "p1.parquet").write_bytes(b"broken")
+    card = _fedlab("keygen", "shop", "--out", "shop.key", cwd=tmp_path).stdout.strip()
+    other = _fedlab("keygen", "media", "--out", "media.key", cwd=tmp_path).stdout.strip()
+    inv = _fedlab("invite", "--relay", "127.0.0.1:1", card, other, cwd=tmp_path).stdout
+    res = _fedlab("psi", "--key", "shop.key", "--invitation", inv.strip(), "--input", "parts",
+                  "--column", "user_id", cwd=tmp_path)
+    assert res.returncode == 1 and "p1.parquet" in res.stderr
+    assert "Traceback" not in res.stderr

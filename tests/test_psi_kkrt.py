@@ -195,8 +195,13 @@ def test_a_failed_cuckoo_placement_draws_a_new_seed(monkeypatch: pytest.MonkeyPa
 def _views(a: list[Any], b: list[Any]) -> tuple[KkrtProtocol, KkrtProtocol,
                                                  list[Envelope]]:
     """Run a (receiver) against b (sender), keeping every message."""
-    protos = {"a": KkrtProtocol("a", ["a", "b"], prepare_ids(a)[0]),
-              "b": KkrtProtocol("b", ["a", "b"], prepare_ids(b)[0])}
+    return _views_with(a, b)
+
+
+def _views_with(a: list[Any], b: list[Any], **kwargs: Any
+                ) -> tuple[KkrtProtocol, KkrtProtocol, list[Envelope]]:
+    protos = {"a": KkrtProtocol("a", ["a", "b"], prepare_ids(a)[0], **kwargs),
+              "b": KkrtProtocol("b", ["a", "b"], prepare_ids(b)[0], **kwargs)}
     net = LocalNetwork(protos)
     seen: list[Envelope] = []
     for _name, proto in protos.items():
@@ -302,22 +307,67 @@ def test_the_sender_checks_what_it_is_asked_to_compute() -> None:
         _tampered("kkrt/result", lambda m, d: (m, d[:8] * m.size))
 
 
-def test_the_receiver_refuses_values_out_of_order() -> None:
-    protos = {"a": KkrtProtocol("a", ["a", "b"], prepare_ids(list(range(100)))[0]),
-              "b": KkrtProtocol("b", ["a", "b"], prepare_ids(list(range(50, 150)))[0])}
-    real = protos["a"].on_message
+def test_the_result_names_rows_not_the_hash_function() -> None:
+    """The attack it rules out: told which *value* of its matched, the sender would learn
+    which of the three functions placed each common ID, hence the bins those IDs fill, and
+    could rule out candidates for the receiver's other IDs (a candidate whose three bins
+    are all taken). The values go as one row of three per sender ID, and the result names
+    rows only: every position is below the sender's set size, and a matched row's three
+    values are its own ID's under functions 0, 1 and 2."""
+    common = [f"c{i}" for i in range(300)]
+    _, sender, seen = _views([*common, "alice@example"], common)
+    values = next(e for e in seen if e.kind == "kkrt/values")
+    msg, data = kkrt.CODEC.decode_with_data(values)
+    assert msg.count == len(common) and len(data) == 3 * msg.count * msg.width
+    result = next(e for e in seen if e.kind == "kkrt/result")
+    rmsg, rdata = kkrt.CODEC.decode_with_data(result)
+    rows = np.frombuffer(rdata, ">i8")
+    assert rmsg.size == len(rows) == 300 and rows.max() < len(common)
+    assert sorted(sender.result.positions.tolist()) == list(range(300))
 
-    def reverse(env: Envelope) -> Any:
-        if env.kind == "kkrt/values":
-            msg, data = kkrt.CODEC.decode_with_data(env)
-            rows = np.frombuffer(data, np.uint8).reshape(msg.count, msg.width)[::-1]
-            env = Envelope(env.sender, env.recipient, env.session, env.kind, env.seq,
-                           kkrt.CODEC.encode(msg, rows.tobytes()))
-        return real(env)
 
-    protos["a"].on_message = reverse  # type: ignore[method-assign]
-    with pytest.raises(ProtocolError, match="not sorted"):
-        LocalNetwork(protos).run()
+def test_a_sender_that_is_not_a_receiver_is_not_told_the_count() -> None:
+    _, _, seen = _views_with([f"x{i}" for i in range(100)], [f"x{i}" for i in range(50, 150)],
+                             receivers=["a"])
+    rmsg, rdata = kkrt.CODEC.decode_with_data(next(e for e in seen
+                                                   if e.kind == "kkrt/result"))
+    assert rmsg.size == -1 and not rmsg.revealed and not len(rdata)
+
+
+def test_the_sender_checks_the_result_against_the_agreed_receivers() -> None:
+    with pytest.raises(ProtocolError, match="not revealed to this party"):
+        _tampered("kkrt/result", lambda m, d: (kkrt.Result(m.size, False), b""))
+    with pytest.raises(ProtocolError, match="malformed result"):
+        _tampered("kkrt/result", lambda m, d: (kkrt.Result(10**12, True), d))
+
+
+def test_a_peer_may_not_announce_more_than_the_plan_says() -> None:
+    keys = prepare_ids(list(range(10)))[0]
+    r = KkrtProtocol("a", ["a", "b"], keys, peer_limit=10)
+    s = KkrtProtocol("b", ["a", "b"], prepare_ids(list(range(11)))[0])
+    hello = s.start()[0]
+    with pytest.raises(ProtocolError, match="more than the 10"):
+        r.on_message(Envelope("b", "a", "s", hello.kind, 0, bytes(hello.payload)))
+
+
+def test_messages_after_the_end_are_refused() -> None:
+    a = KkrtProtocol("a", ["a", "b"], [])  # an empty set: done after the hellos
+    b = KkrtProtocol("b", ["a", "b"], prepare_ids([1])[0])
+    hello = b.start()[0]
+    a.on_message(Envelope("b", "a", "s", hello.kind, 0, bytes(hello.payload)))
+    assert a.done
+    with pytest.raises(ProtocolError, match="after the run ended"):
+        a.on_message(Envelope("b", "a", "s", hello.kind, 1, bytes(hello.payload)))
+
+
+def test_prg_segments_must_start_on_a_block() -> None:
+    from fedlab_kit.errors import InternalError
+    from fedlab_kit.psi.symmetric import prg
+
+    seed = os.urandom(16)
+    assert (prg(seed, 32, 16)[:16] == prg(seed, 48)[16:32]).all()  # disjoint, in order
+    with pytest.raises(InternalError, match="whole number"):
+        prg(seed, 16, 8)
 
 
 def test_ecdh_and_kkrt_peers_get_a_clear_error() -> None:

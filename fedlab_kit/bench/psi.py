@@ -29,13 +29,52 @@ def bench_set(name: str, n: int, overlap: float, seed: int = 7) -> list[str]:
     return shared + own if name == "alice" else own + shared
 
 
+def bench_ids(name: str, n: int, overlap: float, lo: int, hi: int, seed: int = 7
+              ) -> list[str]:
+    """Positions ``lo..hi`` of :func:`bench_set` without building the whole set."""
+    common = round(overlap * n)
+    first = common if name == "alice" else n - common  # where the other block starts
+    out = []
+    for i in range(lo, hi):
+        shared = i < first if name == "alice" else i >= first
+        j = i if name == "alice" else i - first
+        out.append(f"c{seed}-{j}" if shared else
+                   f"{name[0]}{seed}-{i - first if name == 'alice' else i}")
+    return out
+
+
+def write_partitions(folder: Path, name: str, n: int, overlap: float, parts: int) -> None:
+    """``name``'s bench set as ``parts`` Parquet files (column ``id``), one at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bounds = [round(k * n / parts) for k in range(parts + 1)]
+    for k in range(parts):
+        ids = bench_ids(name, n, overlap, bounds[k], bounds[k + 1])
+        pq.write_table(pa.table({"id": ids}), folder / f"part-{k:04d}.parquet")
+
+
+def _shared_digest(name: str, rows: Any, n: int, overlap: float) -> str:
+    """A digest of the common IDs' indices in the bench sets (equal at both parties, and
+    in every run, when the intersections agree)."""
+    import numpy as np
+
+    common = round(overlap * n)
+    index = np.sort(np.asarray(rows, np.int64) - (0 if name == "alice" else n - common))
+    return hashlib.sha256(index.tobytes()).hexdigest()  # of the set, as _digest is
+
+
 def _digest(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
 def _party(name: str, key: str, invitation: str, n: int, overlap: float, out: Any,
-           cluster: str | None = None, protocol: str = "ecdh") -> None:
-    ids = bench_set(name, n, overlap)
+           cluster: str | None = None, protocol: str = "ecdh", source: str | None = None
+           ) -> None:
+    from ..psi import PartitionedIds
+
+    ids: Any = PartitionedIds(source, "id") if source else bench_set(name, n, overlap)
     party = Party(Identity.load(key), Invitation.from_string(invitation), cluster=cluster)
     import fedlab_kit.psi.api  # noqa: F401  # imported before the clock starts, as in a notebook
 
@@ -53,7 +92,8 @@ def _party(name: str, key: str, invitation: str, n: int, overlap: float, out: An
         "worker_peak_rss_mb": round(kids.ru_maxrss / 1024, 1),
         "bytes_sent": party.aio.bytes_sent,
         "intersection": res.size,
-        "digest": _digest([ids[i] for i in res.rows]) if res.rows is not None else "",
+        "digest": "" if res.rows is None else _shared_digest(name, res.rows, n, overlap)
+        if source else _digest([ids[i] for i in res.rows]),
     }))
     party.close()
 
@@ -73,14 +113,18 @@ def _openmined(n: int, overlap: float) -> tuple[float, str, int]:
     return seconds, _digest([client_items[i] for i in found]), len(found)
 
 
-def _run(n: int, overlap: float, cluster: str | None, protocol: str = "ecdh"
-         ) -> dict[str, Any]:
+def _run(n: int, overlap: float, cluster: str | None, protocol: str = "ecdh",
+         partitions: int = 0) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp, RelayProcess.start() as relay:
         inv, keys = create_room(["alice", "bob"], Path(tmp), relay.host, relay.port)
+        sources = {p: "" for p in ("alice", "bob")}
+        for p in sources if partitions else ():
+            write_partitions(Path(tmp) / f"ids-{p}", p, n, overlap, partitions)
+            sources[p] = str(Path(tmp) / f"ids-{p}")
         q = ctx.Queue()
         procs = [ctx.Process(target=_party, args=(p, str(keys[p]), inv.to_string(), n, overlap,
-                                                  q, cluster, protocol))
+                                                  q, cluster, protocol, sources[p]))
                  for p in ("alice", "bob")]
         for p in procs:
             p.start()
@@ -91,19 +135,22 @@ def _run(n: int, overlap: float, cluster: str | None, protocol: str = "ecdh"
 
 
 def bench_psi(n: int, overlap: float = 0.5, vs_openmined: bool = False,
-              cluster: str | None = None, protocol: str = "auto", vs_ecdh: bool = False
-              ) -> dict[str, Any]:
+              cluster: str | None = None, protocol: str = "auto", vs_ecdh: bool = False,
+              input_partitions: int = 0) -> dict[str, Any]:
     """With ``cluster`` (e.g. "local:2", each party its own cluster), the same PSI runs
     first on the process pools, then on the clusters; the report is the cluster run's, with
     the pools' seconds and their ratio. With ``vs_ecdh`` the same sets also go through
-    ECDH-PSI, after the ``protocol`` run."""
+    ECDH-PSI, after the ``protocol`` run. With ``input_partitions``, each party reads its
+    set from that many Parquet files (:class:`~fedlab_kit.psi.PartitionedIds`) instead of
+    holding it as a list."""
     if n <= 0 or not 0 <= overlap <= 1:
         raise ValueError("need n > 0 and 0 <= overlap <= 1")
     from ..psi.api import choose_protocol
 
     protocol = choose_protocol(protocol, 2, "intersection")
-    pools = _run(n, overlap, None, protocol) if cluster else None
-    res = _run(n, overlap, cluster, protocol)
+    parts = input_partitions
+    pools = _run(n, overlap, None, protocol, parts) if cluster else None
+    res = _run(n, overlap, cluster, protocol, parts)
     a, b = res["alice"], res["bob"]
     report: dict[str, Any] = {
         "n": n, "overlap": overlap, "intersection": a["intersection"],
@@ -115,6 +162,7 @@ def bench_psi(n: int, overlap: float = 0.5, vs_openmined: bool = False,
         "worker_peak_rss_mb": {"alice": a["worker_peak_rss_mb"], "bob": b["worker_peak_rss_mb"]},
         "bytes_sent": {"alice": a["bytes_sent"], "bob": b["bytes_sent"]},
         "protocol": protocol,
+        "input_partitions": parts,
     }
     if protocol == "ecdh":
         report["x25519_ops"] = 4 * n
@@ -126,7 +174,7 @@ def bench_psi(n: int, overlap: float = 0.5, vs_openmined: bool = False,
                    "same_intersection_as_processpool":
                        pools["alice"]["digest"] == a["digest"]}
     if vs_ecdh:
-        ecdh = _run(n, overlap, cluster, "ecdh")
+        ecdh = _run(n, overlap, cluster, "ecdh", parts)
         ecdh_seconds = max(ecdh["alice"]["seconds"], ecdh["bob"]["seconds"])
         report |= {"ecdh_seconds": round(ecdh_seconds, 2),
                    "ratio_vs_ecdh": round(ecdh_seconds / report["seconds"], 2),

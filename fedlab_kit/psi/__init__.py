@@ -9,7 +9,7 @@ from typing import Any
 _EXPORTS = {
     "PsiResult": "api", "psi": "api", "IdError": "ids", "IdReport": "ids",
     "prepare_ids": "ids", "PsiOutcome": "protocol", "PsiProtocol": "protocol",
-    "KkrtProtocol": "kkrt",
+    "KkrtProtocol": "kkrt", "PartitionedIds": "dataset",
 }
 __all__ = sorted(_EXPORTS)
 

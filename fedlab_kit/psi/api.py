@@ -22,6 +22,7 @@ from ..net.driver import run, stopping
 from ..net.session import Party
 from ..orphans import exit_with_parent
 from .buckets import BucketStore
+from .dataset import PartitionedIds
 from .ids import DuplicatePolicy, IdReport, Normalize, prepare_ids
 from .kkrt import KkrtProtocol
 from .plan import Plan, PlanProtocol, Resume
@@ -101,6 +102,10 @@ def psi(
 ) -> PsiResult:
     """Private set intersection of ``ids`` with ``peers`` (default: every peer in the room).
 
+    ``ids``: a column (Series, list, array) or a :class:`~fedlab_kit.psi.PartitionedIds`
+    (a folder or glob of Parquet / CSV files, read one partition at a time: the column
+    never has to fit in memory; the result's rows are positions in the dataset).
+
     Every party calls this with the same ``peers`` (as a set, itself included implicitly),
     ``reveal``, ``receivers``, ``session`` and ``bucket_size``. Sets larger than
     ``bucket_size`` are split into hash buckets on disk and intersected bucket by bucket;
@@ -123,7 +128,8 @@ def psi(
         raise FedlabError(f"PSI peers {unknown} are not in this room; peers: {party.peers}")
     parties = sorted([party.name, *peers])
     protocol = choose_protocol(protocol, len(parties), reveal)
-    if not isinstance(ids, pd.Series | list | tuple | np.ndarray | pd.Index):
+    partitioned = isinstance(ids, PartitionedIds)  # read partition by partition, never whole
+    if not partitioned and not isinstance(ids, pd.Series | list | tuple | np.ndarray | pd.Index):
         ids = list(ids)
     if reveal == "cardinality":
         # one bucket: per-bucket counts would tell, for a hash partition every party knows,
@@ -134,7 +140,8 @@ def psi(
     options = {"session": session, "parties": parties, "reveal": reveal,
                "receivers": sorted(receivers or parties), "normalize": normalize,
                "duplicates": duplicates, "bucket_size": bucket_size,
-               "fingerprint": _fingerprint(ids) if store is not None else "",
+               "fingerprint": "" if store is None else
+               ids.fingerprint() if partitioned else _fingerprint(ids),
                "protocol": protocol}
     with contextlib.ExitStack() as stack:
         if store is not None:
@@ -158,7 +165,7 @@ def psi(
         if plan.resumed:
             assert state is not None and store is not None
             report = IdReport(**state["report"])
-        elif plan.n_buckets == 1 and store is None:
+        elif plan.n_buckets == 1 and store is None and not partitioned:
             keys, rows, report = prepare_ids(ids, duplicates=duplicates, normalize=normalize)
             memory[0] = (keys, rows)
         else:
@@ -176,7 +183,8 @@ def psi(
                 continue
             where.session = f"{session}/{plan.attempt}/b{k}"
             keys, rows = memory.pop(k) if k in memory else store.read_bucket(k)  # type: ignore[union-attr]
-            proto = _protocol(protocol, party.name, parties, keys, reveal, receivers, batch)
+            proto = _protocol(protocol, party.name, parties, keys, reveal, receivers, batch,
+                              plan.sizes)
             label = f"psi bucket {k + 1}/{plan.n_buckets}"
             outcome = run(party, proto, session=f"{session}/{plan.attempt}/b{k}",
                           timeout=timeout, executor=pool, watch=peers,
@@ -203,9 +211,12 @@ def psi(
 
 
 def _protocol(method: Method, me: str, parties: list[str], keys: list[bytes], reveal: Reveal,
-              receivers: list[str] | None, batch: int) -> PsiProtocol | KkrtProtocol:
-    if method == "kkrt":
-        return KkrtProtocol(me, parties, keys, reveal=reveal, receivers=receivers)
+              receivers: list[str] | None, batch: int, sizes: dict[str, int] | None = None
+              ) -> PsiProtocol | KkrtProtocol:
+    if method == "kkrt":  # a peer may announce at most its set size in the plan
+        peer = next((p for p in parties if p != me), "")
+        return KkrtProtocol(me, parties, keys, reveal=reveal, receivers=receivers,
+                            peer_limit=None if sizes is None else sizes.get(peer))
     return PsiProtocol(me, parties, keys, reveal=reveal, receivers=receivers, batch=batch)
 
 

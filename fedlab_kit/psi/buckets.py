@@ -87,13 +87,17 @@ class BucketStore:
         self, ids: Sequence[Any], tag: bytes, n_buckets: int, *, normalize: Normalize,
         duplicates: DuplicatePolicy, on_chunk: Callable[[int, int], None] | None = None,
     ) -> IdReport:
-        """Encode ``ids`` chunk by chunk into ``n_buckets`` files; then check duplicates."""
+        """Encode ``ids`` chunk by chunk into ``n_buckets`` files; then check duplicates.
+        ``ids``: a sequence, or an object whose ``chunks()`` yields (offset, chunk), as
+        :class:`~fedlab_kit.psi.dataset.PartitionedIds` does."""
         report = IdReport(0, 0)
         writers = [pa.ipc.new_stream(str(self._bucket_path(k)), SCHEMA)
                    for k in range(n_buckets)]
+        chunks = ids.chunks() if hasattr(ids, "chunks") else (
+            (start, ids[start:start + CHUNK]) for start in range(0, len(ids), CHUNK))
+        total = len(ids)
         try:
-            for start in range(0, len(ids), CHUNK):
-                chunk = ids[start : start + CHUNK]
+            for start, chunk in chunks:
                 keys, rows, report = encode_ids(chunk, normalize=normalize, offset=start,
                                                 report=report)
                 buckets = bucket_of(tag, keys, n_buckets)
@@ -108,7 +112,7 @@ class BucketStore:
                                                                     type=pa.binary())],
                             schema=SCHEMA))
                 if on_chunk is not None:
-                    on_chunk(min(start + CHUNK, len(ids)), len(ids))
+                    on_chunk(min(start + len(chunk), total), total)
         finally:
             for w in writers:
                 w.close()

@@ -13,10 +13,12 @@ Roles: the *receiver* (the leader; it learns the intersection) and the *sender*.
    ``F_b(y) = H(b, q_b ^ (C(y) & s))``, which the receiver knows only at its own ID,
    ``H(b, t_b)``.
 3. The sender evaluates, for each of its IDs and each hash function ``i``, ``F`` at
-   ``(y, i)`` in bin ``h_i(y)``, shuffles the ``3 n`` values (OS CSPRNG) and sends them,
-   truncated to ``40 + log2(n_receiver * 3 n_sender)`` bits; the receiver matches.
-   When the sender is a receiver of the result too, the receiver tells it which of its
-   values matched, in a random common order.
+   ``(y, i)`` in bin ``h_i(y)``, truncated to ``40 + log2(n_receiver * 3 n_sender)`` bits,
+   and sends one row of three values per ID, the rows in a random order (OS CSPRNG); the
+   receiver matches. When the sender is a receiver of the result too, the receiver tells
+   it which of its *rows* matched, in a random common order: naming the matched value
+   would tell the sender which hash function placed each common ID, so which bins the
+   receiver's other IDs cannot be in.
 
 What each side learns (semi-honest, non-colluding): the sender learns the receiver's set
 size (and the intersection, when it receives the result); the receiver learns the
@@ -34,7 +36,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..errors import InputError, ProtocolError
+from ..errors import InputError, InternalError, ProtocolError
 from ..protocol import Action, Codec, Compute, Envelope, Protocol
 from . import cuckoo
 from .base_ot import POINT, OtReceiver, OtSender
@@ -68,7 +70,7 @@ class Columns(msgspec.Struct, array_like=True):
 
 
 class Values(msgspec.Struct, array_like=True):
-    """Sender -> receiver: the shuffled OPRF values (raw data)."""
+    """Sender -> receiver: ``count`` rows of three OPRF values, rows shuffled (raw data)."""
 
     count: int
     width: int
@@ -92,6 +94,8 @@ def value_bytes(n_receiver: int, n_sender: int) -> int:
 
 
 def _slices(bins: int) -> list[tuple[int, int]]:
+    if SLICE % 128:  # each slice starts on a 16-byte block of every column's PRG stream
+        raise InternalError(f"KKRT slices must be a multiple of 128 bins, not {SLICE}")
     return [(b, min(bins, b + SLICE)) for b in range(0, bins, SLICE)]
 
 
@@ -103,7 +107,9 @@ class KkrtProtocol(Protocol):
 
     def __init__(self, me: str, parties: list[str], keys: list[bytes], *,
                  leader: str | None = None, reveal: Reveal = "intersection",
-                 receivers: list[str] | None = None) -> None:
+                 receivers: list[str] | None = None, peer_limit: int | None = None) -> None:
+        """``peer_limit``: the most IDs the peer may announce (its set size in the plan),
+        which bounds the work it can ask for."""
         super().__init__()
         parties = sorted(parties)
         if me not in parties or len(parties) != 2:
@@ -117,6 +123,7 @@ class KkrtProtocol(Protocol):
         self.me, self.leader, self.receivers = me, leader, receivers
         self.peer = next(p for p in parties if p != me)
         self.keys = keys
+        self.peer_limit = peer_limit
         self.hello = Hello(VERSION, parties, leader, reveal, receivers, len(keys), 0,
                            os.urandom(16))  # no batches: slices of bins instead
         self.peer_hello: Hello | None = None
@@ -138,7 +145,7 @@ class KkrtProtocol(Protocol):
         self._digests = np.zeros((0, 16), np.uint8)
         self._pending: set[int] = set()  # column slices received
         self._values: dict[int, np.ndarray] = {}
-        self._shuffled: np.ndarray | None = None  # entry at each position of the values sent
+        self._row_ids: np.ndarray | None = None  # our ID index at each row of the values sent
 
     @property
     def receiver(self) -> bool:
@@ -159,6 +166,8 @@ class KkrtProtocol(Protocol):
     def on_message(self, env: Envelope) -> list[Action]:
         if env.sender != self.peer:
             raise ProtocolError(f"PSI: message from {env.sender!r}, who is not the peer here")
+        if self.done:
+            raise ProtocolError(f"PSI: {env.kind!r} from {env.sender!r} after the run ended")
         if env.kind.startswith("psi/"):
             raise ProtocolError(f"PSI: {env.sender!r} runs ECDH-PSI and this party KKRT: "
                                 "every party must pass the same protocol=")
@@ -188,6 +197,9 @@ class KkrtProtocol(Protocol):
                                 f"this party runs {_terms(mine)}")
         if self.peer_hello is not None or hello.size < 0:
             raise ProtocolError(f"PSI: duplicate or invalid hello from {self.peer!r}")
+        if self.peer_limit is not None and hello.size > self.peer_limit:
+            raise ProtocolError(f"PSI: {self.peer!r} announces {hello.size} IDs, more than "
+                                f"the {self.peer_limit} of its set in the plan")
         self.peer_hello = hello
         first, second = (mine, hello) if self.receiver else (hello, mine)
         self.tag = b"kkrt1|" + first.nonce + second.nonce
@@ -260,24 +272,22 @@ class KkrtProtocol(Protocol):
     def _on_values(self, msg: Values, data: memoryview) -> list[Action]:
         assert self.peer_hello is not None
         width = self._nbytes()
-        if (msg.count != 3 * self.peer_hello.size or msg.width != width
-                or len(data) != msg.count * width or len(self._mine) != self._n_slices):
+        if (msg.count != self.peer_hello.size or msg.width != width
+                or len(data) != 3 * msg.count * width or len(self._mine) != self._n_slices):
             raise ProtocolError(f"PSI: {self.peer!r} sent {len(data)} bytes of values; "
-                                f"expected {3 * self.peer_hello.size} x {width}")
-        theirs = np.frombuffer(data, np.uint8).reshape(msg.count, width)
-        prefix = _prefixes(theirs)
-        if len(prefix) > 1 and not (prefix[1:] >= prefix[:-1]).all():
-            raise ProtocolError(f"PSI: the values from {self.peer!r} are not sorted")
+                                f"expected {self.peer_hello.size} x 3 x {width}")
+        theirs = np.frombuffer(data, np.uint8).reshape(3 * msg.count, width)
+        ranked = sort_order(theirs)
         ids = np.concatenate([self._mine[k][0] for k in sorted(self._mine)])
         mine = np.concatenate([self._mine[k][1] for k in sorted(self._mine)])
-        at_mine, at_theirs = match_rows(mine, theirs)
+        at_mine, at_ranked = match_rows(mine, theirs[ranked])
         order = random_permutation(len(at_mine))
-        at_mine, at_theirs = at_mine[order], at_theirs[order]
+        at_mine, rows = at_mine[order], ranked[at_ranked[order]] // 3  # the sender's rows
         size = len(at_mine)
         self._finish(PsiOutcome(size, ids[at_mine].astype(np.int64), self._sizes()))
-        revealed = self.peer in self.receivers
-        return [CODEC.send(self.peer, Result(size, revealed),
-                           at_theirs.astype(">i8").tobytes() if revealed else b"")]
+        revealed = self.peer in self.receivers  # else not even the count goes out
+        return [CODEC.send(self.peer, Result(size if revealed else -1, revealed),
+                           rows.astype(">i8").tobytes() if revealed else b"")]
 
     # ------------------------------------------------------------------ sender
     def _on_offer(self, msg: Offer) -> list[Action]:
@@ -319,27 +329,31 @@ class KkrtProtocol(Protocol):
     def _send_values(self) -> list[Action]:
         assert self.peer_hello is not None
         values = np.concatenate([self._values[k] for k in sorted(self._values)])
-        # sorted, the list is a function of the set of values alone (entries are in bin
-        # order, as the slices were): it tells no more than a shuffle would, and the
-        # receiver matches without sorting it
-        order = sort_order(values)
-        self._shuffled = self._entries[order]
-        ordered = values[order]
+        n, width = self.hello.size, values.shape[1]
+        table = np.empty((n, 3, width), np.uint8)  # entries are in slice order, as values
+        table[self._entries // 3, self._entries % 3] = values
+        self._row_ids = random_permutation(n)
         self._values = {}
-        return [CODEC.send(self.peer, Values(len(ordered), ordered.shape[1]),
-                           ordered.tobytes())]
+        return [CODEC.send(self.peer, Values(n, width), table[self._row_ids].tobytes())]
 
     def _on_result(self, msg: Result, data: memoryview) -> list[Action]:
-        if self._shuffled is None:
+        if self._row_ids is None:
             raise ProtocolError(f"PSI: result from {self.peer!r} before the values went out")
         positions = None
+        if msg.revealed != self._revealed():
+            raise ProtocolError(f"PSI: {self.peer!r} sent a result that is "
+                                f"{'' if msg.revealed else 'not '}revealed to this party, "
+                                "against the agreed receivers")
+        if not msg.revealed and (msg.size != -1 or len(data)):
+            raise ProtocolError(f"PSI: {self.peer!r} sent a count to a party that is not a "
+                                "receiver")
         if msg.revealed:
-            if not self._revealed() or len(data) != 8 * msg.size:
+            if not 0 <= msg.size <= len(self._row_ids) or len(data) != 8 * msg.size:
                 raise ProtocolError(f"PSI: malformed result from {self.peer!r}")
             at = np.frombuffer(data, ">i8").astype(np.int64)
-            if at.size and (at.min() < 0 or at.max() >= len(self._shuffled)):
+            if at.size and (at.min() < 0 or at.max() >= len(self._row_ids)):
                 raise ProtocolError(f"PSI: result from {self.peer!r} points outside our values")
-            ids = self._shuffled[at] // 3
+            ids = self._row_ids[at]
             ranked = np.sort(ids)
             if len(ids) > 1 and (ranked[1:] == ranked[:-1]).any():
                 raise ProtocolError(f"PSI: result from {self.peer!r} names one ID twice")

@@ -23,6 +23,8 @@ import hashlib
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from ..errors import InternalError
+
 BLOCK = 16
 CODE_BYTES = 64  # 512-bit code words (KKRT needs at least 448)
 
@@ -48,7 +50,9 @@ class Aes:
 
 def prg(seed: bytes, nbytes: int, offset: int = 0) -> np.ndarray:
     """Bytes ``offset .. offset + nbytes`` of the AES-128-CTR stream keyed by ``seed``
-    (``offset`` a multiple of 16)."""
+    (``offset`` a multiple of 16: another would reuse stream bytes)."""
+    if offset % BLOCK:
+        raise InternalError(f"PRG offset {offset} is not a whole number of AES blocks")
     counter = (offset // BLOCK).to_bytes(BLOCK, "big")
     enc = Cipher(algorithms.AES(seed), modes.CTR(counter)).encryptor()
     zeros = np.zeros(nbytes, np.uint8)
