@@ -63,8 +63,8 @@ class PsiResult:
     def summary(self) -> str:
         sizes = ", ".join(f"{p}: {n}" for p, n in sorted(self.sizes.items()))
         got = "not revealed to us" if self.size < 0 else f"{self.size} common IDs"
-        return (f"PSI ({PROTOCOL_NAMES[self.protocol]}): {got} (input sizes, known to all: "
-                f"{sizes}) in {self.seconds:.1f} s. {self.report.summary()}")
+        return (f"PSI: {got} (input sizes, known to all: {sizes}) in {self.seconds:.1f} s "
+                f"({PROTOCOL_NAMES[self.protocol]}). {self.report.summary()}")
 
 
 ProgressFn = Callable[[str, int, int], None]
