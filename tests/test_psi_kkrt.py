@@ -296,7 +296,8 @@ def _tampered(kind: str, change: Any) -> None:
 
 def test_the_sender_checks_what_it_is_asked_to_compute() -> None:
     with pytest.raises(ProtocolError, match="bins"):  # more work than the size calls for
-        _tampered("kkrt/offer", lambda m, d: (kkrt.Offer(m.first, m.seed, m.bins * 4), d))
+        _tampered("kkrt/offer", lambda m, d: (kkrt.Offer(m.first, m.seed, m.bins * 4,
+                                                         m.canary), d))
     with pytest.raises(ProtocolError, match="bytes; expected"):
         _tampered("kkrt/columns", lambda m, d: (m, d[:-8]))
     with pytest.raises(ProtocolError, match="out of place"):
@@ -368,6 +369,14 @@ def test_prg_segments_must_start_on_a_block() -> None:
     assert (prg(seed, 32, 16)[:16] == prg(seed, 48)[16:32]).all()  # disjoint, in order
     with pytest.raises(InternalError, match="whole number"):
         prg(seed, 16, 8)
+
+
+def test_parties_that_digest_ids_differently_are_told_so() -> None:
+    """A receiver whose ID digests differ (another pandas hashing, say) would find an empty
+    intersection without a word: the sender compares the canary and refuses."""
+    with pytest.raises(ProtocolError, match="digests IDs differently"):
+        _tampered("kkrt/offer", lambda m, d: (kkrt.Offer(m.first, m.seed, m.bins,
+                                                         bytes(16)), d))
 
 
 def test_ecdh_and_kkrt_peers_get_a_clear_error() -> None:

@@ -47,14 +47,18 @@ from .symmetric import Aes, bin_positions, id_digests
 VERSION = 1
 STATISTICAL = 40
 ATTEMPTS = 8  # cuckoo seeds tried before giving up
+CANARY = b"s:fedlab-kkrt-canary"
 
 
 class Offer(msgspec.Struct, array_like=True):
-    """Receiver -> sender: the base-OT sender's point and the cuckoo seed."""
+    """Receiver -> sender: the base-OT sender's point, the cuckoo seed, and the receiver's
+    digest of a fixed ID under this session's tag (``canary``): both sides must digest IDs
+    alike, or nothing could ever match."""
 
     first: bytes
     seed: bytes
     bins: int
+    canary: bytes
 
 
 class Answer(msgspec.Struct, array_like=True):
@@ -238,7 +242,8 @@ class KkrtProtocol(Protocol):
         self._digests, self._bins = digests, bins
         self._n_slices = len(_slices(bins))
         self._ot_sender = OtSender(self.tag)
-        return [CODEC.send(self.peer, Offer(self._ot_sender.first, seed, bins))]
+        return [CODEC.send(self.peer, Offer(self._ot_sender.first, seed, bins,
+                                            _canary(self.tag)))]
 
     def _on_answer(self, msg: Answer, data: memoryview) -> list[Action]:
         if self._ot_sender is None or msg.count != WIDTH or self._mine:
@@ -298,6 +303,10 @@ class KkrtProtocol(Protocol):
                                 f"{self.peer_hello.size} IDs (or offered twice)")
         if len(msg.first) != POINT:
             raise ProtocolError(f"PSI: malformed base-OT message from {self.peer!r}")
+        if msg.canary != _canary(self.tag):
+            raise ProtocolError(f"PSI: {self.peer!r} digests IDs differently from this party "
+                                "(different pandas hashing?): no ID could match. Install the "
+                                "same fedlab-kit and pandas versions at both parties")
         self._chosen = self._ot_receiver.seeds(msg.first)
         self._bins = msg.bins
         self._n_slices = len(_slices(msg.bins))
@@ -364,6 +373,10 @@ class KkrtProtocol(Protocol):
 
     def _finish(self, outcome: PsiOutcome) -> None:
         self.done, self.result = True, outcome
+
+
+def _canary(tag: bytes) -> bytes:
+    return id_digests([CANARY], tag).tobytes()
 
 
 def _terms(hello: Hello) -> str:
