@@ -22,24 +22,22 @@ from ..net.session import Party
 
 
 def bench_set(name: str, n: int, overlap: float, seed: int = 7) -> list[str]:
-    """One of two sets ("alice", "bob") of ``n`` string IDs sharing ``round(overlap * n)``."""
-    common = round(overlap * n)
-    shared = [f"c{seed}-{i}" for i in range(common)]
-    own = [f"{name[0]}{seed}-{i}" for i in range(n - common)]
-    return shared + own if name == "alice" else own + shared
+    """One of two sets ("alice", "bob") of ``n`` string IDs sharing ``round(overlap * n)``:
+    alice's common IDs come first, bob's last."""
+    return bench_ids(name, n, overlap, 0, n, seed)
 
 
 def bench_ids(name: str, n: int, overlap: float, lo: int, hi: int, seed: int = 7
               ) -> list[str]:
     """Positions ``lo..hi`` of :func:`bench_set` without building the whole set."""
     common = round(overlap * n)
-    first = common if name == "alice" else n - common  # where the other block starts
-    out = []
-    for i in range(lo, hi):
-        shared = i < first if name == "alice" else i >= first
-        j = i if name == "alice" else i - first
-        out.append(f"c{seed}-{j}" if shared else
-                   f"{name[0]}{seed}-{i - first if name == 'alice' else i}")
+    blocks = [("c", common), (name[0], n - common)]  # (prefix, size), in set order
+    out: list[str] = []
+    start = 0
+    for prefix, size in blocks if name == "alice" else blocks[::-1]:
+        out += [f"{prefix}{seed}-{i - start}"
+                for i in range(max(lo, start), min(hi, start + size))]
+        start += size
     return out
 
 

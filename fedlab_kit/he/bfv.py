@@ -189,7 +189,8 @@ class BfvPublic:
     def load(self, data: bytes | memoryview, *, expect: int | None = None,
              fresh: bool = False) -> list[seal.Ciphertext]:
         """A peer's ciphertexts; ``fresh``: each must be at the first (fullest) level, as
-        the key holder encrypts them (a lower level would fail deep inside SEAL later)."""
+        the key holder encrypts them (at a lower level the flooding has less room than the
+        stated bound assumes)."""
         try:
             parts = msgspec.msgpack.decode(data, type=list[bytes])
         except msgspec.DecodeError as exc:

@@ -72,17 +72,21 @@ BUCKET_SIZE = 1_000_000
 ONE_BUCKET = 2**62  # a bucket size no set reaches
 
 
-def worker_pool(workers: int | None = None) -> ProcessPoolExecutor:
+WORKER_MODULES = {"ecdh": "fedlab_kit.psi.curve", "kkrt": "fedlab_kit.psi.ote"}
+
+
+def worker_pool(workers: int | None = None, protocols: Iterable[str] = WORKER_MODULES
+                ) -> ProcessPoolExecutor:
     """The hashing and curve workers of one PSI run (they exit if this process is killed).
 
-    They start at once and import the workers' modules while the run is being planned,
-    instead of when the first batch arrives."""
+    They start at once and import the modules of ``protocols``' jobs while the run is being
+    planned, instead of when the first batch arrives."""
     n = workers or os.cpu_count() or 1
     pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"),
                                initializer=exit_with_parent)
     for _ in range(n):
-        pool.submit(importlib.import_module, "fedlab_kit.psi.ote")
-        pool.submit(importlib.import_module, "fedlab_kit.psi.curve")
+        for p in protocols:
+            pool.submit(importlib.import_module, WORKER_MODULES[p])
     return pool
 
 
@@ -152,7 +156,8 @@ def psi(
             resume = Resume(bytes.fromhex(state["tag"]), state["n_buckets"],
                             frozenset(state["done"]))
         on = getattr(party, "workers", None)  # the party's cluster, if it chose one
-        pool = stack.enter_context(worker_pool(workers) if on is None else on.executor(workers))
+        pool = stack.enter_context(worker_pool(workers, [protocol]) if on is None
+                                   else on.executor(workers))
         # an error at any step (bad options, duplicate IDs...) stops the peers where they are
         where = stack.enter_context(stopping(party, peers, session=f"{session}/plan",
                                              protocol="PSI"))

@@ -41,7 +41,7 @@ from ..protocol import Action, Codec, Compute, Envelope, Protocol
 from . import cuckoo
 from .base_ot import POINT, OtReceiver, OtSender
 from .ote import SLICE, WIDTH, receiver_slice, sender_slice
-from .protocol import Hello, PsiOutcome, Reveal, random_permutation, roles
+from .protocol import Hello, PsiOutcome, Reveal, random_permutation, repeats, roles, same_protocol
 from .symmetric import Aes, bin_positions, id_digests
 
 VERSION = 1
@@ -133,7 +133,7 @@ class KkrtProtocol(Protocol):
         self.peer_hello: Hello | None = None
         self.tag = b""
         self._done_slices = 0
-        self._n_slices = 0
+        self._ranges: list[tuple[int, int]] = []  # (first bin, end) of each slice
         # receiver
         self._ot_sender: OtSender | None = None
         self._table = np.zeros(0, np.int64)
@@ -156,7 +156,7 @@ class KkrtProtocol(Protocol):
         return self.me == self.leader
 
     def progress(self) -> tuple[int, int]:
-        return (self._done_slices, self._n_slices)
+        return (self._done_slices, len(self._ranges))
 
     def _nbytes(self) -> int:
         assert self.peer_hello is not None
@@ -172,9 +172,7 @@ class KkrtProtocol(Protocol):
             raise ProtocolError(f"PSI: message from {env.sender!r}, who is not the peer here")
         if self.done:
             raise ProtocolError(f"PSI: {env.kind!r} from {env.sender!r} after the run ended")
-        if env.kind.startswith("psi/"):
-            raise ProtocolError(f"PSI: {env.sender!r} runs ECDH-PSI and this party KKRT: "
-                                "every party must pass the same protocol=")
+        same_protocol(env, CODEC.family)
         msg, data = CODEC.decode_with_data(env)
         if isinstance(msg, Hello):
             return self._on_hello(msg)
@@ -239,8 +237,7 @@ class KkrtProtocol(Protocol):
                 continue
         else:  # pragma: no cover - probability below 2^-300
             raise ProtocolError("PSI: cuckoo hashing failed with every seed drawn")
-        self._digests, self._bins = digests, bins
-        self._n_slices = len(_slices(bins))
+        self._digests, self._bins, self._ranges = digests, bins, _slices(bins)
         self._ot_sender = OtSender(self.tag)
         return [CODEC.send(self.peer, Offer(self._ot_sender.first, seed, bins,
                                             _canary(self.tag)))]
@@ -252,7 +249,7 @@ class KkrtProtocol(Protocol):
         self._ot_sender = None
         nbytes = self._nbytes()
         out: list[Action] = []
-        for k, (lo, hi) in enumerate(_slices(self._bins)):
+        for k, (lo, hi) in enumerate(self._ranges):
             where = np.flatnonzero(self._table[lo:hi] >= 0)
             ids = self._table[lo:hi][where]
             out.append(Compute(("slice", k, ids), receiver_slice,
@@ -270,7 +267,7 @@ class KkrtProtocol(Protocol):
         _, k = key  # sender: the values of a slice
         self._values[k] = result
         self._done_slices += 1
-        if len(self._values) < self._n_slices:
+        if len(self._values) < len(self._ranges):
             return []
         return self._send_values()
 
@@ -278,7 +275,7 @@ class KkrtProtocol(Protocol):
         assert self.peer_hello is not None
         width = self._nbytes()
         if (msg.count != self.peer_hello.size or msg.width != width
-                or len(data) != 3 * msg.count * width or len(self._mine) != self._n_slices):
+                or len(data) != 3 * msg.count * width or len(self._mine) != len(self._ranges)):
             raise ProtocolError(f"PSI: {self.peer!r} sent {len(data)} bytes of values; "
                                 f"expected {self.peer_hello.size} x 3 x {width}")
         theirs = np.frombuffer(data, np.uint8).reshape(3 * msg.count, width)
@@ -308,21 +305,22 @@ class KkrtProtocol(Protocol):
                                 "(different pandas hashing?): no ID could match. Install the "
                                 "same fedlab-kit and pandas versions at both parties")
         self._chosen = self._ot_receiver.seeds(msg.first)
-        self._bins = msg.bins
-        self._n_slices = len(_slices(msg.bins))
+        self._bins, self._ranges = msg.bins, _slices(msg.bins)
         positions = bin_positions(Aes(msg.seed), self._digests, msg.bins).ravel()
         # grouped by slice (a radix sort of 16-bit slice numbers), any order inside one
-        slices = (positions // SLICE).astype(np.uint16 if self._n_slices < 1 << 16 else np.uint32)
+        n = len(self._ranges)
+        slices = (positions // SLICE).astype(np.uint16 if n < 1 << 16 else np.uint32)
         order = np.argsort(slices, kind="stable")
         self._entries, self._entry_bins = order, positions[order]
-        self._slice_starts = np.searchsorted(slices[order], np.arange(self._n_slices + 1))
+        self._slice_starts = np.searchsorted(slices[order], np.arange(n + 1))
         return []
 
     def _on_columns(self, msg: Columns, data: memoryview) -> list[Action]:
-        if not self._bins or not 0 <= msg.index < self._n_slices or msg.index in self._pending:
+        if not self._bins or not 0 <= msg.index < len(self._ranges) \
+                or msg.index in self._pending:
             raise ProtocolError(f"PSI: {self.peer!r} sent column slice {msg.index} out of "
                                 "place")
-        lo, hi = _slices(self._bins)[msg.index]
+        lo, hi = self._ranges[msg.index]
         if len(data) != WIDTH * (hi - lo) // 8:
             raise ProtocolError(f"PSI: column slice {msg.index} from {self.peer!r} has "
                                 f"{len(data)} bytes; expected {WIDTH * (hi - lo) // 8}")
@@ -363,8 +361,7 @@ class KkrtProtocol(Protocol):
             if at.size and (at.min() < 0 or at.max() >= len(self._row_ids)):
                 raise ProtocolError(f"PSI: result from {self.peer!r} points outside our values")
             ids = self._row_ids[at]
-            ranked = np.sort(ids)
-            if len(ids) > 1 and (ranked[1:] == ranked[:-1]).any():
+            if repeats(np.sort(ids)):
                 raise ProtocolError(f"PSI: result from {self.peer!r} names one ID twice")
             positions = ids
         self._finish(PsiOutcome(msg.size if self._revealed() else -1, positions,
@@ -394,8 +391,7 @@ def sort_order(rows: np.ndarray) -> np.ndarray:
     """The order that sorts ``rows`` (at least 8 bytes each) as byte strings."""
     prefix = _prefixes(rows)
     order = np.argsort(prefix)
-    ranked = prefix[order]
-    if len(rows) > 1 and (ranked[1:] == ranked[:-1]).any():  # ~n^2 / 2^65: whole rows
+    if repeats(prefix[order]):  # ~n^2 / 2^65: whole rows
         order = np.lexsort(rows.T[::-1])
     return order.astype(np.int64)
 
@@ -408,7 +404,7 @@ def match_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not len(a) or not len(b):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     ka, kb = _prefixes(a), _prefixes(b)
-    if len(kb) > 1 and (kb[1:] == kb[:-1]).any():
+    if repeats(kb):
         void = np.dtype((np.void, a.shape[1]))
         _, ia, ib = np.intersect1d(np.ascontiguousarray(a).view(void).ravel(),
                                    np.ascontiguousarray(b).view(void).ravel(),

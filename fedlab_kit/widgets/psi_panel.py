@@ -205,7 +205,7 @@ def result_html(result: Any, aligned: pd.DataFrame | None) -> str:
     if result.buckets_resumed:
         buckets += f" ({result.buckets_resumed} resumed)"
     rows.append(("Time", f"{result.seconds:.1f} s{buckets}"))
-    rows.append(("Protocol", PROTOCOL_NAMES.get(getattr(result, "protocol", "ecdh"), "?")))
+    rows.append(("Protocol", PROTOCOL_NAMES[result.protocol]))
     body = "".join(f'<tr><th style="text-align:left;padding-right:1em">{html.escape(k)}</th>'
                    f"<td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f'<table class="fedlab-psi-result">{body}</table>'
