@@ -44,12 +44,14 @@ from .serial import from_bytes, to_bytes
 @dataclass(frozen=True)
 class BfvParams:
     """One BFV parameter set: ring degree, coefficient modulus bit sizes (the last prime is
-    the key-switching one), plain modulus bits."""
+    the key-switching one), plain modulus bits; ``batching``: the plain modulus is a prime
+    = 1 mod 2N (slots), else it is ``2^plain_bits`` (coefficient encoding)."""
 
     name: str
     poly_degree: int
     coeff_bits: tuple[int, ...]
     plain_bits: int
+    batching: bool = True
 
     @property
     def slots(self) -> int:
@@ -73,29 +75,35 @@ COUNTS = BfvParams("counts", 16384, (60, 60, 60, 60, 60), 30)
 #: SecureBoost histograms: fixed-point gradient sums up to +-2^35, one plaintext product,
 #: a fold and the flooding (on the two 60-bit data primes left after dropping the third)
 HISTOGRAMS = BfvParams("histograms", 8192, (60, 60, 38, 60), 36)
-PARAMS = {p.name: p for p in (COUNTS, HISTOGRAMS)}
+#: vertical linear models: inner products of fixed-point vectors in coefficient encoding,
+#: exact below 2^51 in absolute value (see :mod:`.inner`)
+INNER = BfvParams("inner", 8192, (60, 60, 38, 60), 52, batching=False)
+PARAMS = {p.name: p for p in (COUNTS, HISTOGRAMS, INNER)}
 
 SLOTS = COUNTS.slots
 ROW = COUNTS.row
 
 
 @cache
-def _context(params: BfvParams = COUNTS) -> seal.SEALContext:
+def seal_context(params: BfvParams = COUNTS) -> seal.SEALContext:
     ep = seal.EncryptionParameters(seal.SCHEME_TYPE.BFV)
     ep.set_poly_modulus_degree(params.poly_degree)
     ep.set_coeff_modulus(seal.CoeffModulus.Create(params.poly_degree, list(params.coeff_bits)))
-    ep.set_plain_modulus(seal.PlainModulus.Batching(params.poly_degree, params.plain_bits))
+    if params.batching:
+        ep.set_plain_modulus(seal.PlainModulus.Batching(params.poly_degree, params.plain_bits))
+    else:
+        ep.set_plain_modulus(seal.Modulus(1 << params.plain_bits))
     return seal.SEALContext(ep, True, seal.SEC_LEVEL_TYPE.TC128)
 
 
 def plain_modulus(params: BfvParams = COUNTS) -> int:
-    return int(_context(params).first_context_data().parms().plain_modulus().value())
+    return int(seal_context(params).first_context_data().parms().plain_modulus().value())
 
 
 def level_primes(params: BfvParams = COUNTS, parms_id: Sequence[int] | None = None
                  ) -> list[int]:
     """The data primes at ``parms_id`` (default: the first, fullest level)."""
-    ctx = _context(params)
+    ctx = seal_context(params)
     data = ctx.get_context_data(parms_id) if parms_id is not None else ctx.first_context_data()
     return [int(m.value()) for m in data.parms().coeff_modulus()]
 
@@ -152,7 +160,7 @@ class BfvPublic:
     def __init__(self, public_key: seal.PublicKey, relin_keys: seal.RelinKeys | None,
                  galois_keys: seal.GaloisKeys, width: int, params: BfvParams = COUNTS) -> None:
         self.params = params
-        self.context = _context(params)
+        self.context = seal_context(params)
         self.slots = params.slots
         self.width = width
         self.steps = fold_steps(width, params)
@@ -172,7 +180,7 @@ class BfvPublic:
         if params is None:
             raise ProtocolError(f"BFV public context from peer has unknown parameters "
                                 f"{b.params!r}; this kit has {sorted(PARAMS)}")
-        ctx = _context(params)
+        ctx = seal_context(params)
         try:
             fold_steps(b.width, params)
         except InputError as exc:
@@ -288,7 +296,7 @@ class BfvSecret(BfvPublic):
     """The key owner: everything public plus the secret key (never sent)."""
 
     def __init__(self, width: int, *, relin: bool = True, params: BfvParams = COUNTS) -> None:
-        context = _context(params)
+        context = seal_context(params)
         keygen = seal.KeyGenerator(context)
         pk = seal.PublicKey()
         keygen.create_public_key(pk)
@@ -337,7 +345,7 @@ class BfvSymmetric:
 
     def __init__(self, params_name: str, secret_key: bytes) -> None:
         self.params = PARAMS[params_name]
-        self.context = _context(self.params)
+        self.context = seal_context(self.params)
         sk = from_bytes(seal.SecretKey(), secret_key, self.context, own=True)
         self.encoder = seal.BatchEncoder(self.context)
         self.encryptor = seal.Encryptor(self.context, sk)
@@ -425,7 +433,7 @@ def flood_residues(primes: Sequence[int], b: int, n: int) -> np.ndarray:
 def _noise_ciphertext(params: BfvParams, parms_id: Sequence[int]) -> seal.Ciphertext:
     """The pair ``(E, 0)`` with ``E``'s coefficients uniform in ``[-2^b, 2^b)`` (CSPRNG),
     in SEAL's ciphertext format at ``parms_id`` (coefficient form)."""
-    context = _context(params)
+    context = seal_context(params)
     primes = level_primes(params, parms_id)
     n = params.poly_degree
     data = np.zeros((2, len(primes), n), dtype=np.uint64)
