@@ -254,3 +254,22 @@ def test_request_stop_ends_every_party_at_the_same_iteration() -> None:
 
     fit_local(clf, Xtr[:, :3], ytr, {"media": (srv, Xtr[:, 3:])}, progress=progress)
     assert clf.n_iter_ == srv.model.n_iter == 4 and seen == [0, 1, 2, 3, 4]
+
+
+def test_sparse_one_hot_columns_with_all_zero_blocks_train_encrypted() -> None:
+    """A block of rows where a party's columns are all zero (one-hot data) gives no product
+    (SEAL refuses a transparent one): the run still equals the plaintext run."""
+    rng = np.random.default_rng(4)
+    n = 5000  # blocks of 2048 rows (the label holder has 3 columns with the intercept)
+    X = np.zeros((n, 2))
+    X[rng.choice(2048, 30, replace=False), 0] = 1.0  # rare categories, first block only
+    X[n - 100:, 1] = 1.0  # the middle block is all zero
+    own = rng.normal(size=(n, 2))
+    y = (rng.random(n) < 1 / (1 + np.exp(-(own[:, 0] + 2 * X[:, 0])))).astype(int)
+    models = {}
+    for insecure in (True, False):
+        clf = SecureLogisticRegression(max_iter=4, insecure_plaintext=insecure)
+        srv = SecureLogisticPassive(insecure_plaintext=insecure)
+        fit_local(clf, own, y, {"media": (srv, X)})
+        models[insecure] = srv.model.weights
+    np.testing.assert_allclose(models[False], models[True], atol=1e-6, rtol=0)

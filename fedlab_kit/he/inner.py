@@ -179,7 +179,8 @@ class InnerEvaluator:
         self._evaluator = seal.Evaluator(ctx)
 
     def plaintext(self, coeffs: np.ndarray) -> seal.Plaintext:
-        """Packed columns (:func:`pack_columns`) as an NTT-form plaintext for products."""
+        """Packed columns (:func:`pack_columns`, not all zero: SEAL refuses a product that
+        is transparent) as an NTT-form plaintext for products."""
         pt = _coefficients_plaintext(coeffs)
         self._evaluator.transform_to_ntt_inplace(pt, self.context.first_parms_id())
         return pt

@@ -90,13 +90,14 @@ class Crypto:
 
     def _plain(self, ev: InnerEvaluator, X: np.ndarray, layout: Layout, g: int, b: int,
                cache: bool) -> object:
-        pt = self._plains.get((g, b))
-        if pt is None:
-            block = X[b * layout.block:(b + 1) * layout.block,
-                      g * layout.width:(g + 1) * layout.width]
-            pt = ev.plaintext(pack_columns(block, layout))
-            if cache:
-                self._plains[(g, b)] = pt
+        if (g, b) in self._plains:
+            return self._plains[(g, b)]
+        block = X[b * layout.block:(b + 1) * layout.block,
+                  g * layout.width:(g + 1) * layout.width]
+        # an all-zero block (sparse one-hot columns) adds nothing, and SEAL refuses it
+        pt = ev.plaintext(pack_columns(block, layout)) if block.any() else None
+        if cache:
+            self._plains[(g, b)] = pt
         return pt
 
     def decrypt(self, data: memoryview, layout: Layout, n_rows: int, n_cols: int
