@@ -462,5 +462,25 @@ def bench_boost_cmd(rows: int, features: int, parties: int, trees: int, depth: i
                         min_child_rows=min_child_rows, cluster=cluster), json_path)
 
 
+@bench.command("lr")
+@click.option("--rows", default=100_000, show_default=True)
+@click.option("--features", default=40, show_default=True, help="columns over all parties")
+@click.option("--parties", default=2, show_default=True, type=click.IntRange(2, 3))
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(1),
+              help="conjugate-gradient iterations (one pass over the rows each)")
+@click.option("--C", "C", default=1.0, show_default=True, type=click.FloatRange(min=0,
+                                                                               min_open=True))
+@click.option("--shape", type=click.Choice(["default", "a9a"]), default="default",
+              show_default=True, help="a9a: 32,561 x 123 binary columns, 63 at the passive")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+def bench_lr_cmd(rows: int, features: int, parties: int, epochs: int, C: float, shape: str,
+                 json_path: Path | None) -> None:
+    """Encrypted vertical logistic regression over the relay vs scikit-learn (central) and
+    the label holder alone."""
+    from .bench.lr import bench_lr
+
+    _report(bench_lr(rows, features, parties, epochs, C, shape), json_path)
+
+
 if __name__ == "__main__":
     main()

@@ -210,6 +210,18 @@ def test_misaligned_rows_stop_every_party_with_the_reason() -> None:
         LocalNetwork(protos).run()
 
 
+def test_too_few_rows_for_a_partys_columns_are_refused() -> None:
+    """With about as many columns as rows, a feature holder could solve its first gradient
+    X^T (1/2 - y) / n for the labels: the run is refused before any gradient."""
+    rng = np.random.default_rng(0)
+    protos = {LABEL: SecureLogisticRegression(insecure_plaintext=True).fit_protocol(
+                  LABEL, ["media"], rng.normal(size=(40, 2)), np.r_[np.zeros(20), np.ones(20)]),
+              "media": SecureLogisticPassive(insecure_plaintext=True).fit_protocol(
+                  "media", LABEL, rng.normal(size=(40, 30)))}
+    with pytest.raises(LinearError, match="too few for 'media'"):
+        LocalNetwork(protos).run()
+
+
 def test_mismatched_encryption_settings_are_refused() -> None:
     rng = np.random.default_rng(0)
     protos = {LABEL: SecureLogisticRegression(insecure_plaintext=True).fit_protocol(

@@ -51,6 +51,7 @@ from .fixed import encode_scalars as _encode_scalars
 IterationCallback = Callable[[int, int, float], None]
 CODEC = m.CODEC
 SEED_BYTES = 32
+MIN_ROWS_PER_COLUMN = 4
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,13 @@ class LinearTrainer(Protocol):
             self.crypto.add_peer(q, bytes(h.public_key))
             self.columns[q] = h.n_columns
         self.columns[self.me] = self.d
+        widest = max(self.columns, key=lambda q: self.columns[q])
+        if self.n < MIN_ROWS_PER_COLUMN * self.columns[widest]:
+            raise LinearError(
+                f"{self.n} rows are too few for {widest!r}'s {self.columns[widest]} columns: "
+                f"a party's first gradient holds one sum per column over the labels, and "
+                f"with about as many columns as rows it would give the labels away (at least "
+                f"{MIN_ROWS_PER_COLUMN} rows per column of every party)")
         self.layout = Layout.for_columns(max(self.columns.values()))
         self.k = 0
         out = self._begin_round()
