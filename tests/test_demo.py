@@ -18,11 +18,15 @@ def test_demo_writes_aligned_rows_and_a_dp_map(tmp_path: Path) -> None:
     lines: list[str] = []
     summary = run_demo(tmp_path, echo=lines.append)
     assert summary["stages"] == ["rollcall", "psi", "dp-funnel-joint", "psi-retailer-operator",
-                                 "dp-ta-crowd-joint", "secureboost", "poi-crowd-regression",
-                                 "dp-crowd-own"]
+                                 "dp-ta-crowd-joint", "secureboost", "logistic-regression",
+                                 "poi-crowd-regression", "dp-crowd-own"]
     training = summary["training"]
     assert training["auc_federated"] > training["auc_retailer_only"] + 0.03  # partners help
     assert any(f.startswith(("media:", "operator:")) for f in training["top_features"])
+    lr = summary["logistic"]
+    assert lr["auc_federated"] > lr["auc_retailer_only"] + 0.03 and lr["iterations"] >= 2
+    assert any(k.startswith(("media:", "operator:")) for k in lr["weights"])
+    assert any("Logistic regression" in line and "largest weights" in line for line in lines)
     poi = summary["poi_crowd"]
     assert poi["train_pois"] + poi["test_pois"] == len(load_footfall())  # every counted POI
     assert poi["p30_federated"] >= 0.9 and poi["p30_federated"] > poi["p30_retailer_only"]

@@ -19,6 +19,9 @@ def check_walkthrough(texts: str) -> None:
     assert "released: 280 funnel numbers and 300 crowd cells" in texts
     assert "ta_crowd.html" in texts and "funnel_beauty_launch.html" in texts  # per campaign
     assert "test AUC with partners" in texts
+    lr = texts.split("iterations: test AUC with partners ")[1]
+    lr_auc, lr_alone = float(lr.split(",")[0]), float(lr.split("columns alone ")[1].split()[0])
+    assert lr_auc > lr_alone + 0.03, texts[-2000:]  # the partners' columns help the LR too
     poi = texts.split("POI crowd P30 with partners ")[1]
     p30, alone = float(poi.split(",")[0]), float(poi.split("columns alone ")[1].split(" ")[0])
     # held-out POIs differ per run (PSI order is random): 0.89-1.0 with partners seen

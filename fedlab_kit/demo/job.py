@@ -27,7 +27,7 @@ from ..net.session import Party
 from ..protocol import RollCall
 from ..tables import write_table
 from .harness import PartyProcesses, RelayProcess, create_room
-from .training import poi_crowd_stage, training_stage
+from .training import logistic_stage, poi_crowd_stage, top_coefficients, training_stage
 
 ROLES = ("retailer", "media", "operator")
 
@@ -58,6 +58,9 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
             training = training_stage(party, role, rows)
             training["training_s"] = round(time.monotonic() - started, 2)
             started = time.monotonic()
+            logistic = logistic_stage(party, role, rows)
+            logistic["logistic_s"] = round(time.monotonic() - started, 2)
+            started = time.monotonic()
             poi = poi_crowd_stage(
                 party, role, frame, pois=load_pois(data), campaigns=load_campaigns(data),
                 footfall=load_footfall(data) if role == "retailer" else None,
@@ -68,7 +71,7 @@ def party_job(role: str, key: str, invitation: str, data: str | None, out: str,
         report = {"ok": True, "rollcall_s": round(rollcall_s, 3),
                   "psi_s": round(aligned.seconds, 2), "intersection": aligned.size,
                   "psi_report": aligned.report.summary(), "joint": joint, "training": training,
-                  "poi_crowd": poi}
+                  "logistic": logistic, "poi_crowd": poi}
         if role == "operator" and draw_maps:
             report["crowd"] = _operator_crowd_map(Path(out), data, ledger)
         results.put((role, report))
@@ -227,9 +230,13 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
         "parties": {r: {"rows": roll[r]["rows"], "columns": len(roll[r]["columns"]),
                         "psi": reports[r]["psi_report"]} for r in ROLES},
         "stages": ["rollcall", "psi", "dp-funnel-joint", "psi-retailer-operator",
-                   "dp-ta-crowd-joint", "secureboost", "poi-crowd-regression",
-                   *(["dp-crowd-own"] if draw_maps else [])],
+                   "dp-ta-crowd-joint", "secureboost", "logistic-regression",
+                   "poi-crowd-regression", *(["dp-crowd-own"] if draw_maps else [])],
         "training": reports["retailer"]["training"],
+        "logistic": {**reports["retailer"]["logistic"], "weights": {
+            **reports["retailer"]["logistic"]["weights"],
+            **{f"{r}:{k}": v for r in ROLES[1:]
+               for k, v in reports[r]["logistic"]["weights"].items()}}},
         "poi_crowd": reports["retailer"]["poi_crowd"],
         "operator_crowd": reports["operator"].get("crowd"),
         "joint": {r: rep["joint"] for r, rep in reports.items()},
@@ -240,6 +247,7 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
                     **{f"{r}_psi_s": rep["psi_s"] for r, rep in reports.items()},
                     **{f"{r}_joint_s": rep["joint"]["joint_s"] for r, rep in reports.items()},
                     "training_s": reports["retailer"]["training"]["training_s"],
+                    "logistic_s": reports["retailer"]["logistic"]["logistic_s"],
                     "poi_crowd_s": reports["retailer"]["poi_crowd"]["poi_crowd_s"]},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -258,6 +266,11 @@ def run_demo(out: Path, data: Path | None = None, echo: Callable[[str], None] = 
     tr = summary["training"]
     echo(f"SecureBoost (BFV, {tr['train_rows']} rows, 3 parties): test AUC "
          f"{tr['auc_federated']} vs {tr['auc_retailer_only']} on the retailer's columns alone")
+    lr = summary["logistic"]
+    top = ", ".join(f"{k} {v:+.2f}" for k, v in top_coefficients(lr["weights"], 3))
+    echo(f"Logistic regression (BFV, 3 parties, {lr['iterations']} iterations): test AUC "
+         f"{lr['auc_federated']} vs {lr['auc_retailer_only']} on the retailer's columns "
+         f"alone; largest weights (per standard deviation) {top}")
     poi = summary["poi_crowd"]
     echo(f"POI crowd regression (BFV, {poi['train_pois']} counted POIs, 3 parties): P30 "
          f"{poi['p30_federated']} vs {poi['p30_retailer_only']} on the retailer's columns "

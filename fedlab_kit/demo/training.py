@@ -1,9 +1,10 @@
-"""The demo's training stages: encrypted SecureBoost on aligned rows.
+"""The demo's training stages: encrypted SecureBoost and logistic regression on aligned rows.
 
 1. Conversion: the retailer predicts its ``converted`` label from its own columns plus the
    media owner's (exposure, interests, engagement) and the operator's (mobility, spend)
    columns, and compares with a model on its own columns alone: the value of federation.
-   Rows split 80/20 by PSI position, the same split at every party.
+   Rows split 80/20 by PSI position, the same split at every party. Then the same with
+   vertical logistic regression (:func:`logistic_stage`): AUC and the top coefficients.
 2. POI crowd regression: rows are the POIs where the retailer counts footfall (aligned by
    PSI on POI ids); the retailer's public POI attributes, the operator's subscriber visits
    and the media owner's billboards and audience predict footfall per day; P30 on held-out
@@ -33,6 +34,7 @@ PARAMS = {"n_estimators": 10, "max_depth": 4, "learning_rate": 0.3, "max_bin": 3
 TRAIN_SHARE = 0.8
 POI_PARAMS = {"n_estimators": 30, "max_depth": 4, "learning_rate": 0.3, "max_bin": 32}
 POI_TRAIN_SHARE = 0.75
+LR_PARAMS = {"C": 1.0, "max_iter": 50}
 
 
 def features(role: str, rows: pd.DataFrame) -> pd.DataFrame:
@@ -68,6 +70,42 @@ def training_stage(party: Any, role: str, rows: pd.DataFrame) -> dict[str, Any]:
             "auc_federated": round(float(roc_auc_score(y[cut:], federated)), 4),
             "auc_retailer_only": round(float(roc_auc_score(y[cut:], own)), 4),
             "top_features": [clf.feature_names_[i] for i in top]}
+
+
+def top_coefficients(weights: dict[str, float], k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` largest standardised weights by magnitude (per standard deviation of the
+    column, so columns on different scales compare)."""
+    return sorted(weights.items(), key=lambda kv: -abs(kv[1]))[:k]
+
+
+def logistic_stage(party: Any, role: str, rows: pd.DataFrame) -> dict[str, Any]:
+    """Vertical logistic regression on the same rows and split as the SecureBoost stage.
+    The feature holders report their own columns' weights (standardised), the retailer
+    the AUCs and its own."""
+    from sklearn.metrics import roc_auc_score
+
+    from ..linear import SecureLogisticPassive, SecureLogisticRegression
+
+    X = features(role, rows)
+    cut = int(TRAIN_SHARE * len(X))
+    if role != "retailer":
+        lr = SecureLogisticPassive().fit(X.iloc[:cut], party=party, active="retailer",
+                                         timeout=900)
+        lr.predict(X.iloc[cut:], party=party, active="retailer", timeout=900)
+        return {"weights": dict(zip(lr.model.columns, lr.model.weights.round(4).tolist(),
+                                    strict=True))}
+    y = rows["converted"].to_numpy()
+    clf = SecureLogisticRegression(**LR_PARAMS)
+    clf.fit(X.iloc[:cut], y[:cut], party=party, passive=["media", "operator"], timeout=900)
+    federated = clf.decision_function(X.iloc[cut:], party=party, timeout=900)
+    alone = SecureLogisticRegression(**LR_PARAMS).fit(X.iloc[:cut], y[:cut], party=None,
+                                                      passive=[])
+    own = alone.decision_function(X.iloc[cut:], party=None)
+    return {"auc_federated": round(float(roc_auc_score(y[cut:], federated)), 4),
+            "auc_retailer_only": round(float(roc_auc_score(y[cut:], own)), 4),
+            "iterations": clf.n_iter_,
+            "weights": dict(zip(clf.model.columns, clf.model.weights.round(4).tolist(),
+                                strict=True))}
 
 
 def poi_columns(role: str, own: pd.DataFrame, pois: pd.DataFrame, campaigns: pd.DataFrame,
