@@ -75,3 +75,18 @@ def test_bench_soak_small(tmp_path: Path) -> None:
     assert report["relay_kills"] >= 1, report  # the kills happened while messages flowed
     assert report["flood_sockets_opened"] > 16  # the flood was renewed as the relay dropped it
     assert 0 < report["relay_rss_max_mb"] < 64 + 12 * 40 + 150, report  # cap + 12 x buffers
+
+
+def test_bench_lr_small(tmp_path: Path) -> None:
+    out = tmp_path / "lr.json"
+    res = CliRunner().invoke(main, ["bench", "lr", "--rows", "3000", "--features", "9",
+                                    "--parties", "3", "--epochs", "6", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    for key in ("seconds_per_epoch", "auc_federated", "auc_centralized",
+                "auc_label_holder_only", "bytes_sent"):
+        assert key in report
+    assert abs(report["auc_federated"] - report["auc_centralized"]) < 0.01
+    assert report["auc_federated"] > report["auc_label_holder_only"]
+    assert set(report["bytes_sent"]) == {"retailer", "media", "operator"}
+    assert report["seconds_per_epoch"] > 0

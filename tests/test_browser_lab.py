@@ -177,6 +177,8 @@ def test_walkthrough_runs_in_jupyterlab_and_everything_renders(lab: str, browser
     for raw in ("VBox(children", "FunnelChart(", "HTML(value=", "<folium.folium.Map"):
         assert raw not in text, f"a widget shown as its repr: {raw}"
     assert "released: 280 funnel numbers and 300 crowd cells" in text
+    assert "iterations: test AUC with partners" in text  # the logistic regression cell
+    assert "coefficient per unit" in text
     # the kit's own anywidget chart is drawn (bars with interval whiskers)
     # (4 stages x exposed/control: a bar each, or a "suppressed (small count)" note)
     bars, notes = driver.execute_script(
@@ -251,6 +253,8 @@ PANELS_NOTEBOOK = [
     "rows = load_sample('retailer').select_dtypes('number').iloc[:300]\n"
     "TrainingPanel(None, rows.drop(columns=['converted']), rows['converted'], passive=[],\n"
     "              insecure_plaintext=True, n_estimators=3)",
+    "TrainingPanel(None, rows.drop(columns=['converted']), rows['converted'], passive=[],\n"
+    "              insecure_plaintext=True, model='logistic', max_iter=30)",
     "PrivacyPanel(PrivacyLedger(ws / 'l.sqlite', total_epsilon=3.0, party='retailer'))",
     "import h3\n"
     "ids = [h3.latlng_to_cell(31.23 + i / 200, 121.47, 8) for i in range(5)]\n"
@@ -267,9 +271,9 @@ def test_panels_render_inside_their_cells(lab: str, browser,
     (a horizontal scrollbar would clip the key-file box)."""
     driver = browser
     _open_and_run(driver, lab, "panels.ipynb", PANELS_NOTEBOOK)
-    _wait(driver, "document.querySelectorAll('.jp-OutputArea-output .widget-vbox').length >= 4"
+    _wait(driver, "document.querySelectorAll('.jp-OutputArea-output .widget-vbox').length >= 5"
                   " && ![...document.querySelectorAll('.jp-InputArea-prompt')]"
-                  ".some(p => p.textContent.includes('*'))", 180, "four panels")
+                  ".some(p => p.textContent.includes('*'))", 180, "five panels")
     time.sleep(2)
     _shot(driver, "panels")
     text = driver.execute_script(
@@ -277,6 +281,22 @@ def test_panels_render_inside_their_cells(lab: str, browser,
         ".map(e => e.textContent).join('\\n');")
     assert "Traceback" not in text and "Loading widget" not in text, text[-2000:]
     assert _sideways(driver) == []
+    # the Model choice: logistic regression trains from its button and shows coefficients
+    # (this notebook may share the lab with others: look for the panel in every output)
+    find = ("[...document.querySelectorAll('.jp-OutputArea-output')].find(e => "
+            "e.textContent.includes('Logistic regression training (label holder)'))")
+    button = _wait(driver, f"(() => {{ const p = {find}; return p && [...p.querySelectorAll("
+                           "'button')].find(b => b.textContent.trim() === 'Train'); })()", 60,
+                   "the logistic panel's Train button")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    time.sleep(0.5)
+    button.click()
+    _wait(driver, f"(() => {{ const p = {find}; return p && (p.textContent.includes("
+                  "'Converged after') || p.textContent.includes('Reached max_iter')); })()",
+          120, "the logistic result")
+    panel = driver.execute_script(f"return {find}.textContent;")
+    assert "Your coefficients (per std)" in panel and "past_spend" in panel, panel
+    _shot(driver, "panels-logistic")
 
 
 # ------------------------------------------------------------------ three analysts, three tabs

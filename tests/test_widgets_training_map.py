@@ -297,6 +297,39 @@ def test_two_parties_stop_keeps_the_same_trees(pair: tuple[Party, Party]) -> Non
     assert f"{kept} trees kept" in serve.status.value
 
 
+def test_two_parties_train_logistic_regression_encrypted_from_the_panels(
+        pair: tuple[Party, Party]) -> None:
+    """The Model choice: the same panels train vertical logistic regression; the label
+    holder sees its own coefficients, the feature holder its own."""
+    me, peer = pair
+    own, media, y = data(300)
+    panel = TrainingPanel(me, own, y, model="logistic", max_iter=20, timeout=BOUND)
+    assert "Logistic regression training (label holder)" in panel.title.value
+    assert panel.boost_box.layout.display == "none" and panel.lr_box.layout.display == ""
+    serve = PassiveTrainingPanel(peer, media, timeout=BOUND)
+    serve.model_choice.value = "logistic"  # chosen in the dropdown, as a person would
+    assert "Logistic regression training (feature holder)" in serve.title.value
+    serve.serve_button.click()
+    panel.train_button.click()
+    finish(panel)
+    finish(serve)
+    assert panel.error is None and serve.error is None, (panel.status.value,
+                                                         serve.status.value)
+    n = panel.model.n_iter_
+    assert 2 <= n == serve.model.model.n_iter <= 20 and "iterations" in panel.status.value
+    assert "spend" in panel.result_html.value and "exposures" not in panel.result_html.value
+    assert "exposures" in serve.result_html.value and "spend" not in serve.result_html.value
+    assert panel.progress_label.value.startswith(f"iteration {n}/20")
+    assert len(panel.history) == n + 1  # iteration 0 (the gradient at zero) and each step
+    assert serve.model.coef_.shape == (2,)
+
+
+def test_training_panel_rejects_an_unknown_model() -> None:
+    own, _, y = data(40)
+    with pytest.raises(InputTypeError, match="model must be"):
+        TrainingPanel(None, own, y, model="forest")
+
+
 def test_passive_panel_input_errors(pair: tuple[Party, Party]) -> None:
     _, peer = pair
     _, media, _ = data(30)

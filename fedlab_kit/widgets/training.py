@@ -1,4 +1,7 @@
-"""TrainingPanel / PassiveTrainingPanel: SecureBoost training from a button, in the background.
+"""TrainingPanel / PassiveTrainingPanel: joint training from a button, in the background.
+
+The model is a choice (``model="secureboost"`` or ``"logistic"``, or the Model dropdown):
+SecureBoost trees or vertical logistic regression.
 
 The label holder uses :class:`TrainingPanel` (hyperparameters, partners, Train / Stop, a live
 per-tree line and the result); each feature holder serves the same run with
@@ -25,6 +28,7 @@ from ..boost import (
 )
 from ..boost.params import LOGISTIC, MAXIMIZE, METRICS, SQUARED
 from ..errors import FedlabError, InputError, InputTypeError
+from ..linear import SecureLogisticPassive, SecureLogisticRegression
 from ..net.session import Party
 from ._background import Background, TaskPanel, box_html, error_html, full_width
 
@@ -49,6 +53,19 @@ _HYPER: dict[str, tuple[type, Any, str, str]] = {
     "subsample": (widgets.FloatText, 1.0, "Subsample", "rows sampled per tree, in (0, 1]"),
     "colsample_bytree": (widgets.FloatText, 1.0, "Col. sample",
                          "columns sampled per tree, in (0, 1]"),
+}
+SECUREBOOST, LOGISTIC_REGRESSION = "secureboost", "logistic"
+_MODELS = [("SecureBoost (trees)", SECUREBOOST), ("Logistic regression (linear)",
+                                                  LOGISTIC_REGRESSION)]
+_TITLES = {SECUREBOOST: "SecureBoost training", LOGISTIC_REGRESSION:
+           "Logistic regression training"}
+# logistic regression's hyperparameters -> (widget class, default, description, tooltip)
+_LR_HYPER: dict[str, tuple[type, Any, str, str]] = {
+    "C": (widgets.FloatText, 1.0, "C (inverse L2)",
+          "inverse L2 strength, as scikit-learn's LogisticRegression (> 0)"),
+    "max_iter": (widgets.IntText, 100, "Max iter", "most conjugate-gradient iterations"),
+    "tol": (widgets.FloatText, 1e-4, "Tolerance",
+            "stop when the gradient norm is below this share of its start, in [0, 1)"),
 }
 DEFAULT_METRIC = "default"  # the eval-metric option meaning "the objective's default"
 _FIXED = ("gamma", "random_state", "base_score")  # passed through to the estimator
@@ -118,11 +135,14 @@ class TrainingPanel(TaskPanel):
                  passive: Sequence[str] | None = None, insecure_plaintext: bool = False,
                  task: str | None = None, early_stopping_rounds: int | None = None,
                  session: str = "boost", timeout: float | None = None,
-                 **hyperparameters: Any) -> None:
-        unknown = sorted(set(hyperparameters) - set(_HYPER) - set(_FIXED))
+                 model: str = SECUREBOOST, **hyperparameters: Any) -> None:
+        if model not in _TITLES:
+            raise InputTypeError(f"model must be {SECUREBOOST!r} or {LOGISTIC_REGRESSION!r}, "
+                                 f"got {model!r}")
+        unknown = sorted(set(hyperparameters) - set(_HYPER) - set(_FIXED) - set(_LR_HYPER))
         if unknown:
             raise InputTypeError(f"TrainingPanel got unknown hyperparameters {unknown}; known: "
-                                 f"{sorted([*_HYPER, *_FIXED])}")
+                                 f"{sorted([*_HYPER, *_FIXED, *_LR_HYPER])}")
         if isinstance(passive, str):
             raise InputTypeError("passive must be a list of party names, not a string")
         if insecure_plaintext not in (True, False):
@@ -134,8 +154,8 @@ class TrainingPanel(TaskPanel):
         self.insecure_plaintext = insecure_plaintext
         self.session, self.timeout = session, timeout
         self.fixed = {k: v for k, v in hyperparameters.items() if k in _FIXED}
-        self.model: SecureBoostClassifier | SecureBoostRegressor | None = None
-        self.estimator: SecureBoostClassifier | SecureBoostRegressor | None = None
+        self.model: Any = None  # the fitted estimator
+        self.estimator: Any = None
         self.history: list[tuple[int, dict[str, float]]] = []
         self.stopped = False  # the last run ended by the Stop button
         self._stop_requested = False
@@ -156,6 +176,12 @@ class TrainingPanel(TaskPanel):
                                    layout=widgets.Layout(width="220px"))
         for name, w in self.hyper.items():
             setattr(self, name, w)  # panel.max_depth.value = 3
+        self.lr_hyper: dict[str, widgets.ValueWidget] = {
+            name: cls(value=hyperparameters.get(name, default), description=label,
+                      tooltip=tip, style=_STYLE, layout=widgets.Layout(width="220px"))
+            for name, (cls, default, label, tip) in _LR_HYPER.items()}
+        self.model_choice = widgets.Dropdown(options=_MODELS, value=model, description="Model",
+                                             style=_STYLE)
         self.eval_metric = widgets.Dropdown(description="Eval metric", style=_STYLE)
         self._metric_options()
         self.task.observe(lambda _: self._metric_options(), names="value")
@@ -177,31 +203,58 @@ class TrainingPanel(TaskPanel):
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="Trees")
         self.progress_label = widgets.HTML("")
         self.security_note = widgets.HTML(
-            box_html("insecure_plaintext=True: gradients and histograms travel UNENCRYPTED "
-                     "to the partners. For tests and benchmarks only.", "warning")
+            box_html("insecure_plaintext=True: gradients and histograms (or, for logistic "
+                     "regression, contributions and inner products) travel UNENCRYPTED to "
+                     "the partners. For tests and benchmarks only.", "warning")
             if insecure_plaintext else "")
         self.status = widgets.HTML("")
         self.result_html = widgets.HTML("")
         self._task = Background(self.status, name="fedlab-boost-train")
         self.train_button.on_click(self._on_train)
         self.stop_button.on_click(self._on_stop)
-        grid = widgets.GridBox(list(self.hyper.values()),
-                               layout=widgets.Layout(grid_template_columns="repeat(2, 240px)"))
+        columns = widgets.Layout(grid_template_columns="repeat(2, 240px)")
+        self.boost_box = widgets.VBox([
+            self.task, widgets.GridBox(list(self.hyper.values()), layout=columns),
+            widgets.HBox([self.eval_metric, self.early_stopping])])
+        self.lr_box = widgets.VBox([
+            widgets.GridBox(list(self.lr_hyper.values()), layout=columns),
+            widgets.HTML("<small>Labels 0/1. Each party standardises its own columns and "
+                         "keeps its own coefficients; the sigmoid is linearised (see the "
+                         "README).</small>")])
         from .charts import TrainingCurve
 
         self.curve = TrainingCurve()  # the metric per tree, live (a custom widget)
+        self.title = widgets.HTML("")
         self.widget = widgets.VBox([
-            widgets.HTML("<b>SecureBoost training (label holder)</b>"), self.security_note,
-            self.task, grid, widgets.HBox([self.eval_metric, self.early_stopping]),
+            self.title, self.security_note, self.model_choice, self.boost_box, self.lr_box,
             self.partners, widgets.HBox([self.train_button, self.stop_button]),
             widgets.HBox([self.progress, self.progress_label]), self.curve, self.status,
             self.result_html,
         ])
+        self.model_choice.observe(lambda _: self._model_changed(), names="value")
+        self._model_changed()
 
     # ------------------------------------------------------------------ state
 
+    @property
+    def logistic(self) -> bool:
+        """Logistic regression is the chosen model."""
+        return bool(self.model_choice.value == LOGISTIC_REGRESSION)
+
+    def _model_changed(self) -> None:
+        self.title.value = f"<b>{_TITLES[self.model_choice.value]} (label holder)</b>"
+        self.boost_box.layout.display = "none" if self.logistic else ""
+        self.lr_box.layout.display = "" if self.logistic else "none"
+        self.curve.layout.display = "none" if self.logistic else ""
+        self.progress.description = "Iterations" if self.logistic else "Trees"
+        self.stop_button.tooltip = ("end after the current iteration, keep the weights"
+                                    if self.logistic else
+                                    "end after the current tree, keep the trees")
+
     def hyperparameters(self) -> dict[str, Any]:
         """The estimator's keyword arguments as the widgets (and fixed options) say."""
+        if self.logistic:
+            return {name: w.value for name, w in self.lr_hyper.items()}
         params: dict[str, Any] = {name: w.value for name, w in self.hyper.items()}
         metric = self.eval_metric.value
         params["eval_metric"] = None if metric == DEFAULT_METRIC else metric
@@ -225,8 +278,12 @@ class TrainingPanel(TaskPanel):
     # -------------------------------------------------------------------- run
     def _inputs(self) -> tuple[Any, Party | None, list[str], int | None]:
         params = self.hyperparameters()
-        estimator = _ESTIMATORS[self.task.value](**params,
-                                                 insecure_plaintext=self.insecure_plaintext)
+        if self.logistic:
+            estimator: Any = SecureLogisticRegression(
+                **params, insecure_plaintext=self.insecure_plaintext)
+        else:
+            estimator = _ESTIMATORS[self.task.value](
+                **params, insecure_plaintext=self.insecure_plaintext)
         estimator.params  # checks the hyperparameters before anything is sent  # noqa: B018
         party = _resolve_party(self.party_source, "or pass party=None to train alone")
         partners = _names(self.partners.value)
@@ -246,6 +303,8 @@ class TrainingPanel(TaskPanel):
             if unknown:
                 raise FedlabError(f"{', '.join(map(repr, unknown))} not in this room "
                                   f"(peers: {', '.join(party.peers) or 'none'})")
+        if self.logistic:
+            return estimator, party, partners, None
         rounds = self.early_stopping.value
         if rounds < 0:
             raise FedlabError(f"early stopping rounds must be >= 0 (0 = off), got {rounds}")
@@ -265,17 +324,19 @@ class TrainingPanel(TaskPanel):
             return
         self.estimator, self.model, self.history = estimator, None, []
         self.stopped, self._stop_requested = False, False
-        n = estimator.params.n_estimators
+        n = estimator.params.max_iter if self.logistic else estimator.params.n_estimators
+        what = (f"logistic regression (up to {n} iterations)" if self.logistic
+                else f"{n} trees")
         self.progress.max, self.progress.value, self.progress.bar_style = n, 0, "info"
         self.result_html.value = ""
         self.curve.reset(n)
         if partners:
             self.progress_label.value = html.escape(f"waiting for {', '.join(partners)}…")
-            text = (f"Training {n} trees with {', '.join(partners)} (session "
+            text = (f"Training {what} with {', '.join(partners)} (session "
                     f"{self.session!r}); each of them must serve this run now.")
         else:
             self.progress_label.value = "starting…"
-            text = f"Training {n} trees on your own columns only."
+            text = f"Training {what} on your own columns only."
         self.status.value = box_html(text, "info")
         self.train_button.disabled, self.stop_button.disabled = True, False
         self._started = time.monotonic()
@@ -284,6 +345,10 @@ class TrainingPanel(TaskPanel):
 
     def _fit(self, estimator: Any, party: Party | None, partners: list[str],
              rounds: int | None) -> Any:
+        if self.logistic:
+            return estimator.fit(self.X_own, self.y, party=party, passive=partners,
+                                 session=self.session, progress=self._on_iteration,
+                                 timeout=self.timeout)
         return estimator.fit(self.X_own, self.y, party=party, passive=partners,
                              eval_set=self.eval_set, early_stopping_rounds=rounds,
                              session=self.session, progress=self._on_tree,
@@ -304,6 +369,18 @@ class TrainingPanel(TaskPanel):
         if self._stop_requested and self.estimator is not None:
             self.estimator.request_stop()
 
+    def _on_iteration(self, k: int, max_iter: int, norm: float) -> None:
+        """After every logistic-regression iteration (in the protocol's thread)."""
+        try:
+            self.history.append((k, {"gradient_norm": norm}))
+            self.progress_label.value = html.escape(
+                f"iteration {k}/{max_iter} · gradient norm {_fmt(norm)}")
+            self.progress.value = min(k, self.progress.max)
+        except Exception:  # a display problem must not break the protocol
+            log.debug("training progress display failed", exc_info=True)
+        if self._stop_requested and self.estimator is not None:
+            self.estimator.request_stop()
+
     def _on_stop(self, _: Any = None) -> None:
         if not self._task.busy or self.estimator is None:
             self.status.value = box_html("No training is running.", "info")
@@ -311,8 +388,10 @@ class TrainingPanel(TaskPanel):
         self._stop_requested = True
         self.estimator.request_stop()
         self.stop_button.disabled = True
-        self.status.value = box_html("Stopping after the tree being built; the trees so far "
-                                     "are kept.", "info")
+        self.status.value = box_html(
+            "Stopping after the current iteration; the weights so far are kept."
+            if self.logistic else
+            "Stopping after the tree being built; the trees so far are kept.", "info")
 
     def _finished(self) -> None:
         self.train_button.disabled, self.stop_button.disabled = False, True
@@ -323,6 +402,9 @@ class TrainingPanel(TaskPanel):
 
     def _show_result(self, estimator: Any) -> None:
         self.model = estimator
+        if isinstance(estimator, SecureLogisticRegression):
+            self._show_logistic(estimator)
+            return
         model = estimator.model
         kept, n = len(model.trees) // model.n_groups, estimator.params.n_estimators
         seconds = time.monotonic() - self._started
@@ -336,6 +418,44 @@ class TrainingPanel(TaskPanel):
         self.result_html.value = result_html(estimator, len(self.history), seconds)
         self.status.value = box_html(f"{how}: kept {kept} of {n} trees ({seconds:.1f} s). "
                                      "The model is in panel.model.", kind)
+
+
+    def _show_logistic(self, estimator: SecureLogisticRegression) -> None:
+        seconds = time.monotonic() - self._started
+        n, max_iter = estimator.n_iter_, estimator.params.max_iter
+        self.stopped = self._stop_requested and n < max_iter
+        if self.stopped:
+            how, kind = f"Stopped by you after iteration {n}", "warning"
+        elif n < max_iter:
+            how, kind = f"Converged after {n} iterations", "ok"
+        else:
+            how, kind = f"Reached max_iter ({n} iterations)", "ok"
+        self.progress.value = self.progress.max
+        self.result_html.value = logistic_html(estimator, seconds)
+        self.status.value = box_html(f"{how} ({seconds:.1f} s). The model is in panel.model.",
+                                     kind)
+
+
+def _coefficients(model: Any) -> str:
+    """The largest own coefficients, per standard deviation of the column."""
+    pairs = sorted(zip(model.columns, model.weights.tolist(), strict=True),
+                   key=lambda kv: -abs(kv[1]))
+    text = ", ".join(f"{k} {v:+.3g}" for k, v in pairs[:_TOP_FEATURES]) or "none"
+    if len(pairs) > _TOP_FEATURES:
+        text += f" (+{len(pairs) - _TOP_FEATURES} more)"
+    return text
+
+
+def logistic_html(estimator: SecureLogisticRegression, seconds: float) -> str:
+    """What a fitted label holder's logistic regression says: iterations, parties, its own
+    largest coefficients."""
+    model = estimator.model
+    rows = [("Iterations", f"{model.n_iter} (max {estimator.params.max_iter})"),
+            ("Parties", ", ".join(model.parties)),
+            ("Your coefficients (per std)", _coefficients(model)),
+            ("Partners' coefficients", "kept by each partner"),
+            ("Time", f"{seconds:.1f} s")]
+    return _table(rows, "fedlab-training-result")
 
 
 def _best(estimator: Any) -> tuple[int, str, float] | None:
@@ -399,7 +519,11 @@ class PassiveTrainingPanel(TaskPanel):
     def __init__(self, party: Any, X_own: Any, *, active: str | None = None,
                  eval_set: Sequence[Any] | None = None, insecure_plaintext: bool = False,
                  random_state: int | None = None, session: str = "boost",
-                 timeout: float | None = None, min_child_rows: int = 20) -> None:
+                 timeout: float | None = None, min_child_rows: int = 20,
+                 model: str = SECUREBOOST) -> None:
+        if model not in _TITLES:
+            raise InputTypeError(f"model must be {SECUREBOOST!r} or {LOGISTIC_REGRESSION!r}, "
+                                 f"got {model!r}")
         if insecure_plaintext not in (True, False):
             raise InputTypeError(f"insecure_plaintext must be True or False, got "
                                  f"{insecure_plaintext!r}")
@@ -409,7 +533,7 @@ class PassiveTrainingPanel(TaskPanel):
         self.insecure_plaintext = insecure_plaintext
         self.random_state = random_state
         self.session, self.timeout = session, timeout
-        self.model: SecureBoostPassive | None = None
+        self.model: Any = None  # the fitted estimator
         if active is None:
             peers = _known_peers(party)
             active = peers[0] if len(peers) == 1 else ""
@@ -429,14 +553,32 @@ class PassiveTrainingPanel(TaskPanel):
         self._task = Background(self.status, name="fedlab-boost-serve")
         self._started = 0.0
         self.serve_button.on_click(self._on_serve)
+        self.model_choice = widgets.Dropdown(options=_MODELS, value=model, description="Model",
+                                             style=_STYLE)
+        self.title = widgets.HTML("")
+        self.note = widgets.HTML("")
         self.widget = widgets.VBox([
-            widgets.HTML("<b>SecureBoost training (feature holder)</b>"), self.security_note,
-            self.active, self.min_child_rows,
-            widgets.HTML("<small>The label holder learns the gradient sums of each node's "
-                         "rows per bin of your columns; no node or child of fewer rows than "
-                         "<i>Min rows</i> is answered.</small>"),
-            self.serve_button, self.status, self.progress_label, self.result_html,
+            self.title, self.security_note, self.model_choice, self.active,
+            self.min_child_rows, self.note, self.serve_button, self.status,
+            self.progress_label, self.result_html,
         ])
+        self.model_choice.observe(lambda _: self._model_changed(), names="value")
+        self._model_changed()
+
+    @property
+    def logistic(self) -> bool:
+        return bool(self.model_choice.value == LOGISTIC_REGRESSION)
+
+    def _model_changed(self) -> None:
+        self.title.value = f"<b>{_TITLES[self.model_choice.value]} (feature holder)</b>"
+        self.min_child_rows.layout.display = "none" if self.logistic else ""
+        self.note.value = (
+            "<small>Per iteration the others get your columns' inner products with their "
+            "encrypted contributions, masked; you learn your own gradient block. Your "
+            "coefficients stay here.</small>" if self.logistic else
+            "<small>The label holder learns the gradient sums of each node's rows per bin "
+            "of your columns; no node or child of fewer rows than <i>Min rows</i> is "
+            "answered.</small>")
 
 
     def _on_serve(self, _: Any = None) -> None:
@@ -457,9 +599,11 @@ class PassiveTrainingPanel(TaskPanel):
         except FedlabError as exc:
             self.status.value = error_html("Cannot serve", exc)
             return
-        estimator = SecureBoostPassive(insecure_plaintext=self.insecure_plaintext,
-                                       random_state=self.random_state,
-                                       min_child_rows=self.min_child_rows.value)
+        estimator: Any = (
+            SecureLogisticPassive(insecure_plaintext=self.insecure_plaintext) if self.logistic
+            else SecureBoostPassive(insecure_plaintext=self.insecure_plaintext,
+                                    random_state=self.random_state,
+                                    min_child_rows=self.min_child_rows.value))
         self.model = None
         self.result_html.value = self.progress_label.value = ""
         self.status.value = box_html(f"Serving the training run of {active!r} (session "
@@ -470,7 +614,10 @@ class PassiveTrainingPanel(TaskPanel):
         self._task.start(self._serve, estimator, party, active, title="Training failed",
                          on_success=self._show_result, on_done=self._finished)
 
-    def _serve(self, estimator: SecureBoostPassive, party: Party, active: str) -> Any:
+    def _serve(self, estimator: Any, party: Party, active: str) -> Any:
+        if isinstance(estimator, SecureLogisticPassive):
+            return estimator.fit(self.X_own, party=party, active=active, session=self.session,
+                                 timeout=self.timeout, progress=self._on_iteration)
         return estimator.fit(self.X_own, party=party, active=active, eval_set=self.eval_set,
                              session=self.session, timeout=self.timeout,
                              progress=self._on_tree)
@@ -484,11 +631,28 @@ class PassiveTrainingPanel(TaskPanel):
         except Exception:  # a display problem must not stop the training
             log.debug("training progress display failed", exc_info=True)
 
+    def _on_iteration(self, k: int, max_iter: int, norm: float) -> None:
+        try:
+            self.progress_label.value = html.escape(
+                f"iteration {k} done · {time.monotonic() - self._started:.0f} s")
+        except Exception:  # a display problem must not stop the training
+            log.debug("training progress display failed", exc_info=True)
+
     def _finished(self) -> None:
         self.serve_button.disabled = False
 
-    def _show_result(self, estimator: SecureBoostPassive) -> None:
+    def _show_result(self, estimator: Any) -> None:
         self.model = estimator
+        if isinstance(estimator, SecureLogisticPassive):
+            m, seconds = estimator.model, time.monotonic() - self._started
+            rows = [("Label holder", m.parties[0]), ("Iterations", str(m.n_iter)),
+                    ("Your coefficients (per std)", _coefficients(m)),
+                    ("Time", f"{seconds:.1f} s")]
+            self.result_html.value = _table(rows, "fedlab-serve-result")
+            self.status.value = box_html(f"Logistic regression of {m.parties[0]!r} finished "
+                                         f"after {m.n_iter} iterations. Your coefficients are "
+                                         "in panel.model.", "ok")
+            return
         model = estimator.model
         seconds = time.monotonic() - self._started
         uses: dict[str, int] = {}
