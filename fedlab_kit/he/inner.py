@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -222,16 +222,18 @@ class InnerEvaluator:
         return to_bytes(acc), mask
 
     def products(self, cts: Sequence[seal.Ciphertext],
-                 plains: Sequence[Sequence[seal.Plaintext | None]]
+                 plains: Iterable[Sequence[seal.Plaintext | None]]
                  ) -> tuple[bytes, np.ndarray]:
-        """One released result per row of ``plains`` (one plaintext per block): the
+        """One released result per row of ``plains`` (one plaintext per block; rows may
+        come from a generator, so that only one row's plaintexts are held at a time): the
         ciphertexts for the key owner and the (results, N) masks added."""
         ntt = self.ntt(cts)
-        out, masks = [], np.zeros((len(plains), N), dtype=np.uint64)
-        for i, row in enumerate(plains):
-            out_i, masks[i] = self.release(self.accumulate(ntt, row))
-            out.append(out_i)
-        return msgspec.msgpack.encode(out), masks
+        out, masks = [], []
+        for row in plains:
+            ct, mask = self.release(self.accumulate(ntt, row))
+            out.append(ct)
+            masks.append(mask)
+        return msgspec.msgpack.encode(out), np.array(masks, dtype=np.uint64).reshape(-1, N)
 
     def flood(self, ct: seal.Ciphertext) -> None:
         """A fresh encryption of zero plus uniform noise of ``q / (8 t)`` on ``c0``."""

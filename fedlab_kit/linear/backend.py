@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import warnings
 
-import msgspec
 import numpy as np
 
 from ..errors import ProtocolError
@@ -72,21 +71,15 @@ class Crypto:
         (segments, columns) masks to subtract from what comes back."""
         n_rows, n_cols = X.shape
         ev = self.peers[peer]
-        ntt = ev.ntt(load_ciphertexts(data, layout.blocks(n_rows), fresh=True))
-        out, masks = [], np.zeros((0, 0), dtype=np.uint64)
-        segs = segments(n_rows, layout)
-        masks = np.zeros((len(segs), layout.groups(n_cols) * layout.width), dtype=np.uint64)
-        cache = (len(segs) * layout.groups(n_cols) * layout.blocks(n_rows)
+        cts = load_ciphertexts(data, layout.blocks(n_rows), fresh=True)
+        segs, n_groups = segments(n_rows, layout), layout.groups(n_cols)
+        cache = (len(segs) * n_groups * layout.blocks(n_rows)
                  * _NTT_PLAINTEXT_BYTES <= PLAINTEXT_CACHE_BYTES)
-        targets = layout.targets()
-        for s, seg in enumerate(segs):
-            for g in range(layout.groups(n_cols)):
-                row = [self._plain(ev, X, layout, g, b, cache) if b in seg else None
-                       for b in range(len(ntt))]
-                ct, mask = ev.release(ev.accumulate(ntt, row))
-                out.append(ct)
-                masks[s, g * layout.width:(g + 1) * layout.width] = mask[targets]
-        return msgspec.msgpack.encode(out), masks[:, :n_cols]
+        plains = ([self._plain(ev, X, layout, g, b, cache) if b in seg else None
+                   for b in range(len(cts))] for seg in segs for g in range(n_groups))
+        payload, masks = ev.products(cts, plains)  # one result per (segment, group)
+        at_targets = masks[:, layout.targets()].reshape(len(segs), n_groups * layout.width)
+        return payload, at_targets[:, :n_cols]
 
     def _plain(self, ev: InnerEvaluator, X: np.ndarray, layout: Layout, g: int, b: int,
                cache: bool) -> object:

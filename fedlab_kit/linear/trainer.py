@@ -143,7 +143,7 @@ class LinearTrainer(Protocol):
         self.Xq = quantize(X, X_BITS, np.inf)  # callers clip (see fixed.scaled)
         self.Xd = self.Xq / float(1 << X_BITS)
         self.n, self.d = self.Xq.shape
-        self.reg = np.full(self.d, 0.0)
+        self.reg = np.zeros(self.d)  # the L2 per weight, set by _configure
         self.model_id = model_id or uuid.uuid4().hex
         self.on_iteration, self.on_done = on_iteration, on_done
         self.hellos: dict[str, m.Hello] = {}
@@ -161,7 +161,6 @@ class LinearTrainer(Protocol):
         self.masks: dict[tuple[int, str], np.ndarray] = {}
         self.seen: set[tuple[str, str, int]] = set()
         self.scalars: dict[str, list[bytes]] = {}
-        self.step_due: m.Step | None = None
         self.stop_requested = False
         self.norms: list[float] = []
         self.rr = self.rr0 = self.pp = 0.0
