@@ -8,9 +8,9 @@ from typing import Any
 
 def linear_party(key: str, invitation: str, role: str, data: dict[str, Any],
                  params: dict[str, Any], out: Any) -> None:
-    """Train over the relay (with ``params["report"]``, each iteration is put on ``out`` as
-    ("iteration", name, k)), then run
-    or serve one prediction round; report the result or the error to ``out``."""
+    """Train over the relay, then run or serve one prediction round; report the result or
+    the error to ``out``. With ``params["report"]`` (True, or the names that report), each
+    iteration is put on ``out`` as ("iteration", name, k)."""
     from fedlab_kit import Identity, Invitation, Party
     from fedlab_kit.errors import FedlabError
     from fedlab_kit.linear import SecureLogisticPassive, SecureLogisticRegression
@@ -20,7 +20,8 @@ def linear_party(key: str, invitation: str, role: str, data: dict[str, Any],
     timeout = params.get("timeout", 120)
     with Party(Identity.load(key), Invitation.from_string(invitation)) as party:
         def progress(k: int, total: int, norm: float) -> None:
-            if params.get("report"):
+            report = params.get("report")
+            if report is True or (report and party.name in report):
                 out.put(("iteration", party.name, k))
 
         try:
