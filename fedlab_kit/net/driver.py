@@ -135,15 +135,31 @@ async def drive(
     watched = sorted(set(watch))
     announced: set[str] = set()  # peers told of this run
     seen: dict[str, bytes] = {}  # peer -> the run id of its current run, taken in here
-    departed: list[tuple[str, str]] = []
+    departed: list[tuple[str, str]] = []  # peers the run cannot do without, gone
+    presence: deque[tuple[str, str]] = deque()  # presence events not yet handled
     departed_event = asyncio.Event()
     start_msg = CORE.encode(Start(run_id, protocol.name))
 
+    def gone() -> set[str]:
+        return getattr(protocol, "gone", set())
+
     def on_presence(peer: str, event: str) -> None:
-        # "lost" (heartbeat or a broken connection) may be transient: links resume after it
-        if peer in watched and event in ("left", "restarted"):
-            departed.append((peer, event))
+        if peer in watched and event in ("left", "lost", "restarted"):
+            presence.append((peer, event))
             departed_event.set()
+
+    async def departures() -> None:
+        """Tell the protocol of the peers that left; those it cannot do without stop the run
+        ("lost", a heartbeat or a broken connection, may be transient: links resume)."""
+        while presence:
+            peer, event = presence.popleft()
+            if peer in gone():
+                continue
+            actions = protocol.on_departed(peer, event)
+            if actions is not None:
+                await act(actions)
+            elif event != "lost":
+                departed.append((peer, event))
 
     async def announce(peer: str) -> None:
         if peer not in announced:
@@ -163,6 +179,10 @@ async def drive(
 
     def take(env: Envelope) -> bool:
         """Driver messages and stale ones are handled here; True: give it to the protocol."""
+        if env.sender in gone():
+            log.debug("%s: dropped %r from %s, which the run went on without", party.name,
+                      env.kind, env.sender)
+            return False
         if env.kind == START:
             start = CORE.decode(env, Start)
             if env.sender in seen and bytes(start.run) != seen[env.sender]:
@@ -198,6 +218,12 @@ async def drive(
             await announce(peer)
         await act(protocol.start())
         while not protocol.done:
+            if departed_task.done():
+                departed_event.clear()
+                departed_task = asyncio.ensure_future(departed_event.wait())
+                await departures()
+                if protocol.done:
+                    break
             if receiving is None:
                 receiving = asyncio.ensure_future(party.recv(session=session))
             restarted = [p for p, e in departed if e == "restarted"]
@@ -216,6 +242,10 @@ async def drive(
             if not done:
                 if grace_until is not None:
                     raise PeerLost(name, *departed[0])
+                actions = protocol.on_timeout()
+                if actions is not None:
+                    await act(actions)
+                    continue
                 raise TimeoutError(f"{name}: no message from the peers within {timeout} s "
                                    f"(waiting for {', '.join(watched) or 'the peers'})")
             for fut in done:
@@ -229,14 +259,16 @@ async def drive(
             if progress is not None:
                 progress(name, *protocol.progress())
     except BaseException as exc:
-        gone = {p for p, _ in departed}  # and a peer that reran: its new run is not ours
+        # not told: peers that left or were left behind, and a peer that reran (its new run
+        # is not ours)
+        away = {p for p, _ in departed} | gone()
         if isinstance(exc, PeerRerun):
-            gone.add(exc.peer)
+            away.add(exc.peer)
         if not isinstance(exc, PeerAborted):
             reason = ("it was interrupted by its user" if isinstance(exc, asyncio.CancelledError
                                                                      | KeyboardInterrupt)
                       else reason_of(exc))
-            await send_abort(party, [p for p in watched if p not in gone], session=session,
+            await send_abort(party, [p for p in watched if p not in away], session=session,
                              protocol=name, reason=reason, run=run_id, seen=seen)
         with contextlib.suppress(Exception):
             exc._fedlab_told = True  # type: ignore[attr-defined]
@@ -252,7 +284,8 @@ async def drive(
         with contextlib.suppress(BaseException):  # let them end before we return
             await asyncio.wait(pending, timeout=1)
     # acknowledgements from the peers of this run (not from others in the room)
-    await party.flush(timeout, peers=[p for p in announced if party.presence.get(p) != "left"])
+    await party.flush(timeout, peers=[p for p in announced if party.presence.get(p) != "left"
+                                      and p not in gone()])
     return protocol.result
 
 

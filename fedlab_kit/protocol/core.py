@@ -52,6 +52,8 @@ class Protocol(abc.ABC):
     def __init__(self) -> None:
         self.done = False
         self.result: Any = None
+        #: peers the run went on without (dropouts): not told of errors, not waited for
+        self.gone: set[str] = set()
 
     @abc.abstractmethod
     def start(self) -> list[Action]:
@@ -64,6 +66,17 @@ class Protocol(abc.ABC):
     def on_computed(self, key: Hashable, result: Any) -> list[Action]:
         """Consume the result of a :class:`Compute`; return what it causes."""
         raise InternalError(f"{self.name} does not request computations")
+
+    def on_departed(self, peer: str, event: str) -> list[Action] | None:
+        """A watched peer left (``event``: "left", "lost" or "restarted"). None: the run
+        cannot go on without it (the driver stops it, except after "lost", which may be
+        transient); a list: the protocol goes on without it (and adds it to :attr:`gone`)."""
+        return None
+
+    def on_timeout(self) -> list[Action] | None:
+        """Nothing arrived within the driver's timeout. None: the run stops with a
+        TimeoutError; a list: it goes on (e.g. without the silent peers)."""
+        return None
 
     def progress(self) -> tuple[int, int]:
         """(steps done, steps total) for progress bars; (0, 0) if unknown."""

@@ -21,11 +21,14 @@ class LocalNetwork:
     protocols: dict[str, Protocol]
     delivered: int = 0
 
-    def run(self, max_messages: int = 1_000_000) -> dict[str, Any]:
+    def run(self, max_messages: int = 1_000_000, max_timeouts: int = 1000) -> dict[str, Any]:
         """Run every protocol to its end; their results by party name. As the driver does,
         a party's sends go out in order and its computations run after the sends of the
-        same step (here at once, before the next delivery)."""
+        same step (here at once, before the next delivery). When nothing is in flight, the
+        unfinished protocols' :meth:`~Protocol.on_timeout` runs (time passes); a protocol
+        that returns no actions there is stuck."""
         seqs: dict[tuple[str, str], int] = {}
+        timeouts = 0
         work: deque[tuple[str, Compute]] = deque()
         queue: deque[Envelope] = deque()
 
@@ -42,7 +45,19 @@ class LocalNetwork:
 
         for name, proto in self.protocols.items():
             post(name, proto.start())
-        while work or queue:
+        while True:
+            if not (work or queue):
+                # nothing in flight: time passes, the waiting parties time out
+                for name, proto in self.protocols.items():
+                    if not proto.done:
+                        actions = proto.on_timeout()
+                        if actions:
+                            post(name, actions)
+                if not (work or queue):
+                    break
+                timeouts += 1
+                if timeouts > max_timeouts:
+                    raise InternalError("local network: timeout limit reached")
             if work:
                 sender, job = work.popleft()
                 post(sender, self.protocols[sender].on_computed(job.key, job.fn(*job.args)))
@@ -51,7 +66,10 @@ class LocalNetwork:
                 raise InternalError("local network: message limit reached (protocol loops?)")
             env = queue.popleft()
             self.delivered += 1
-            post(env.recipient, self.protocols[env.recipient].on_message(env))
+            recipient = self.protocols[env.recipient]
+            if env.sender not in getattr(recipient, "gone", ()):  # as the driver: no word from
+                # the parties it went on without
+                post(env.recipient, recipient.on_message(env))
         stuck = [n for n, p in self.protocols.items() if not p.done]
         if stuck:
             raise InternalError(f"protocols stopped without finishing: {stuck}")
